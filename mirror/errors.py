@@ -1,0 +1,142 @@
+"""The one exception tree of tuf-mirror, and the exit status each branch maps to.
+
+::
+
+    MirrorError                      (exit 1 unless a branch says otherwise)
+    ├── UsageError                   exit 2  bad flags, config file, environment
+    │   └── StorageConfigError       exit 2  missing bucket, access denied, bad path
+    ├── VerificationError            exit 1  something the upstream's keys did not sign
+    │   ├── MalformedMetadataError           not parseable / not TUF / wrong _type
+    │   ├── SignatureError                   threshold not reached, bad signature
+    │   ├── BadVersionError                  version differs from the expected one
+    │   ├── RollbackError                    version lower than trusted, role dropped
+    │   ├── ExpiredMetadataError             freeze attack
+    │   ├── LengthOrHashMismatchError        bytes differ from what was signed
+    │   │   └── OversizeError                more bytes than declared (endless data)
+    │   ├── UnsafeNameError                  a role name or target path that could escape
+    │   ├── DelegationError                  target not authorised / role not in snapshot
+    │   └── TamperedDestinationError         the destination holds unverifiable data
+    ├── TransientError               exit 3  worth retrying later
+    │   ├── FetchError                       network, HTTP 5xx, timeouts
+    │   │   └── NotFoundError                HTTP 404 (policy decided by the caller)
+    │   └── StorageError                     disk full, write failed, S3 5xx
+    ├── LockHeldError                exit 4  another run holds the destination
+    └── BudgetExhaustedError         exit 5  --max-transfer reached; run again
+
+Third-party exceptions are translated into this tree in the module that owns the
+library (``raise FetchError(...) from exc``) and never caught anywhere else.
+Programming errors (calling steps in the wrong order) are ``RuntimeError``, never
+a ``MirrorError``, so they keep their traceback.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """Process exit statuses, as documented in the README."""
+
+    OK = 0
+    VERIFICATION_FAILED = 1
+    USAGE = 2
+    TRANSIENT = 3
+    LOCKED = 4
+    BUDGET = 5
+
+
+class MirrorError(Exception):
+    """Base class of every error tuf-mirror reports to a person."""
+
+    exit_status: ExitStatus = ExitStatus.VERIFICATION_FAILED
+
+    def diagnostics(self) -> str:
+        """A one-line explanation for people: what failed and where."""
+        return f"{type(self).__name__}: {self}"
+
+
+class UsageError(MirrorError):
+    """Bad command line, configuration file or environment."""
+
+    exit_status = ExitStatus.USAGE
+
+
+class StorageConfigError(UsageError):
+    """The destination cannot be used as configured (missing bucket, denied)."""
+
+
+class VerificationError(MirrorError):
+    """Data that the upstream's keys did not sign: a security event."""
+
+    exit_status = ExitStatus.VERIFICATION_FAILED
+
+
+class MalformedMetadataError(VerificationError):
+    """Bytes that do not parse as the TUF metadata that was expected."""
+
+
+class SignatureError(VerificationError):
+    """Signature threshold not reached."""
+
+
+class BadVersionError(VerificationError):
+    """A version number other than the one expected (e.g. 2.root.json holding v3)."""
+
+
+class RollbackError(VerificationError):
+    """A version lower than the trusted one, or a role dropped from snapshot."""
+
+
+class ExpiredMetadataError(VerificationError):
+    """Metadata past its expiry (freeze attack)."""
+
+
+class LengthOrHashMismatchError(VerificationError):
+    """Bytes whose length or hashes differ from the signed ones."""
+
+
+class OversizeError(LengthOrHashMismatchError):
+    """More bytes than the declared length or the configured cap (endless data)."""
+
+
+class UnsafeNameError(VerificationError):
+    """A role name or target path that could escape the destination."""
+
+
+class DelegationError(VerificationError):
+    """A target listed by a role that is not authorised for it, or a role missing
+    from snapshot."""
+
+
+class TamperedDestinationError(VerificationError):
+    """The destination holds metadata or targets that do not verify."""
+
+
+class TransientError(MirrorError):
+    """A failure worth retrying later: network, storage, a busy upstream."""
+
+    exit_status = ExitStatus.TRANSIENT
+
+
+class FetchError(TransientError):
+    """Network or HTTP failure while fetching from an upstream."""
+
+
+class NotFoundError(FetchError):
+    """The upstream answered 404 (or the file is absent from a local upstream)."""
+
+
+class StorageError(TransientError):
+    """The destination could not be read or written (disk full, S3 error)."""
+
+
+class LockHeldError(MirrorError):
+    """Another run holds the destination's lock."""
+
+    exit_status = ExitStatus.LOCKED
+
+
+class BudgetExhaustedError(MirrorError):
+    """The transfer budget (--max-transfer) was reached; run again to continue."""
+
+    exit_status = ExitStatus.BUDGET

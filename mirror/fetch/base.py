@@ -1,0 +1,82 @@
+"""The interface between the sync engine and whatever serves the upstream's bytes.
+
+A fetcher gets bytes by *relative name* from an upstream ("metadata" or "targets"
+namespace): it knows how to join names onto base URLs, stream with a hard length cap,
+hash on the fly, time-limit and retry transient failures. It never decides whether
+bytes are trustworthy: that is ``mirror.trust``'s job. Only ``mirror.errors.FetchError``
+(and its ``NotFoundError`` subclass) and ``OversizeError`` leave a fetcher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+Namespace = Literal["metadata", "targets"]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedFile:
+    """A file streamed to disk: where, how long, and its digests (hex) per algorithm."""
+
+    path: Path
+    length: int
+    digests: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedBytes:
+    """A small file fetched into memory, with the validators for a conditional GET."""
+
+    data: bytes
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(slots=True)
+class FetchStats:
+    """Counters a run report shows: requests made and bytes received."""
+
+    requests: int = 0
+    bytes_received: int = 0
+    not_modified: int = 0
+    retries: int = 0
+
+
+class Fetcher(Protocol):
+    """Fetches upstream files by relative name."""
+
+    stats: FetchStats
+
+    async def fetch_bytes(
+        self,
+        namespace: Namespace,
+        name: str,
+        *,
+        max_length: int,
+        if_none_match: str | None = None,
+        if_modified_since: str | None = None,
+    ) -> FetchedBytes | None:
+        """Fetch ``name`` into memory, reading at most ``max_length`` bytes
+        (more is ``OversizeError``). Returns None only for a 304 answer to a
+        conditional request. 404 is ``NotFoundError``."""
+        ...
+
+    async def fetch_to_file(
+        self,
+        namespace: Namespace,
+        name: str,
+        dest: Path,
+        *,
+        length: int,
+        algorithms: tuple[str, ...],
+    ) -> FetchedFile:
+        """Stream ``name`` into the new file ``dest``, never past ``length`` bytes,
+        computing the digests of ``algorithms`` on the fly. A shorter body is a
+        ``LengthOrHashMismatchError``; the caller compares the digests."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close connections."""
+        ...

@@ -1,0 +1,103 @@
+"""The object-store shaped interface every destination implements.
+
+A ``Store`` knows keys (``metadata/1.root.json``, ``targets/ab/<hash>.x``), not
+paths: keys are ``/``-separated, relative, already validated by ``mirror.trust``
+(no ``..``, no empty segments, no backslash, no NUL). Every backend makes ``put``
+atomic: a reader sees the old object or the new one, never a partial one.
+
+What it does not do: verification, ordering, retries of verification failures.
+``sync.py`` decides what to write and when; a store only writes what it is given.
+Backends translate their library's exceptions to ``StorageError`` /
+``StorageConfigError`` (``mirror.errors``) and raise ``KeyError``-free APIs:
+a missing key is ``None`` from ``head`` and ``NotFoundInStoreError`` from ``get``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from mirror.errors import StorageError
+
+
+class NotFoundInStoreError(StorageError):
+    """The key does not exist in the store."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a store knows about one object without reading it."""
+
+    key: str
+    size: int
+    #: hex sha256 of the content when the backend knows it cheaply (S3 checksum), else None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PutOptions:
+    """Per-object publishing hints; backends ignore what they cannot express."""
+
+    content_type: str = "application/octet-stream"
+    #: e.g. "public, max-age=31536000, immutable" for versioned files
+    cache_control: str | None = None
+    #: hex sha256 of the content, sent so the backend can check the upload end to end
+    sha256: str | None = None
+
+
+class Store(Protocol):
+    """An object store: head, get, put, list, delete; atomic put."""
+
+    #: human-readable location ("/srv/mirror", "s3://bucket/prefix")
+    url: str
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        """Return the object's info, or None when the key is absent."""
+        ...
+
+    async def get(self, key: str, *, max_length: int) -> bytes:
+        """Return the whole object; raise NotFoundInStoreError if absent and
+        StorageError if it is larger than max_length."""
+        ...
+
+    def iter_chunks(self, key: str, *, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
+        """Stream an object's bytes (for hashing large targets without loading them)."""
+        ...
+
+    async def put_bytes(self, key: str, data: bytes, options: PutOptions) -> None:
+        """Atomically create or replace ``key`` with ``data``."""
+        ...
+
+    async def put_file(self, key: str, path: Path, options: PutOptions) -> None:
+        """Atomically publish the spool file ``path`` (from ``spool_dir``) as ``key``.
+
+        The file is consumed: local backends rename it into place, remote backends
+        upload it and delete it.
+        """
+        ...
+
+    async def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if it does not exist; return False if it did.
+
+        Local: O_CREAT|O_EXCL. S3: PutObject with If-None-Match: *.
+        """
+        ...
+
+    def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in no particular order."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Delete ``key``; deleting an absent key is not an error."""
+        ...
+
+    def spool_dir(self) -> Path:
+        """A directory for download spool files; for local stores on the same
+        filesystem as the destination, so that ``put_file`` is a rename."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and thread pools."""
+        ...
