@@ -1,0 +1,338 @@
+"""Configuration: one table of options, read from flags, ``TUF_MIRROR_*`` environment
+variables and a TOML file (``--config FILE``), in that order of precedence.
+
+Every option is declared once in ``OPTIONS``; ``add_options`` turns the table into
+argparse flags (with the environment variable and default in ``--help``) and
+``resolve`` merges the three sources into a frozen ``Settings``. This module parses
+and validates values; it does not open the root file, the network or the destination.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from mirror.errors import UsageError
+
+ENV_PREFIX = "TUF_MIRROR_"
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte count with an optional binary suffix: ``512K``, ``10M``, ``5G``.
+
+    Suffixes are powers of 1024 and always mean *bytes* (``10M`` is 10 MiB, not
+    10 megabits).
+    """
+    match = _SIZE_RE.match(str(text))
+    if not match:
+        raise UsageError(f"not a size: {text!r} (expected e.g. 512K, 10M, 5G; bytes, not bits)")
+    number, unit = match.group(1), match.group(2).upper()
+    return int(float(number) * _UNITS[unit])
+
+
+def parse_duration(text: str) -> float:
+    """Parse seconds with an optional unit: ``30``, ``30s``, ``5m``, ``2h``, ``3d``."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(text))
+    if not match:
+        raise UsageError(f"not a duration: {text!r} (expected e.g. 30s, 5m, 2h, 3d)")
+    scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return float(match.group(1)) * scale
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise UsageError(f"not a whole number: {text!r}") from exc
+    if value < 1:
+        raise UsageError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _sha256_hex(text: str) -> str:
+    value = text.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise UsageError(f"--root-sha256 must be 64 hex digits, got {text!r}")
+    return value
+
+
+def _str(text: str) -> str:
+    return str(text)
+
+
+def _bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise UsageError(f"not a boolean: {text!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting: its flag, how to parse it, its default and its help."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str | None = None
+    repeat: bool = False
+    flag: bool = False
+    commands: frozenset[str] = frozenset({"sync", "plan", "verify"})
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def cli(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+_SYNCISH = frozenset({"sync", "plan"})
+
+OPTIONS: tuple[Option, ...] = (
+    Option("root", _str, None, "pinned trusted root.json of the upstream", "FILE"),
+    Option(
+        "root_sha256", _sha256_hex, None, "refuse to start unless --root has this sha256", "HEX"
+    ),
+    Option(
+        "upstream",
+        _str,
+        (),
+        "upstream base URL (metadata at URL/metadata/, targets at URL/targets/);"
+        " repeat for failover",
+        "URL",
+        repeat=True,
+        commands=_SYNCISH,
+    ),
+    Option("metadata_url", _str, None, "override the metadata base URL", "URL", commands=_SYNCISH),
+    Option("targets_url", _str, None, "override the targets base URL", "URL", commands=_SYNCISH),
+    Option("dest", _str, None, "destination directory or file:// URL", "DEST"),
+    Option(
+        "transfers",
+        _positive_int,
+        8,
+        "concurrent downloads",
+        "N",
+        commands=_SYNCISH,
+    ),
+    Option(
+        "timeout",
+        parse_duration,
+        120.0,
+        "deadline for one transfer (seconds or 30s/5m)",
+        "DURATION",
+        commands=_SYNCISH,
+    ),
+    Option("retries", _positive_int, 4, "attempts per transfer", "N", commands=_SYNCISH),
+    Option(
+        "max_snapshot_size",
+        parse_size,
+        32 * 1024**2,
+        "cap on snapshot.json when timestamp declares no length",
+        "SIZE",
+    ),
+    Option(
+        "max_targets_size",
+        parse_size,
+        64 * 1024**2,
+        "cap on a targets role when snapshot declares no length",
+        "SIZE",
+    ),
+    Option(
+        "break_stale_lock",
+        _bool,
+        False,
+        "break a lock left by a dead run",
+        flag=True,
+        commands=_SYNCISH,
+    ),
+    Option("json", _bool, False, "print the run report as JSON on stdout", flag=True),
+    Option("report", _str, None, "write the JSON run report to FILE", "FILE"),
+    Option(
+        "sample",
+        _positive_int,
+        None,
+        "verify only N randomly chosen targets",
+        "N",
+        commands=frozenset({"verify"}),
+    ),
+)
+
+OPTION_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The resolved settings of one run."""
+
+    command: str
+    root: Path
+    dest: str
+    root_sha256: str | None = None
+    upstream: tuple[str, ...] = ()
+    metadata_url: str | None = None
+    targets_url: str | None = None
+    transfers: int = 8
+    timeout: float = 120.0
+    retries: int = 4
+    max_snapshot_size: int = 32 * 1024**2
+    max_targets_size: int = 64 * 1024**2
+    break_stale_lock: bool = False
+    json: bool = False
+    report: Path | None = None
+    sample: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def root_bytes(self) -> bytes:
+        """Read the pinned root file and check its sha256 pin."""
+        try:
+            data = self.root.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read --root {self.root}: {exc.strerror}") from exc
+        if self.root_sha256 is not None:
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != self.root_sha256:
+                raise UsageError(
+                    f"--root {self.root} has sha256 {actual}, not the pinned {self.root_sha256}"
+                )
+        return data
+
+    def metadata_base(self, upstream: str) -> str:
+        """The metadata base URL for ``upstream``, honouring --metadata-url."""
+        if self.metadata_url:
+            return self.metadata_url
+        return upstream.rstrip("/") + "/metadata/"
+
+    def targets_base(self, upstream: str) -> str:
+        """The targets base URL for ``upstream``, honouring --targets-url."""
+        if self.targets_url:
+            return self.targets_url
+        return upstream.rstrip("/") + "/targets/"
+
+
+def add_options(parser: argparse.ArgumentParser, command: str) -> None:
+    """Add the table's options for ``command`` to ``parser``.
+
+    Defaults are not set here (argparse.SUPPRESS) so that ``resolve`` can tell an
+    explicit flag from an absent one and fall back to env and config file.
+    """
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"TOML config file (env {ENV_PREFIX}CONFIG); keys are the long option names",
+    )
+    for option in OPTIONS:
+        if command not in option.commands:
+            continue
+        helptext = f"{option.help} (env {option.env}"
+        helptext += f"; default {option.default!r})" if option.default not in (None, ()) else ")"
+        if option.flag:
+            parser.add_argument(
+                option.cli,
+                dest=option.name,
+                action="store_const",
+                const="true",
+                default=argparse.SUPPRESS,
+                help=helptext,
+            )
+        else:
+            parser.add_argument(
+                option.cli,
+                dest=option.name,
+                metavar=option.metavar,
+                action="append" if option.repeat else "store",
+                default=argparse.SUPPRESS,
+                help=helptext,
+            )
+
+
+def _load_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from exc
+    # Accept both a flat file and one with a [tuf-mirror] table.
+    table = data.get("tuf-mirror", data)
+    if not isinstance(table, dict):
+        raise UsageError(f"config file {path}: [tuf-mirror] must be a table")
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in OPTION_BY_NAME:
+            raise UsageError(f"config file {path}: unknown setting {key!r}")
+        out[name] = value
+    return out
+
+
+def _convert(option: Option, raw: Any, source: str) -> Any:
+    try:
+        if option.repeat:
+            items: Sequence[Any]
+            if isinstance(raw, str):
+                items = [part for part in re.split(r"[\s,]+", raw) if part]
+            elif isinstance(raw, list | tuple):
+                items = raw
+            else:
+                raise UsageError(f"expected a list, got {raw!r}")
+            return tuple(option.parse(str(item)) for item in items)
+        if isinstance(raw, bool) and option.flag:
+            return raw
+        return option.parse(str(raw))
+    except UsageError as exc:
+        raise UsageError(f"{option.cli} (from {source}): {exc}") from exc
+
+
+def resolve(
+    command: str,
+    namespace: argparse.Namespace,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge flags, environment and config file (in that order of precedence)."""
+    env = os.environ if environ is None else environ
+    flags = vars(namespace)
+    config_path = flags.get("config") or env.get(ENV_PREFIX + "CONFIG")
+    from_file = _load_toml(config_path) if config_path else {}
+
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        if command not in option.commands:
+            continue
+        if option.name in flags:
+            values[option.name] = _convert(option, flags[option.name], option.cli)
+        elif option.env in env:
+            values[option.name] = _convert(option, env[option.env], option.env)
+        elif option.name in from_file:
+            values[option.name] = _convert(option, from_file[option.name], str(config_path))
+        else:
+            values[option.name] = option.default
+
+    if not values.get("root"):
+        raise UsageError("--root is required (the upstream's trusted root.json, pinned)")
+    if not values.get("dest"):
+        raise UsageError("--dest is required")
+    if command in _SYNCISH and not values.get("upstream"):
+        raise UsageError("--upstream is required")
+    known = {f.name for f in fields(Settings)}
+    kwargs = {k: v for k, v in values.items() if k in known}
+    kwargs["root"] = Path(kwargs["root"])
+    if kwargs.get("report"):
+        kwargs["report"] = Path(kwargs["report"])
+    return Settings(command=command, **kwargs)

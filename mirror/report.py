@@ -1,0 +1,106 @@
+"""The run report: what a run did, as counts, bytes, durations and versions.
+
+One ``RunReport`` per command; the CLI prints its summary line and, on request,
+its JSON form (``--json``, ``--report FILE``). It is plain data: nothing here
+decides anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mirror.errors import ExitStatus, MirrorError
+
+
+@dataclass(slots=True)
+class RunReport:
+    """Counters and facts of one run; mutable while the run goes on."""
+
+    command: str
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished: datetime | None = None
+    exit_status: ExitStatus = ExitStatus.OK
+    error: str | None = None
+    upstream: str | None = None
+    dest: str | None = None
+    versions_before: dict[str, int] = field(default_factory=dict)
+    versions_after: dict[str, int] = field(default_factory=dict)
+    roles_fetched: int = 0
+    roles_verified: int = 0
+    roles_published: int = 0
+    targets_new: int = 0
+    targets_fetched: int = 0
+    targets_already_present: int = 0
+    targets_published: int = 0
+    target_bytes: int = 0
+    planned_bytes: int = 0
+    requests: int = 0
+    bytes_received: int = 0
+    retries: int = 0
+    restarts: int = 0
+    expired_delegated_roles: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    nothing_new: bool = False
+
+    @classmethod
+    def failed(cls, *, command: str, error: MirrorError, started: datetime) -> RunReport:
+        """A report for a run that ended in ``error``."""
+        report = cls(command=command, started=started)
+        report.finish(error)
+        return report
+
+    def finish(self, error: MirrorError | None = None) -> None:
+        """Stamp the end time and, on failure, the error and its exit status."""
+        self.finished = datetime.now(UTC)
+        if error is not None:
+            self.exit_status = error.exit_status
+            self.error = error.diagnostics()
+
+    @property
+    def seconds(self) -> float:
+        end = self.finished or datetime.now(UTC)
+        return (end - self.started).total_seconds()
+
+    def summary_line(self) -> str:
+        """The one human line a run prints."""
+        if self.error is not None:
+            return (
+                f"tuf-mirror {self.command}: FAILED (exit {int(self.exit_status)}) "
+                f"after {self.seconds:.1f}s: {self.error}"
+            )
+        ts = self.versions_after.get("timestamp")
+        if self.command == "verify":
+            return (
+                f"tuf-mirror verify: ok, timestamp v{ts}, {self.roles_verified} roles, "
+                f"{self.targets_published} targets checked in {self.seconds:.1f}s"
+                if not (self.missing or self.corrupt)
+                else f"tuf-mirror verify: {len(self.missing)} missing, "
+                f"{len(self.corrupt)} corrupt of {self.targets_published} targets"
+            )
+        if self.nothing_new:
+            return (
+                f"tuf-mirror {self.command}: nothing new (timestamp v{ts}), "
+                f"{self.requests} requests, {self.bytes_received} bytes in {self.seconds:.1f}s"
+            )
+        verb = "would copy" if self.command == "plan" else "copied"
+        count = self.targets_new if self.command == "plan" else self.targets_fetched
+        nbytes = self.planned_bytes if self.command == "plan" else self.target_bytes
+        return (
+            f"tuf-mirror {self.command}: {verb} {count} targets ({nbytes} bytes) and "
+            f"{self.roles_fetched} roles; timestamp v{self.versions_before.get('timestamp')}"
+            f" -> v{ts}; {self.requests} requests, {self.bytes_received} bytes "
+            f"in {self.seconds:.1f}s"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form of the report."""
+        data = asdict(self)
+        data["started"] = self.started.isoformat()
+        data["finished"] = self.finished.isoformat() if self.finished else None
+        data["exit_status"] = int(self.exit_status)
+        data["seconds"] = round(self.seconds, 3)
+        return data
