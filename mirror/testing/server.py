@@ -428,10 +428,16 @@ class RepoServer:
             self._entries.append(entry)
         return entry
 
-    def _completed(self, entry: _Entry) -> None:
+    def _mark_complete(self, entry: _Entry) -> None:
+        """Mark ``entry`` complete. Handlers call this just *before* the last bytes of
+        an answer go out, so a client never sees an answer before its record does."""
         with self._log_lock:
-            entry.complete = True
-            self._log_lock.notify_all()
+            if not entry.complete:
+                entry.complete = True
+                self._log_lock.notify_all()
+
+    def _completed(self, entry: _Entry) -> None:
+        self._mark_complete(entry)
         if self._echo is not None:
             with contextlib.suppress(OSError, ValueError):
                 print(
@@ -516,11 +522,11 @@ def _parse_range(value: str, size: int) -> _Range:
             return "unsatisfiable"
         return (max(0, size - suffix), size - 1)
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         return None
     if start >= size:
         return "unsatisfiable"
+    end = int(last) if last else size - 1
     return (start, min(end, size - 1))
 
 
@@ -610,7 +616,7 @@ class _Handler(BaseHTTPRequestHandler):
         if delay > 0 and self._owner._stopping.wait(delay):
             raise _Stopping
         if fault is not None and fault.reset_connection:
-            self._reset()
+            self._reset(entry)
             return
         if fault is not None and fault.status_code is not None:
             code = fault.status_code
@@ -737,10 +743,12 @@ class _Handler(BaseHTTPRequestHandler):
         if truncate is not None and truncate < len(body):
             self.send_header("Connection", "close")
             body = body[:truncate]
+        if not body:
+            self._owner._mark_complete(entry)
         self.end_headers()
         if body:
             rate = fault.bytes_per_second if fault is not None else None
-            self._write_body(entry, [body], rate)
+            self._write_body(entry, [body], rate, total=len(body))
 
     def _send_endless(self, entry: _Entry, fault: Fault, *, head: bool) -> None:
         entry.status = 200
@@ -750,6 +758,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(fault.declared_length))
         else:
             self.send_header("Connection", "close")
+        if head:
+            self._owner._mark_complete(entry)
         self.end_headers()
         if head:
             return
@@ -757,9 +767,13 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.truncate_after is not None:
             self.close_connection = True
             limit = fault.truncate_after if limit is None else min(limit, fault.truncate_after)
-        self._write_body(entry, _endless(limit), fault.bytes_per_second)
+        self._write_body(entry, _endless(limit), fault.bytes_per_second, total=limit)
 
-    def _write_body(self, entry: _Entry, chunks: Iterable[bytes], rate: int | None) -> None:
+    def _write_body(
+        self, entry: _Entry, chunks: Iterable[bytes], rate: int | None, *, total: int | None
+    ) -> None:
+        """Write ``chunks`` (``total`` bytes in all, None: unknown), paced at ``rate``
+        bytes/s if given, counting into the entry as it goes."""
         stopping = self._owner._stopping
         started = time.monotonic()
         sent = 0
@@ -774,16 +788,23 @@ class _Handler(BaseHTTPRequestHandler):
                     if wait > 0 and stopping.wait(wait):
                         raise _Stopping
                 piece = view[offset : offset + step]
-                self.wfile.write(piece)
+                entry.bytes_sent = sent + len(piece)
+                if total is not None and entry.bytes_sent >= total:
+                    self._owner._mark_complete(entry)
+                try:
+                    self.wfile.write(piece)
+                except OSError:
+                    entry.bytes_sent = sent
+                    raise
                 sent += len(piece)
-                entry.bytes_sent = sent
 
-    def _reset(self) -> None:
+    def _reset(self, entry: _Entry) -> None:
         """Close the connection with an RST (SO_LINGER 0), answering nothing."""
         self.close_connection = True
         conn = self.connection
         with contextlib.suppress(OSError):
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._owner._mark_complete(entry)
         # The socket only really closes once its buffered reader is closed too (the
         # writer holds no reference to the descriptor).
         with contextlib.suppress(OSError):
