@@ -10,6 +10,12 @@ What it does not do: verification, ordering, retries of verification failures.
 Backends translate their library's exceptions to ``StorageError`` /
 ``StorageConfigError`` (``mirror.errors``) and raise ``KeyError``-free APIs:
 a missing key is ``None`` from ``head`` and ``NotFoundInStoreError`` from ``get``.
+
+Every backend validates keys again with ``validate_key`` (defence in depth) and
+raises ``UnsafeNameError`` for a key that could escape. Keys under
+``INTERNAL_PREFIX`` (``.tuf-mirror/``: the lock, spool files) are the tool's own
+bookkeeping: they can be written, read and deleted like any other key, but
+``list`` never yields them, so a listing shows only published content.
 """
 
 from __future__ import annotations
@@ -19,7 +25,51 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mirror.errors import StorageError
+from mirror.errors import StorageError, UnsafeNameError
+
+#: Keys starting with this prefix are the mirror's own bookkeeping (lock, spool).
+INTERNAL_PREFIX = ".tuf-mirror/"
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative ``/``-separated key, else raise
+    ``UnsafeNameError``: no empty key or segment (so no leading, trailing or
+    doubled ``/``), no ``.`` or ``..`` segment, no backslash, no NUL."""
+    _check_key_text(key, what="key")
+    for segment in key.split("/"):
+        if segment in ("", ".", ".."):
+            raise UnsafeNameError(f"unsafe storage key {key!r}: empty, '.' or '..' segment")
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it can start a safe key (``""``, ``"metadata/"``,
+    ``"targets/ab"``), else raise ``UnsafeNameError``. Like ``validate_key`` but
+    the empty prefix and a trailing ``/`` are allowed."""
+    if prefix == "":
+        return prefix
+    _check_key_text(prefix, what="prefix")
+    segments = prefix.split("/")
+    if segments[-1] == "":
+        segments.pop()
+    for segment in segments:
+        if segment in ("", ".", ".."):
+            raise UnsafeNameError(f"unsafe storage prefix {prefix!r}: empty, '.' or '..' segment")
+    return prefix
+
+
+def is_internal_key(key: str) -> bool:
+    """True for the mirror's own bookkeeping keys, which ``list`` never yields."""
+    return key.startswith(INTERNAL_PREFIX)
+
+
+def _check_key_text(text: str, *, what: str) -> None:
+    if not text:
+        raise UnsafeNameError(f"unsafe storage {what}: empty")
+    if "\\" in text or "\0" in text:
+        raise UnsafeNameError(f"unsafe storage {what} {text!r}: backslash or NUL")
+    if text.startswith("/"):
+        raise UnsafeNameError(f"unsafe storage {what} {text!r}: absolute")
 
 
 class NotFoundInStoreError(StorageError):
@@ -63,7 +113,9 @@ class Store(Protocol):
         ...
 
     def iter_chunks(self, key: str, *, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
-        """Stream an object's bytes (for hashing large targets without loading them)."""
+        """Stream an object's bytes (for hashing large targets without loading them).
+
+        An absent key raises NotFoundInStoreError from the first iteration."""
         ...
 
     async def put_bytes(self, key: str, data: bytes, options: PutOptions) -> None:
@@ -73,8 +125,9 @@ class Store(Protocol):
     async def put_file(self, key: str, path: Path, options: PutOptions) -> None:
         """Atomically publish the spool file ``path`` (from ``spool_dir``) as ``key``.
 
-        The file is consumed: local backends rename it into place, remote backends
-        upload it and delete it.
+        The file is consumed on success: local backends rename it into place,
+        remote backends upload it and delete it. On failure it may remain; the
+        caller owns cleaning its spool.
         """
         ...
 
@@ -86,7 +139,9 @@ class Store(Protocol):
         ...
 
     def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        """Every object whose key starts with ``prefix``, in no particular order."""
+        """Every object whose key starts with ``prefix`` (a plain string prefix, not
+        only a directory), in no particular order; never keys under
+        ``INTERNAL_PREFIX`` nor in-flight temporary objects."""
         ...
 
     async def delete(self, key: str) -> None:

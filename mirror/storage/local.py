@@ -1,0 +1,431 @@
+"""``LocalStore``: a ``Store`` on a local directory, with atomic, durable writes.
+
+Every write goes to a temporary file named ``.tmp-<random>`` in the destination
+directory, is written, ``fsync``-ed, renamed over the final name with
+``os.replace`` and followed by an ``fsync`` of the directory: a reader (a web
+server serving the mirror) sees the old file or the new one, never a partial one,
+and a crash leaves at most a stray ``.tmp-*`` file that listings ignore.
+
+The root directory, and any missing parent directory of a key, is created on the
+first write (each new directory is made durable by an ``fsync`` of its parent).
+Reads of a missing root behave like an empty store.
+
+Blocking file I/O runs in worker threads (``trio.to_thread.run_sync`` with one
+``CapacityLimiter`` per store); each operation is one thread call, so a
+cancelled task never leaves a write half done. ``OSError`` is translated here:
+to ``StorageError`` naming the key, or ``StorageConfigError`` when the root
+directory itself cannot be used.
+
+What it does not do: verification, ordering, removal of empty directories after
+``delete``, or protection against symlinks an operator placed inside the root.
+Names whose last segment starts with ``.tmp-`` are reserved and rejected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from collections.abc import AsyncIterator, Callable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import TypeVar, TypeVarTuple, Unpack
+from urllib.parse import unquote, urlsplit
+
+import trio
+
+from mirror.errors import StorageConfigError, StorageError, UnsafeNameError
+from mirror.storage.base import (
+    INTERNAL_PREFIX,
+    NotFoundInStoreError,
+    ObjectInfo,
+    PutOptions,
+    is_internal_key,
+    validate_key,
+    validate_prefix,
+)
+
+__all__ = ["TEMP_PREFIX", "LocalStore", "path_from_file_url"]
+
+#: Temporary files start with this; listings skip them and keys may not use it.
+TEMP_PREFIX = ".tmp-"
+_SPOOL_KEY = INTERNAL_PREFIX + "spool"
+_LIST_BATCH = 512
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+
+
+def path_from_file_url(url: str) -> Path:
+    """The directory a ``file://`` URL (``file:///srv/mirror``) names.
+
+    Raises ``StorageConfigError`` for a remote host or an empty path."""
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        raise StorageConfigError(f"not a file:// URL: {url!r}")
+    if parts.netloc not in ("", "localhost"):
+        raise StorageConfigError(f"file:// URL with a remote host is not supported: {url!r}")
+    if not parts.path:
+        raise StorageConfigError(f"file:// URL without a path: {url!r}")
+    return Path(unquote(parts.path))
+
+
+class LocalStore:
+    """A ``Store`` on the directory ``root`` (created on the first write)."""
+
+    def __init__(self, root: Path, *, max_threads: int = 8) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.url = str(self.root)
+        self._limiter = trio.CapacityLimiter(max_threads)
+        self._check_root()
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.url!r})"
+
+    # -- Store interface --------------------------------------------------------------
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        return await self._run(self._head_sync, key, path)
+
+    async def get(self, key: str, *, max_length: int) -> bytes:
+        path = self._path(key)
+        return await self._run(self._get_sync, key, path, max_length)
+
+    async def iter_chunks(self, key: str, *, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        fd = await self._run(self._open_for_read, key, path)
+        try:
+            while True:
+                chunk = await self._run(self._read_chunk, key, fd, chunk_size)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._run(os.close, fd)
+
+    async def put_bytes(self, key: str, data: bytes, options: PutOptions) -> None:
+        path = self._path(key)
+        await self._run(self._put_bytes_sync, key, path, data)
+
+    async def put_file(self, key: str, path: Path, options: PutOptions) -> None:
+        dest = self._path(key)
+        await self._run(self._put_file_sync, key, dest, Path(path))
+
+    async def create_exclusive(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        return await self._run(self._create_exclusive_sync, key, path, data)
+
+    async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        validate_prefix(prefix)
+        # Walk the deepest directory that the prefix names completely.
+        directory, _, _ = prefix.rpartition("/")
+        start = self.root.joinpath(*directory.split("/")) if directory else self.root
+        walker = self._walk(start, directory + "/" if directory else "", prefix)
+        while True:
+            batch = await self._run(_take, walker, _LIST_BATCH)
+            for info in batch:
+                yield info
+            if len(batch) < _LIST_BATCH:
+                return
+
+    async def delete(self, key: str) -> None:
+        path = self._path(key)
+        await self._run(self._delete_sync, key, path)
+
+    def spool_dir(self) -> Path:
+        """``<root>/.tuf-mirror/spool``, created if missing (a tiny ``mkdir``)."""
+        path = self.root.joinpath(*_SPOOL_KEY.split("/"))
+        try:
+            self._ensure_dir(path)
+        except OSError as exc:
+            raise self._error(exc, _SPOOL_KEY, "create the spool directory") from exc
+        return path
+
+    async def aclose(self) -> None:
+        """Nothing to release: every operation closes its own files."""
+
+    # -- helpers run in worker threads ------------------------------------------------
+
+    def _head_sync(self, key: str, path: Path) -> ObjectInfo | None:
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise self._error(exc, key, "stat") from exc
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return ObjectInfo(key=key, size=st.st_size)
+
+    def _open_for_read(self, key: str, path: Path) -> int:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise NotFoundInStoreError(f"{key!r} is not in {self.url}") from exc
+        except OSError as exc:
+            raise self._error(exc, key, "open") from exc
+        try:
+            is_file = stat.S_ISREG(os.fstat(fd).st_mode)
+        except OSError as exc:
+            os.close(fd)
+            raise self._error(exc, key, "stat") from exc
+        if not is_file:
+            os.close(fd)
+            raise NotFoundInStoreError(f"{key!r} is not a file in {self.url}")
+        return fd
+
+    def _read_chunk(self, key: str, fd: int, size: int) -> bytes:
+        try:
+            return os.read(fd, size)
+        except OSError as exc:
+            raise self._error(exc, key, "read") from exc
+
+    def _get_sync(self, key: str, path: Path, max_length: int) -> bytes:
+        fd = self._open_for_read(key, path)
+        try:
+            parts: list[bytes] = []
+            total = 0
+            while total <= max_length:
+                chunk = self._read_chunk(key, fd, min(1 << 20, max_length + 1 - total))
+                if not chunk:
+                    return b"".join(parts)
+                parts.append(chunk)
+                total += len(chunk)
+        finally:
+            os.close(fd)
+        raise StorageError(f"{key!r} in {self.url} is larger than {max_length} bytes")
+
+    def _put_bytes_sync(self, key: str, path: Path, data: bytes) -> None:
+        self._ensure_parent(key, path)
+        tmp = self._write_temp(key, path.parent, data)
+        self._replace(key, tmp, path)
+
+    def _put_file_sync(self, key: str, dest: Path, source: Path) -> None:
+        self._ensure_parent(key, dest)
+        try:
+            fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise self._error(exc, key, f"open the spool file {source} for") from exc
+        try:
+            # The fetcher already synced it; this is cheap and makes put_file safe alone.
+            os.fsync(fd)
+        except OSError as exc:
+            raise self._error(exc, key, "sync the spool file for") from exc
+        finally:
+            os.close(fd)
+        try:
+            os.replace(source, dest)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise self._error(exc, key, "write") from exc
+            # The spool file is on another filesystem: copy, then publish atomically.
+            tmp = self._copy_to_temp(key, source, dest.parent)
+            self._replace(key, tmp, dest)
+            try:
+                os.unlink(source)
+            except OSError as unlink_exc:
+                raise self._error(unlink_exc, key, "remove the spool file after writing") from (
+                    unlink_exc
+                )
+            return
+        self._sync_dir(key, dest.parent)
+
+    def _create_exclusive_sync(self, key: str, path: Path, data: bytes) -> bool:
+        self._ensure_parent(key, path)
+        # Write the content to a temporary file, then hard-link it into place: link()
+        # fails if the name exists, so the object appears atomically and complete.
+        tmp = self._write_temp(key, path.parent, data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise self._error(exc, key, "create") from exc
+            # No hard links on this filesystem: O_CREAT|O_EXCL, then write and sync.
+            return self._create_exclusive_open(key, path, data)
+        finally:
+            _unlink_quietly(tmp)
+        self._sync_dir(key, path.parent)
+        return True
+
+    def _create_exclusive_open(self, key: str, path: Path, data: bytes) -> bool:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise self._error(exc, key, "create") from exc
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        except OSError as exc:
+            _unlink_quietly(path)
+            raise self._error(exc, key, "write") from exc
+        finally:
+            os.close(fd)
+        self._sync_dir(key, path.parent)
+        return True
+
+    def _delete_sync(self, key: str, path: Path) -> None:
+        try:
+            os.unlink(path)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return
+        except OSError as exc:
+            raise self._error(exc, key, "delete") from exc
+        self._sync_dir(key, path.parent)
+
+    def _walk(self, directory: Path, key_prefix: str, prefix: str) -> Iterator[ObjectInfo]:
+        """Yield the regular files under ``directory`` whose key starts with ``prefix``."""
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise self._error(exc, key_prefix or ".", "list") from exc
+        for entry in entries:
+            key = key_prefix + entry.name
+            if entry.name.startswith(TEMP_PREFIX) or is_internal_key(key + "/"):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
+                        yield from self._walk(Path(entry.path), key + "/", prefix)
+                elif key.startswith(prefix) and entry.is_file():
+                    yield ObjectInfo(key=key, size=entry.stat().st_size)
+            except FileNotFoundError:
+                continue  # deleted while listing
+            except OSError as exc:
+                raise self._error(exc, key, "list") from exc
+
+    def _write_temp(self, key: str, directory: Path, data: bytes) -> Path:
+        """Write ``data`` to a new synced temporary file in ``directory``."""
+        tmp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            raise self._error(exc, key, "write") from exc
+        try:
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise self._error(exc, key, "write") from exc
+        return tmp
+
+    def _copy_to_temp(self, key: str, source: Path, directory: Path) -> Path:
+        tmp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            with open(source, "rb") as src, open(tmp, "xb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise self._error(exc, key, "write") from exc
+        return tmp
+
+    def _replace(self, key: str, tmp: Path, path: Path) -> None:
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise self._error(exc, key, "write") from exc
+        self._sync_dir(key, path.parent)
+
+    def _sync_dir(self, key: str, directory: Path) -> None:
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise self._error(exc, key, "sync the directory of") from exc
+
+    def _ensure_parent(self, key: str, path: Path) -> None:
+        try:
+            self._ensure_dir(path.parent)
+        except OSError as exc:
+            raise self._error(exc, key, "create the directory of") from exc
+
+    def _ensure_dir(self, directory: Path) -> None:
+        """Create ``directory`` and missing parents, syncing each new entry's parent."""
+        if directory.is_dir():
+            return
+        missing: list[Path] = []
+        current = directory
+        while not current.exists():
+            missing.append(current)
+            if current.parent == current:
+                break
+            current = current.parent
+        for new in reversed(missing):
+            try:
+                os.mkdir(new)
+            except FileExistsError:
+                continue
+            fd = os.open(new.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if not directory.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory))
+
+    # -- validation and errors --------------------------------------------------------
+
+    def _check_root(self) -> None:
+        """Refuse a root that exists but is not a usable directory (tiny stat calls)."""
+        if not self.root.exists():
+            return
+        if not self.root.is_dir():
+            raise StorageConfigError(f"destination {self.url} exists and is not a directory")
+        if not os.access(self.root, os.R_OK | os.W_OK | os.X_OK):
+            raise StorageConfigError(f"destination {self.url} is not writable (permission denied)")
+
+    def _path(self, key: str) -> Path:
+        validate_key(key)
+        name = key.rpartition("/")[2]
+        if name.startswith(TEMP_PREFIX):
+            raise UnsafeNameError(
+                f"unsafe storage key {key!r}: names starting with {TEMP_PREFIX!r} are reserved"
+            )
+        return self.root.joinpath(*key.split("/"))
+
+    def _error(self, exc: OSError, key: str, action: str) -> StorageError | StorageConfigError:
+        code = errno.errorcode.get(exc.errno or 0, "")
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        detail = f"{reason} ({code})" if code else reason
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR) and (
+            not self.root.is_dir() or (exc.filename is not None and Path(exc.filename) == self.root)
+        ):
+            return StorageConfigError(f"cannot use destination {self.url}: {detail}")
+        return StorageError(f"cannot {action} {key!r} in {self.url}: {detail}")
+
+    async def _run(self, fn: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+
+def _take(iterator: Iterator[_T], count: int) -> list[_T]:
+    return list(islice(iterator, count))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)

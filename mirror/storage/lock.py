@@ -1,0 +1,408 @@
+"""The destination lock: two runs never write the same destination at once.
+
+The lock is one object, ``.tuf-mirror/lock``, created with
+``Store.create_exclusive`` (O_CREAT|O_EXCL semantics locally, If-None-Match on S3)
+and holding JSON: who took it (``owner``, ``host``, ``pid``), when (``created``),
+until when (``expires``), a random ``token`` that tells our lock from a successor's,
+and what identifies the process beyond its pid (``boot_id``, ``pid_ns``,
+``pid_start``: Linux only, else null).
+
+``acquire_lock`` is an async context manager::
+
+    async with acquire_lock(store, ttl=timedelta(hours=1)) as lock:
+        ...                      # call ``await lock.refresh()`` in long runs
+
+A lock held by someone else raises ``LockHeldError`` (exit 4) naming owner, host,
+pid and age. A *stale* lock is one that expired, one whose holding process is
+provably gone, or an unreadable one. Stale locks are reported (still
+``LockHeldError``, saying why it is stale) and removed only with
+``break_stale=True`` -- with one exception, chosen because it is safe and saves
+cron users a manual step after a crash or SIGKILL: a lock taken on *this* machine,
+in this boot and this PID namespace, by a process that no longer exists (or whose
+pid now belongs to a different process), is broken automatically, with a warning.
+A lock from another host, another container or before a reboot is never broken
+without ``break_stale``, because its pid means nothing here.
+
+The lock is released (deleted, if it is still ours) when the block exits, also on
+an exception or cancellation: the release runs in a shielded cancel scope with its
+own time limit.
+
+What it does not do: fence writes (a holder that outlives its ``ttl`` without
+``refresh`` can be broken by another run with ``break_stale``), or make breaking
+atomic: two runs breaking the same stale lock at the same instant can, on a store
+without conditional deletes, both succeed. Breaking is an operator action; do not
+script it in a loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import getpass
+import json
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import trio
+
+from mirror.errors import LockHeldError, StorageError
+from mirror.storage.base import INTERNAL_PREFIX, NotFoundInStoreError, PutOptions, Store
+
+__all__ = [
+    "DEFAULT_TTL",
+    "LOCK_KEY",
+    "DestinationLock",
+    "LockInfo",
+    "LockStatus",
+    "ProcessIdentity",
+    "acquire_lock",
+    "lock_status",
+]
+
+LOCK_KEY = INTERNAL_PREFIX + "lock"
+DEFAULT_TTL = timedelta(hours=1)
+_MAX_LOCK_BYTES = 64 * 1024
+_RELEASE_TIMEOUT = 30.0
+_ACQUIRE_ATTEMPTS = 3
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessIdentity:
+    """What identifies a running process beyond its pid (Linux; None elsewhere)."""
+
+    host: str
+    pid: int
+    #: /proc/sys/kernel/random/boot_id: changes at every boot
+    boot_id: str | None = None
+    #: the PID namespace (/proc/self/ns/pid): differs between containers
+    pid_ns: str | None = None
+    #: process start time in clock ticks since boot (/proc/<pid>/stat field 22)
+    pid_start: int | None = None
+
+    @staticmethod
+    @functools.cache
+    def current() -> ProcessIdentity:
+        """This process (computed once: a few tiny /proc reads)."""
+        pid = os.getpid()
+        return ProcessIdentity(
+            host=socket.gethostname(),
+            pid=pid,
+            boot_id=_read_text(Path("/proc/sys/kernel/random/boot_id")),
+            pid_ns=_readlink(Path("/proc/self/ns/pid")),
+            pid_start=_process_start(pid),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LockInfo:
+    """The content of the lock object."""
+
+    owner: str
+    process: ProcessIdentity
+    created: datetime
+    expires: datetime
+    token: str
+
+    def to_json(self) -> bytes:
+        doc = {
+            "owner": self.owner,
+            "host": self.process.host,
+            "pid": self.process.pid,
+            "boot_id": self.process.boot_id,
+            "pid_ns": self.process.pid_ns,
+            "pid_start": self.process.pid_start,
+            "created": self.created.isoformat(),
+            "expires": self.expires.isoformat(),
+            "token": self.token,
+        }
+        return json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> LockInfo:
+        """Parse a lock object; ``ValueError`` if it is not one."""
+        try:
+            doc = json.loads(data)
+            process = ProcessIdentity(
+                host=_as(str, doc["host"]),
+                pid=_as(int, doc["pid"]),
+                boot_id=_as_optional(str, doc.get("boot_id")),
+                pid_ns=_as_optional(str, doc.get("pid_ns")),
+                pid_start=_as_optional(int, doc.get("pid_start")),
+            )
+            created = datetime.fromisoformat(_as(str, doc["created"]))
+            expires = datetime.fromisoformat(_as(str, doc["expires"]))
+            info = cls(
+                owner=_as(str, doc["owner"]),
+                process=process,
+                created=created,
+                expires=expires,
+                token=_as(str, doc["token"]),
+            )
+        except (KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not a lock object: {exc}") from exc
+        if created.tzinfo is None or expires.tzinfo is None:
+            raise ValueError("lock times without a time zone")
+        return info
+
+    def describe(self, now: datetime) -> str:
+        """``alice on host1 (pid 123), taken 5m ago``."""
+        age = _duration(now - self.created)
+        return f"{self.owner} on {self.process.host} (pid {self.process.pid}), taken {age} ago"
+
+
+@dataclass(frozen=True, slots=True)
+class LockStatus:
+    """What ``lock_status`` found: the holder (None if unreadable) and, for a stale
+    lock, why it is stale and whether it may be broken without ``break_stale``."""
+
+    holder: LockInfo | None
+    stale_reason: str | None
+    owner_is_dead_here: bool = False
+
+
+def lock_status(data: bytes, *, now: datetime) -> LockStatus:
+    """Classify the content of an existing lock object (pure but for /proc reads)."""
+    try:
+        holder = LockInfo.from_json(data)
+    except ValueError as exc:
+        return LockStatus(holder=None, stale_reason=f"the lock object is unreadable ({exc})")
+    if _owner_is_dead_here(holder.process):
+        return LockStatus(
+            holder=holder,
+            stale_reason=f"process {holder.process.pid} on this machine is gone",
+            owner_is_dead_here=True,
+        )
+    if holder.expires <= now:
+        return LockStatus(
+            holder=holder,
+            stale_reason=f"it expired {_duration(now - holder.expires)} ago",
+        )
+    return LockStatus(holder=holder, stale_reason=None)
+
+
+class DestinationLock:
+    """A lock this process holds on ``store``; see ``acquire_lock``."""
+
+    def __init__(self, store: Store, info: LockInfo) -> None:
+        self.store = store
+        self.info = info
+
+    async def refresh(self, *, ttl: timedelta | None = None, now: datetime | None = None) -> None:
+        """Push the expiry to ``now + ttl`` (default: the original ttl).
+
+        Raises ``LockHeldError`` if the lock is no longer ours (it was broken)."""
+        now = now or datetime.now(UTC)
+        ttl = ttl if ttl is not None else self.info.expires - self.info.created
+        current = await self._read()
+        if current is None or current.token != self.info.token:
+            raise LockHeldError(
+                f"the lock on {self.store.url} was broken by another run while this one held it"
+            )
+        refreshed = replace(self.info, expires=now + ttl)
+        await self.store.put_bytes(LOCK_KEY, refreshed.to_json(), _LOCK_OPTIONS)
+        self.info = refreshed
+
+    async def release(self) -> None:
+        """Delete the lock if it is still ours (a broken-and-retaken lock is left)."""
+        current = await self._read()
+        if current is None:
+            log.warning("lock on %s was already gone at release", self.store.url)
+            return
+        if current.token != self.info.token:
+            log.warning("lock on %s now belongs to another run; not removing it", self.store.url)
+            return
+        await self.store.delete(LOCK_KEY)
+
+    async def _read(self) -> LockInfo | None:
+        try:
+            data = await self.store.get(LOCK_KEY, max_length=_MAX_LOCK_BYTES)
+        except NotFoundInStoreError:
+            return None
+        try:
+            return LockInfo.from_json(data)
+        except ValueError:
+            return None
+
+
+@contextlib.asynccontextmanager
+async def acquire_lock(
+    store: Store,
+    *,
+    ttl: timedelta = DEFAULT_TTL,
+    break_stale: bool = False,
+    owner: str | None = None,
+    now: datetime | None = None,
+) -> AsyncIterator[DestinationLock]:
+    """Hold the destination lock of ``store`` for the ``async with`` block.
+
+    ``now`` (aware datetime) replaces the wall clock for the lock's times (tests).
+    Raises ``LockHeldError`` when another run holds the lock, or when it is stale
+    and ``break_stale`` is false (except the dead-process-on-this-machine case, see
+    the module docstring). The lock is released on exit, exceptions and
+    cancellation included; a failed release is logged, and raised as
+    ``StorageError`` only when the block itself succeeded.
+    """
+    lock = await _acquire(store, ttl=ttl, break_stale=break_stale, owner=owner, now=now)
+    failed = True
+    try:
+        yield lock
+        failed = False
+    finally:
+        with trio.move_on_after(_RELEASE_TIMEOUT, shield=True) as scope:
+            try:
+                await lock.release()
+            except StorageError as exc:
+                log.warning("could not release the lock on %s: %s", store.url, exc)
+                if not failed:
+                    raise
+        if scope.cancelled_caught:
+            log.warning("releasing the lock on %s timed out", store.url)
+
+
+async def _acquire(
+    store: Store,
+    *,
+    ttl: timedelta,
+    break_stale: bool,
+    owner: str | None,
+    now: datetime | None,
+) -> DestinationLock:
+    if ttl <= timedelta(0):
+        raise ValueError("ttl must be positive")
+    now = now or datetime.now(UTC)
+    if now.tzinfo is None:
+        raise ValueError("now must be an aware datetime")
+    info = LockInfo(
+        owner=owner or _default_owner(),
+        process=ProcessIdentity.current(),
+        created=now,
+        expires=now + ttl,
+        token=secrets.token_hex(16),
+    )
+    for _ in range(_ACQUIRE_ATTEMPTS):
+        if await store.create_exclusive(LOCK_KEY, info.to_json()):
+            return DestinationLock(store, info)
+        try:
+            existing = await store.get(LOCK_KEY, max_length=_MAX_LOCK_BYTES)
+        except NotFoundInStoreError:
+            continue  # released between our create and our read: try again
+        status = lock_status(existing, now=now)
+        holder = status.holder.describe(now) if status.holder else "an unknown run"
+        if status.stale_reason is None:
+            assert status.holder is not None
+            expires_in = _duration(status.holder.expires - now)
+            raise LockHeldError(
+                f"destination {store.url} is locked by {holder}; the lock expires in {expires_in}"
+            )
+        if not (break_stale or status.owner_is_dead_here):
+            raise LockHeldError(
+                f"destination {store.url} has a stale lock from {holder}: "
+                f"{status.stale_reason}; remove it with --break-stale-lock "
+                f"once you are sure that run is over"
+            )
+        log.warning(
+            "breaking the stale lock on %s from %s: %s", store.url, holder, status.stale_reason
+        )
+        # Delete only what we judged stale: if it changed meanwhile, judge again.
+        try:
+            again = await store.get(LOCK_KEY, max_length=_MAX_LOCK_BYTES)
+        except NotFoundInStoreError:
+            continue
+        if again == existing:
+            await store.delete(LOCK_KEY)
+    raise LockHeldError(f"destination {store.url} is locked: another run took the lock first")
+
+
+_LOCK_OPTIONS = PutOptions(content_type="application/json", cache_control="no-store")
+
+
+def _owner_is_dead_here(process: ProcessIdentity) -> bool:
+    """True only when ``process`` provably ran on this machine, in this boot and
+    PID namespace, and is gone (or its pid now names a different process)."""
+    me = ProcessIdentity.current()
+    if (
+        process.host != me.host
+        or process.boot_id is None
+        or process.boot_id != me.boot_id
+        or process.pid_ns is None
+        or process.pid_ns != me.pid_ns
+    ):
+        return False
+    if process.pid == me.pid:
+        return process.pid_start is not None and process.pid_start != me.pid_start
+    try:
+        os.kill(process.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # exists, owned by another user
+    start = _process_start(process.pid)
+    return process.pid_start is not None and start is not None and start != process.pid_start
+
+
+def _default_owner() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid {os.getuid()}"
+
+
+def _process_start(pid: int) -> int | None:
+    stat = _read_text(Path(f"/proc/{pid}/stat"))
+    if stat is None:
+        return None
+    # Field 2 (comm) is parenthesised and may hold spaces: split after its last ')'.
+    fields = stat.rpartition(")")[2].split()
+    try:
+        return int(fields[19])  # field 22 overall
+    except (IndexError, ValueError):
+        return None
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _readlink(path: Path) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def _as(kind: type[_T], value: object) -> _T:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _as_optional(kind: type[_T], value: object) -> _T | None:
+    return None if value is None else _as(kind, value)
+
+
+def _duration(delta: timedelta) -> str:
+    """``3d2h``, ``5m``, ``40s``: a coarse, human-readable length of time."""
+    seconds = max(0, int(delta.total_seconds()))
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m"
+    return f"{seconds}s"

@@ -1,0 +1,266 @@
+"""LocalStore beyond the contract: disk layout, durability, faults, open_store.
+
+Faults a real disk cannot produce on demand (full disk, I/O error, read-only
+filesystem; we run as root, so chmod stops nothing) are simulated by patching the
+``os`` calls LocalStore makes, only for the store's own files.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mirror.errors import StorageConfigError, StorageError, UnsafeNameError
+from mirror.storage import open_store
+from mirror.storage.base import PutOptions
+from mirror.storage.local import LocalStore, path_from_file_url
+from mirror.storage.memory import MemoryStore
+
+OPTIONS = PutOptions()
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def fd_path(fd: int) -> str:
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+def failing(
+    real: Callable[..., Any], error: int, applies: Callable[..., bool]
+) -> Callable[..., Any]:
+    """Wrap an ``os`` function so that it raises OSError(error) when ``applies``."""
+
+    def fake(*args: Any, **kwargs: Any) -> Any:
+        if applies(*args, **kwargs):
+            raise OSError(error, os.strerror(error))
+        return real(*args, **kwargs)
+
+    return fake
+
+
+async def test_root_is_created_on_first_put(tmp_path: Path) -> None:
+    """A missing destination directory reads as empty and is created by the first write."""
+    root = tmp_path / "a" / "b" / "mirror"
+    store = LocalStore(root)
+
+    assert await store.head("metadata/1.root.json") is None
+    assert [info async for info in store.list("")] == []
+    assert not root.exists()
+
+    await store.put_bytes("metadata/1.root.json", b"{}", OPTIONS)
+
+    assert (root / "metadata" / "1.root.json").read_bytes() == b"{}"
+
+
+async def test_files_land_at_the_key_path_with_umask_permissions(tmp_path: Path) -> None:
+    """Keys map to paths under the root; published files are world-readable per umask
+    (a web server must be able to serve them)."""
+    store = LocalStore(tmp_path)
+    await store.put_bytes("targets/dir/sub/file.txt", b"data", OPTIONS)
+
+    path = tmp_path / "targets" / "dir" / "sub" / "file.txt"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.read_bytes() == b"data"
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+async def test_listing_skips_temporary_and_internal_files(tmp_path: Path) -> None:
+    """Stray .tmp-* files (a crash mid-write) and .tuf-mirror/ never show in listings."""
+    store = LocalStore(tmp_path)
+    await store.put_bytes("metadata/1.root.json", b"{}", OPTIONS)
+    (tmp_path / "metadata" / ".tmp-deadbeef").write_bytes(b"partial")
+    (store.spool_dir() / "download").write_bytes(b"spooled")
+
+    assert [info.key async for info in store.list("")] == ["metadata/1.root.json"]
+
+
+async def test_reserved_temporary_names_are_rejected(tmp_path: Path) -> None:
+    """A key whose last segment starts with .tmp- would be invisible, so it is refused."""
+    store = LocalStore(tmp_path)
+    with pytest.raises(UnsafeNameError):
+        await store.put_bytes("targets/.tmp-x", b"x", OPTIONS)
+
+
+async def test_spool_dir_is_inside_the_root(tmp_path: Path) -> None:
+    """The spool is <root>/.tuf-mirror/spool, so put_file is a same-filesystem rename."""
+    store = LocalStore(tmp_path / "mirror")
+    assert store.spool_dir() == tmp_path / "mirror" / ".tuf-mirror" / "spool"
+    assert store.spool_dir().is_dir()
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [("write", errno.ENOSPC), ("fsync", errno.EIO), ("replace", errno.ENOSPC)],
+)
+async def test_write_failure_keeps_the_old_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str, error: int
+) -> None:
+    """A full disk or I/O error during a put is a StorageError naming the key; the
+    previous object stays intact and no temporary file is left behind."""
+    store = LocalStore(tmp_path)
+    await store.put_bytes("metadata/timestamp.json", b"old", OPTIONS)
+    if call == "replace":
+        applies: Callable[..., bool] = lambda src, dst: ".tmp-" in str(src)  # noqa: E731
+    else:
+        applies = lambda fd, *rest: ".tmp-" in fd_path(fd)  # noqa: E731
+    monkeypatch.setattr(os, call, failing(getattr(os, call), error, applies))
+
+    with pytest.raises(StorageError) as excinfo:
+        await store.put_bytes("metadata/timestamp.json", b"new", OPTIONS)
+
+    monkeypatch.undo()
+    message = str(excinfo.value)
+    assert "metadata/timestamp.json" in message
+    assert errno.errorcode[error] in message
+    assert (tmp_path / "metadata" / "timestamp.json").read_bytes() == b"old"
+    assert files_under(tmp_path) == {"metadata/timestamp.json"}
+
+
+async def test_read_only_destination_is_a_storage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only filesystem (EROFS on create) is a StorageError naming the key."""
+    store = LocalStore(tmp_path)
+    await store.put_bytes("metadata/1.root.json", b"{}", OPTIONS)
+    real_open = os.open
+    monkeypatch.setattr(
+        os,
+        "open",
+        failing(real_open, errno.EROFS, lambda path, flags, *rest: bool(flags & os.O_CREAT)),
+    )
+
+    with pytest.raises(StorageError, match=r"metadata/2\.root\.json.*EROFS"):
+        await store.put_bytes("metadata/2.root.json", b"{}", OPTIONS)
+    with pytest.raises(StorageError, match="EROFS"):
+        await store.create_exclusive(".tuf-mirror/lock", b"{}")
+
+    assert await store.get("metadata/1.root.json", max_length=10) == b"{}"
+
+
+async def test_put_file_failure_keeps_old_object_and_spool_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the rename into place fails, the old object stays and so does the spool file."""
+    store = LocalStore(tmp_path)
+    await store.put_bytes("targets/t", b"old", OPTIONS)
+    spooled = store.spool_dir() / "d"
+    spooled.write_bytes(b"new")
+    monkeypatch.setattr(os, "replace", failing(os.replace, errno.EIO, lambda *a: True))
+
+    with pytest.raises(StorageError, match="targets/t"):
+        await store.put_file("targets/t", spooled, OPTIONS)
+
+    monkeypatch.undo()
+    assert (tmp_path / "targets" / "t").read_bytes() == b"old"
+    assert spooled.read_bytes() == b"new"
+
+
+async def test_put_file_from_another_filesystem_copies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spool file on another filesystem (rename gives EXDEV) is copied atomically
+    and then removed."""
+    store = LocalStore(tmp_path / "mirror")
+    source = tmp_path / "elsewhere"
+    source.write_bytes(b"content")
+    real_replace = os.replace
+    monkeypatch.setattr(
+        os, "replace", failing(real_replace, errno.EXDEV, lambda src, dst: src == source)
+    )
+
+    await store.put_file("targets/t", source, OPTIONS)
+
+    assert not source.exists()
+    assert (tmp_path / "mirror" / "targets" / "t").read_bytes() == b"content"
+    assert files_under(tmp_path / "mirror") == {"targets/t"}
+
+
+async def test_create_exclusive_without_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a filesystem without hard links, create_exclusive falls back to
+    O_CREAT|O_EXCL with the same semantics."""
+    store = LocalStore(tmp_path)
+    monkeypatch.setattr(os, "link", failing(os.link, errno.EPERM, lambda *a: True))
+
+    assert await store.create_exclusive(".tuf-mirror/lock", b"one") is True
+    assert await store.create_exclusive(".tuf-mirror/lock", b"two") is False
+    assert (tmp_path / ".tuf-mirror" / "lock").read_bytes() == b"one"
+    assert files_under(tmp_path) == {".tuf-mirror/lock"}
+
+
+async def test_root_that_is_a_file_is_a_config_error(tmp_path: Path) -> None:
+    """A destination path naming a regular file is a configuration error (exit 2)."""
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(StorageConfigError, match="not a directory"):
+        LocalStore(tmp_path / "file")
+
+
+async def test_unwritable_root_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A destination directory without write permission is a configuration error."""
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)
+    with pytest.raises(StorageConfigError, match="not writable"):
+        LocalStore(tmp_path)
+
+
+async def test_uncreatable_root_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failing to create the destination directory itself (EACCES) is a
+    configuration error, not a transient one."""
+    store = LocalStore(tmp_path / "mirror")
+    monkeypatch.setattr(os, "mkdir", failing(os.mkdir, errno.EACCES, lambda *a, **k: True))
+
+    with pytest.raises(StorageConfigError, match="EACCES"):
+        await store.put_bytes("metadata/1.root.json", b"{}", OPTIONS)
+
+
+def test_open_store_dispatches_on_scheme(tmp_path: Path) -> None:
+    """open_store opens paths and file:// URLs as LocalStore, memory:// as MemoryStore,
+    and refuses unknown schemes and options a backend does not take."""
+    by_path = open_store(str(tmp_path))
+    by_url = open_store((tmp_path / "with space").as_uri())
+    by_pathlib = open_store(tmp_path)
+
+    assert isinstance(by_path, LocalStore)
+    assert by_path.root == tmp_path
+    assert isinstance(by_url, LocalStore)
+    assert by_url.root == tmp_path / "with space"
+    assert isinstance(by_pathlib, LocalStore)
+    assert isinstance(open_store("memory://"), MemoryStore)
+    with pytest.raises(StorageConfigError, match="unsupported destination"):
+        open_store("ftp://example.org/mirror")
+    with pytest.raises(StorageConfigError, match="endpoint_url"):
+        open_store(str(tmp_path), endpoint_url="http://127.0.0.1:1")
+
+
+def test_file_urls_with_a_remote_host_are_refused() -> None:
+    """file://host/path names another machine: refused rather than misread."""
+    assert path_from_file_url("file:///srv/mirror%20x") == Path("/srv/mirror x")
+    assert path_from_file_url("file://localhost/srv") == Path("/srv")
+    with pytest.raises(StorageConfigError):
+        path_from_file_url("file://otherhost/srv")
+
+
+def test_local_destinations_do_not_import_boto3(tmp_path: Path) -> None:
+    """Opening and using a local destination never imports boto3 (fast local runs)."""
+    code = (
+        "import sys, trio\n"
+        "from mirror.storage import open_store, PutOptions\n"
+        f"store = open_store({str(tmp_path)!r})\n"
+        "trio.run(store.put_bytes, 'k', b'v', PutOptions())\n"
+        "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,200 @@
+"""The destination lock, on every backend of the contract suite."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import trio
+
+from mirror.errors import ExitStatus, LockHeldError
+from mirror.storage.base import PutOptions, Store
+from mirror.storage.lock import LOCK_KEY, LockInfo, ProcessIdentity, acquire_lock
+
+NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def foreign_lock(**changes: object) -> LockInfo:
+    """A lock from another machine, taken at NOW for one hour."""
+    info = LockInfo(
+        owner="alice",
+        process=ProcessIdentity(
+            host="other-host", pid=4242, boot_id="b", pid_ns="pid:[1]", pid_start=7
+        ),
+        created=NOW,
+        expires=NOW + timedelta(hours=1),
+        token="f" * 32,
+    )
+    return replace(info, **changes)  # type: ignore[arg-type]
+
+
+async def place(store: Store, info: LockInfo | bytes) -> None:
+    data = info if isinstance(info, bytes) else info.to_json()
+    assert await store.create_exclusive(LOCK_KEY, data)
+
+
+async def exited_pid() -> int:
+    process = await trio.lowlevel.open_process(["true"])
+    await process.wait()
+    return process.pid
+
+
+async def test_lock_is_exclusive_and_released(store: Store) -> None:
+    """While a run holds the lock a second acquire fails with LockHeldError (exit 4)
+    naming owner, host and pid; after the block the lock is gone."""
+    async with acquire_lock(store, owner="cron", now=NOW) as lock:
+        assert await store.head(LOCK_KEY) is not None
+        with pytest.raises(LockHeldError) as excinfo:
+            async with acquire_lock(store, now=NOW + timedelta(minutes=5)):
+                pytest.fail("second lock acquired")
+        message = str(excinfo.value)
+        assert excinfo.value.exit_status == ExitStatus.LOCKED
+        assert "cron" in message
+        assert lock.info.process.host in message
+        assert f"pid {os.getpid()}" in message
+        assert "5m ago" in message
+        assert "stale" not in message
+
+    assert await store.head(LOCK_KEY) is None
+    async with acquire_lock(store):
+        pass
+
+
+async def test_lock_content_is_json_with_owner_and_expiry(store: Store) -> None:
+    """The lock object records owner, host, pid, created and expires as JSON."""
+    async with acquire_lock(store, owner="cron", ttl=timedelta(minutes=30), now=NOW):
+        doc = json.loads(await store.get(LOCK_KEY, max_length=65536))
+
+    assert doc["owner"] == "cron"
+    assert doc["pid"] == os.getpid()
+    assert doc["host"] == ProcessIdentity.current().host
+    assert datetime.fromisoformat(doc["created"]) == NOW
+    assert datetime.fromisoformat(doc["expires"]) == NOW + timedelta(minutes=30)
+
+
+async def test_lock_is_released_on_exception(store: Store) -> None:
+    """An exception in the block releases the lock and propagates unchanged."""
+    with pytest.raises(ZeroDivisionError):
+        async with acquire_lock(store):
+            raise ZeroDivisionError
+
+    assert await store.head(LOCK_KEY) is None
+
+
+async def test_lock_is_released_on_cancellation(store: Store) -> None:
+    """A cancelled run still releases its lock (release is shielded)."""
+    with trio.CancelScope() as scope:
+        async with acquire_lock(store):
+            scope.cancel()
+            await trio.sleep_forever()
+
+    assert scope.cancelled_caught
+    assert await store.head(LOCK_KEY) is None
+
+
+async def test_live_foreign_lock_is_not_broken_even_with_break_stale(store: Store) -> None:
+    """An unexpired lock from another host is held: break_stale does not touch it."""
+    await place(store, foreign_lock())
+
+    with pytest.raises(LockHeldError, match=r"alice on other-host \(pid 4242\).*expires in"):
+        async with acquire_lock(store, break_stale=True, now=NOW + timedelta(minutes=10)):
+            pytest.fail("acquired a live lock")
+
+    assert LockInfo.from_json(await store.get(LOCK_KEY, max_length=65536)) == foreign_lock()
+
+
+async def test_expired_lock_is_reported_stale_and_kept(store: Store) -> None:
+    """An expired lock is reported as stale (how long ago it expired, how to break it)
+    and left in place without break_stale."""
+    await place(store, foreign_lock())
+
+    with pytest.raises(LockHeldError, match=r"stale lock from alice.*expired 1h0m ago"):
+        async with acquire_lock(store, now=NOW + timedelta(hours=2)):
+            pytest.fail("acquired a stale lock without break_stale")
+
+    assert await store.head(LOCK_KEY) is not None
+
+
+async def test_break_stale_replaces_an_expired_lock(store: Store) -> None:
+    """With break_stale an expired lock is replaced by ours, and ours is released."""
+    await place(store, foreign_lock())
+
+    async with acquire_lock(store, break_stale=True, now=NOW + timedelta(hours=2)) as lock:
+        held = LockInfo.from_json(await store.get(LOCK_KEY, max_length=65536))
+        assert held.token == lock.info.token != foreign_lock().token
+
+    assert await store.head(LOCK_KEY) is None
+
+
+async def test_unreadable_lock_is_stale(store: Store) -> None:
+    """A lock object that is not a lock (garbage, truncated) counts as stale: reported,
+    and broken only with break_stale."""
+    await place(store, b'{"owner": "trunc')
+
+    with pytest.raises(LockHeldError, match="unreadable"):
+        async with acquire_lock(store):
+            pytest.fail("acquired over an unreadable lock")
+    async with acquire_lock(store, break_stale=True):
+        pass
+
+
+async def test_dead_process_on_this_machine_is_broken_automatically(store: Store) -> None:
+    """A lock whose process ran on this machine, boot and PID namespace and has exited
+    is broken without break_stale (the crash/SIGKILL case)."""
+    here = ProcessIdentity.current()
+    if here.boot_id is None or here.pid_ns is None:
+        pytest.fail("this test needs Linux /proc")
+    dead = replace(here, pid=await exited_pid(), pid_start=None)
+    await place(store, foreign_lock(process=dead))
+
+    async with acquire_lock(store, now=NOW + timedelta(minutes=1)) as lock:
+        assert lock.info.process == here
+
+
+async def test_reused_pid_on_this_machine_is_broken_automatically(store: Store) -> None:
+    """A lock naming a live pid whose start time differs (the pid was reused by
+    another process) is a dead owner too."""
+    here = ProcessIdentity.current()
+    assert here.pid_start is not None
+    reused = replace(here, pid_start=here.pid_start + 1)
+    await place(store, foreign_lock(process=reused))
+
+    async with acquire_lock(store, now=NOW + timedelta(minutes=1)):
+        pass
+
+
+async def test_dead_pid_from_another_container_is_not_broken(store: Store) -> None:
+    """Same host name but another PID namespace or boot: the pid means nothing here,
+    so an unexpired lock stays held."""
+    here = ProcessIdentity.current()
+    pid = await exited_pid()
+    for other in (replace(here, pid=pid, pid_ns="pid:[0]"), replace(here, pid=pid, boot_id="x")):
+        await place(store, foreign_lock(process=other))
+        with pytest.raises(LockHeldError, match="expires in"):
+            async with acquire_lock(store, now=NOW + timedelta(minutes=1)):
+                pytest.fail("broke a lock from another container")
+        await store.delete(LOCK_KEY)
+
+
+async def test_refresh_extends_the_expiry(store: Store) -> None:
+    """refresh pushes the lock's expiry to now + ttl."""
+    async with acquire_lock(store, ttl=timedelta(minutes=10), now=NOW) as lock:
+        await lock.refresh(now=NOW + timedelta(minutes=8))
+        held = LockInfo.from_json(await store.get(LOCK_KEY, max_length=65536))
+
+    assert held.expires == NOW + timedelta(minutes=18)
+
+
+async def test_a_broken_lock_is_detected_and_not_deleted(store: Store) -> None:
+    """If another run broke and retook our lock, refresh raises LockHeldError and
+    release leaves the other run's lock alone."""
+    successor = foreign_lock(token="s" * 32)
+    async with acquire_lock(store, now=NOW) as lock:
+        await store.put_bytes(LOCK_KEY, successor.to_json(), PutOptions())
+        with pytest.raises(LockHeldError, match="broken"):
+            await lock.refresh(now=NOW)
+
+    assert LockInfo.from_json(await store.get(LOCK_KEY, max_length=65536)) == successor
