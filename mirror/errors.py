@@ -10,6 +10,7 @@
     │   ├── SignatureError                   threshold not reached, bad signature
     │   ├── BadVersionError                  version differs from the expected one
     │   ├── RollbackError                    version lower than trusted, role dropped
+    │   ├── RootRotationLimitError           more new root versions than the cap allows
     │   ├── ExpiredMetadataError             freeze attack
     │   ├── LengthOrHashMismatchError        bytes differ from what was signed
     │   │   └── OversizeError                more bytes than declared (endless data)
@@ -85,6 +86,10 @@ class BadVersionError(VerificationError):
 
 class RollbackError(VerificationError):
     """A version lower than the trusted one, or a role dropped from snapshot."""
+
+
+class RootRotationLimitError(VerificationError):
+    """More new root versions in one update than ``Limits.max_root_rotations``."""
 
 
 class ExpiredMetadataError(VerificationError):
