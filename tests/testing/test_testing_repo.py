@@ -72,11 +72,11 @@ def verify_published(directory: Path) -> None:
         delegations = metadata.signed.delegations
         if delegations is None:
             continue
-        children = (
-            list(delegations.roles)
-            if delegations.roles is not None
-            else list(delegations.succinct_roles.get_roles())
-        )
+        if delegations.roles is not None:
+            children = list(delegations.roles)
+        else:
+            assert delegations.succinct_roles is not None
+            children = list(delegations.succinct_roles.get_roles())
         for child in children:
             delegated = roles[child]
             metadata.signed.verify_delegate(child, delegated.signed_bytes, delegated.signatures)
@@ -138,8 +138,10 @@ def test_published_metadata_parses_and_verifies(repo: Repository, tmp_path: Path
     assert root.signed.expires == EXPIRES
     timestamp: Metadata[Timestamp] = load(tmp_path, "timestamp.json")
     assert timestamp.signed.type == "timestamp"
-    assert set(timestamp.signed.snapshot_meta.hashes) == {"sha256"}
+    assert set(timestamp.signed.snapshot_meta.hashes or {}) == {"sha256"}
     a: Metadata[Targets] = load(tmp_path, "1.a.json")
+    assert a.signed.delegations is not None
+    assert a.signed.delegations.roles is not None
     delegated = a.signed.delegations.roles["b"]
     assert (delegated.terminating, delegated.paths) == (True, ["a/b*"])
     assert len(a.signatures) == 3
@@ -241,17 +243,20 @@ def test_hash_bins_route_targets_by_path_hash(tmp_path: Path, succinct: bool) ->
     assert len(snapshot.signed.meta) == 33
     targets: Metadata[Targets] = load(tmp_path, "1.targets.json")
     delegations = targets.signed.delegations
+    assert delegations is not None
     for path in paths:
         name = bins.bin_for(path)
         listed: Metadata[Targets] = load(tmp_path, f"1.{name}.json")
         assert path in listed.signed.targets
         if succinct:
+            assert delegations.succinct_roles is not None
             assert delegations.succinct_roles.get_role_for_target(path) == name
         else:
+            assert delegations.roles is not None
             role: DelegatedRole = delegations.roles[name]
             assert role.is_delegated_path(path)
             digest = hashlib.sha256(path.encode()).hexdigest()
-            assert any(digest.startswith(p) for p in role.path_hash_prefixes)
+            assert any(digest.startswith(p) for p in role.path_hash_prefixes or [])
             others = [r for r in delegations.roles.values() if r.is_delegated_path(path)]
             assert others == [role]
     assert sum(len(load(tmp_path, f"1.{n}.json").signed.targets) for n in bins.names()) == 200
