@@ -354,20 +354,22 @@ def authority(path: str, listing_role: str, graph: RoleGraph, *, max_visits: int
     """Decide whether ``listing_role`` (which lists ``path``) is authoritative for it.
 
     Runs the search for ``path``; the answer is ``AUTHORIZED`` iff ``listing_role`` is
-    reached before any other role that lists the path. Roles before it whose listing
-    or delegations are unknown make the answer ``UNDECIDED``.
+    reached before any other role that lists the path. A role on the way whose target
+    list is unknown makes a later ``AUTHORIZED`` ``UNDECIDED`` (it might list the
+    path); a role whose delegations are unknown makes the search ``UNDECIDED``.
     """
     search = _PathSearch(path, max_visits=max_visits)
+    uncertain = False
     while (step := search.pop()) is not None:
         if step.role == listing_role:
-            return Authority.AUTHORIZED
+            return Authority.UNDECIDED if uncertain else Authority.AUTHORIZED
         if step.role != "targets" and not graph.in_snapshot(step.role):
             return Authority.UNREACHABLE  # a client's search fails at this role
         listed = graph.lists(step.role, path)
-        if listed is None:
-            return Authority.UNDECIDED
         if listed:
             return Authority.SHADOWED
+        if listed is None:
+            uncertain = True  # if it lists the path, the search ends here anyway
         try:
             matcher = graph.matcher(step.role)
         except KeyError:
