@@ -211,18 +211,6 @@ class Settings:
                 )
         return data
 
-    def metadata_base(self, upstream: str) -> str:
-        """The metadata base URL for ``upstream``, honouring --metadata-url."""
-        if self.metadata_url:
-            return self.metadata_url
-        return upstream.rstrip("/") + "/metadata/"
-
-    def targets_base(self, upstream: str) -> str:
-        """The targets base URL for ``upstream``, honouring --targets-url."""
-        if self.targets_url:
-            return self.targets_url
-        return upstream.rstrip("/") + "/targets/"
-
 
 def add_options(parser: argparse.ArgumentParser, command: str) -> None:
     """Add the table's options for ``command`` to ``parser``.

@@ -1,0 +1,178 @@
+"""``tuf-mirror verify``: audit a published mirror from the pinned root.
+
+Re-verifies the destination's metadata (root chain, timestamp, snapshot, targets and
+every reachable delegated role) exactly as a sync does at its start, then checks the
+length and every hash of each target the metadata lists, under every name it is
+published as (or of a random sample of ``--sample N`` targets). Missing and corrupt
+files are reported by name. It writes nothing and needs no upstream.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime
+
+import trio
+
+from mirror.config import Settings
+from mirror.errors import ExitStatus, TamperedDestinationError, VerificationError
+from mirror.log import log
+from mirror.report import RunReport
+from mirror.storage import NotFoundInStoreError, Store
+from mirror.sync import METADATA, TARGETS, load_published
+from mirror.trust import DelegationWalk, Limits, metadata_filename, new_hasher, target_filenames
+from mirror.trust._tuf import Targets
+
+#: at most this many names are kept in the report's missing/corrupt lists
+MAX_LISTED = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    path: str
+    length: int
+    hashes: dict[str, str]
+    names: tuple[str, ...]
+
+
+class _Sampler:
+    """Keeps every check, or a uniform random sample of ``size`` (reservoir)."""
+
+    def __init__(self, size: int | None) -> None:
+        self.size = size
+        self.seen = 0
+        self.kept: list[_Check] = []
+        self._random = random.Random()  # noqa: S311 - sampling, not security
+
+    def add(self, check: _Check) -> None:
+        self.seen += 1
+        if self.size is None or len(self.kept) < self.size:
+            self.kept.append(check)
+            return
+        index = self._random.randrange(self.seen)
+        if index < self.size:
+            self.kept[index] = check
+
+
+async def _file_matches(store: Store, key: str, check: _Check) -> bool | None:
+    """True if ``key`` holds the target, False if corrupt, None if missing."""
+    info = await store.head(key)
+    if info is None:
+        return None
+    if info.size != check.length:
+        return False
+    hashers = {alg: new_hasher(alg) for alg in check.hashes}
+    try:
+        async for chunk in store.iter_chunks(key):
+            for hasher in hashers.values():
+                hasher.update(chunk)
+    except NotFoundInStoreError:
+        return None
+    return all(hashers[alg].hexdigest() == value for alg, value in check.hashes.items())
+
+
+async def audit(settings: Settings, *, now: datetime) -> RunReport:
+    """Audit ``settings.dest``; the report lists missing and corrupt files."""
+    from mirror.storage import open_store
+
+    report = RunReport(command="verify", dest=settings.dest)
+    limits = Limits(
+        max_snapshot_length=settings.max_snapshot_size,
+        max_targets_length=settings.max_targets_size,
+    )
+    store = open_store(settings.dest)
+    try:
+        await _audit(store, settings, limits, now, report)
+    finally:
+        await store.aclose()
+    report.finish()
+    if report.missing or report.corrupt:
+        report.exit_status = ExitStatus.VERIFICATION_FAILED
+    return report
+
+
+def _note(report: RunReport, bucket: list[str], name: str) -> None:
+    if len(bucket) < MAX_LISTED:
+        bucket.append(name)
+
+
+async def _audit(
+    store: Store, settings: Settings, limits: Limits, now: datetime, report: RunReport
+) -> None:
+    published = await load_published(store, settings.root_bytes(), limits)
+    if published.snapshot is None or published.timestamp is None:
+        raise TamperedDestinationError(f"{store.url}: no published timestamp.json")
+    trusted = published.trusted
+    report.versions_after = published.versions()
+    for role, signed in (
+        ("root", trusted.root.signed),
+        ("timestamp", published.timestamp.signed),
+        ("snapshot", published.snapshot.signed),
+    ):
+        if signed.is_expired(now):
+            warning = f"published {role} v{signed.version} has expired"
+            log.warning("%s", warning)
+            report.warnings.append(warning)
+    consistent = trusted.consistent_snapshot
+    sampler = _Sampler(settings.sample)
+
+    async def load(role: str, version: int) -> bytes | None:
+        name = metadata_filename(role, version if consistent else None)
+        try:
+            return await store.get(f"{METADATA}/{name}", max_length=limits.max_targets_length)
+        except NotFoundInStoreError:
+            _note(report, report.missing, f"{METADATA}/{name}")
+            return None
+
+    def collect(role: str, targets: Targets, walk: DelegationWalk | None) -> None:
+        for path, target in targets.targets.items():
+            if walk is not None and not walk.is_authorized(path, role):
+                continue
+            names = target_filenames(path, dict(target.hashes), consistent_snapshot=consistent)
+            sampler.add(_Check(path, target.length, dict(target.hashes), tuple(names)))
+
+    targets_version = published.snapshot.signed.meta["targets.json"].version
+    data = await load("targets", targets_version)
+    if data is None:
+        raise TamperedDestinationError(f"{store.url}: published targets v{targets_version} missing")
+    try:
+        top = trusted.update_targets(data)
+    except VerificationError as exc:
+        raise TamperedDestinationError(f"destination targets: {exc}") from exc
+    report.roles_verified = 1
+    walk = DelegationWalk(trusted)
+    collect("targets", top.signed, walk)
+    while not walk.done:
+        steps = walk.ready()
+        if not steps:
+            break
+        for step in steps:
+            raw = await load(step.role, step.version)
+            if raw is None:
+                continue  # reported missing; its delegations cannot be followed
+            try:
+                verified = walk.feed(step, raw)
+            except VerificationError as exc:
+                _note(report, report.corrupt, f"{METADATA}/{step.role} ({exc})")
+                continue
+            report.roles_verified += 1
+            if not step.repeat:
+                collect(step.role, verified.signed, walk)
+
+    limiter = trio.CapacityLimiter(max(1, settings.transfers))
+
+    async def check_one(check: _Check) -> None:
+        async with limiter:
+            for name in check.names:
+                key = f"{TARGETS}/{name}"
+                result = await _file_matches(store, key, check)
+                if result is None:
+                    _note(report, report.missing, key)
+                elif not result:
+                    _note(report, report.corrupt, key)
+            report.targets_published += 1
+
+    async with trio.open_nursery() as nursery:
+        for check in sampler.kept:
+            nursery.start_soon(check_one, check)

@@ -1,0 +1,111 @@
+"""The ``tuf-mirror`` command line: argparse subcommands, the only ``trio.run``.
+
+``main(argv) -> int`` parses arguments, resolves settings (flags, environment,
+config file), runs one command and maps the outcome to an exit status. It catches
+only ``MirrorError``: anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from mirror import __version__
+from mirror.config import Settings, add_options, resolve
+from mirror.errors import ExitStatus, MirrorError, UsageError
+from mirror.log import configure_logging, log
+from mirror.report import RunReport
+
+COMMANDS = {
+    "sync": "copy and verify what is new upstream into DEST, timestamp.json last",
+    "plan": "verify the upstream's new metadata and print what a sync would copy",
+    "verify": "audit a published mirror from the pinned root",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting, so main() owns the status."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, one subparser per command."""
+    parser = _Parser(
+        prog="tuf-mirror",
+        description="A verifying mirror for TUF repositories.",
+        epilog=(
+            "exit status: 0 ok, 1 verification failed (security event), 2 usage or "
+            "configuration error, 3 transient failure (retry later), 4 destination "
+            "locked by another run"
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"tuf-mirror {__version__}")
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="log line format"
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, helptext in COMMANDS.items():
+        cmd = sub.add_parser(name, help=helptext, description=helptext)
+        add_options(cmd, name)
+    return parser
+
+
+async def _run(settings: Settings) -> RunReport:
+    # Imported here so that `--help` and usage errors stay cheap.
+    from mirror import sync
+
+    if settings.command == "verify":
+        return await sync.verify_destination(settings, now=datetime.now(UTC))
+    return await sync.run_sync(settings, now=datetime.now(UTC), dry_run=settings.command == "plan")
+
+
+def _emit(report: RunReport, settings: Settings | None) -> None:
+    if settings is not None and settings.report is not None:
+        try:
+            settings.report.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        except OSError as exc:
+            log.warning("cannot write --report %s: %s", settings.report, exc.strerror)
+    if settings is not None and settings.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    print(report.summary_line(), file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    import trio
+
+    parser = build_parser()
+    settings: Settings | None = None
+    started = datetime.now(UTC)
+    try:
+        args = parser.parse_args(argv)
+        configure_logging(fmt=args.log_format, verbose=args.verbose)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return ExitStatus.USAGE
+        settings = resolve(args.command, args)
+        report = trio.run(_run, settings)
+    except MirrorError as exc:
+        report = RunReport.failed(
+            command=settings.command if settings else "tuf-mirror",
+            error=exc,
+            started=started,
+        )
+        log.error("%s", exc.diagnostics())
+        _emit(report, settings)
+        return int(exc.exit_status)
+    except KeyboardInterrupt:
+        print("tuf-mirror: interrupted; the published state is unchanged", file=sys.stderr)
+        return 130
+    _emit(report, settings)
+    return int(report.exit_status)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

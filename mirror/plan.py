@@ -1,0 +1,181 @@
+"""Pure planning: previous published state x newly verified state → what to copy.
+
+The sync engine asks three questions here, all answered from metadata alone:
+
+* which roles changed (``diff_snapshot``: the snapshot diff names them);
+* which targets of a changed role are new or changed (``diff_targets``);
+* in which order the metadata is published (``metadata_publish_order``: invariant 4,
+  new delegated roles → targets → snapshot → new roots → ``timestamp.json`` last).
+
+It does no I/O and reads no clock (a test enforces it), and it holds nothing across
+calls: memory stays bounded by the role being planned, not by the repository.
+What is *already present* at the destination is the engine's question, not this
+module's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from mirror.trust import encode_role_name, metadata_filename, target_filenames
+from mirror.trust._tuf import MetaFile, TargetFile
+
+TOP_LEVEL = ("root", "timestamp", "snapshot", "targets")
+
+
+@dataclass(frozen=True, slots=True)
+class RoleChange:
+    """A targets role whose version in the new snapshot differs from the published one."""
+
+    name: str
+    old_version: int | None
+    new_version: int
+
+    @property
+    def is_new(self) -> bool:
+        return self.old_version is None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetCopy:
+    """One target to make present at the destination, under every name it has."""
+
+    path: str
+    length: int
+    hashes: Mapping[str, str]
+    #: names relative to the targets prefix: one per listed hash with consistent snapshots
+    names: tuple[str, ...]
+    #: the role that lists it (authorised by the delegation search)
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataCopy:
+    """One metadata file to publish, by name relative to the metadata prefix."""
+
+    name: str
+    role: str
+    version: int | None
+
+
+def role_of_meta_key(key: str) -> str:
+    """``"bins-0a.json"`` (a snapshot meta key) → ``"bins-0a"``."""
+    if not key.endswith(".json"):
+        raise ValueError(f"snapshot meta key without .json: {key!r}")
+    return key[: -len(".json")]
+
+
+def diff_snapshot(
+    old_meta: Mapping[str, MetaFile] | None, new_meta: Mapping[str, MetaFile]
+) -> list[RoleChange]:
+    """Roles whose version differs between the published and the new snapshot,
+    in the new snapshot's order. A first sync (``old_meta`` None) changes every role.
+
+    A role that disappeared from the new snapshot is not listed: the trust core
+    refuses such a snapshot as a rollback before planning starts.
+    """
+    changes: list[RoleChange] = []
+    for key, meta in new_meta.items():
+        old = old_meta.get(key) if old_meta is not None else None
+        if old is None or old.version != meta.version:
+            changes.append(
+                RoleChange(
+                    role_of_meta_key(key), old.version if old is not None else None, meta.version
+                )
+            )
+    return changes
+
+
+def unchanged_roles(
+    old_meta: Mapping[str, MetaFile] | None, new_meta: Mapping[str, MetaFile]
+) -> set[str]:
+    """Roles listed with the same version in both snapshots."""
+    if old_meta is None:
+        return set()
+    return {
+        role_of_meta_key(key)
+        for key, meta in new_meta.items()
+        if (old := old_meta.get(key)) is not None and old.version == meta.version
+    }
+
+
+def _same_target(old: TargetFile, new: TargetFile) -> bool:
+    return old.length == new.length and dict(old.hashes) == dict(new.hashes)
+
+
+def diff_targets(
+    old_targets: Mapping[str, TargetFile] | None,
+    new_targets: Mapping[str, TargetFile],
+) -> Iterator[TargetFile]:
+    """Targets of the new role version that are new or changed (by length and hashes)
+    against the previous version. Unchanged targets were published with that version."""
+    for path, target in new_targets.items():
+        old = old_targets.get(path) if old_targets is not None else None
+        if old is None or not _same_target(old, target):
+            yield target
+
+
+def target_copy(target: TargetFile, *, role: str, consistent_snapshot: bool) -> TargetCopy:
+    """The copy of one target: every name it is published under (validated names)."""
+    names = target_filenames(
+        target.path, dict(target.hashes), consistent_snapshot=consistent_snapshot
+    )
+    return TargetCopy(
+        path=target.path,
+        length=target.length,
+        hashes=dict(target.hashes),
+        names=tuple(names),
+        role=role,
+    )
+
+
+def metadata_publish_order(
+    *,
+    changed_roles: list[RoleChange],
+    snapshot_version: int | None,
+    new_root_versions: list[int],
+    timestamp_changed: bool,
+    consistent_snapshot: bool,
+) -> list[MetadataCopy]:
+    """Metadata files in publish order (DESIGN.md invariant 4):
+    delegated roles → targets → snapshot → new roots → ``timestamp.json``.
+
+    ``snapshot_version`` None means the snapshot did not change; ``timestamp_changed``
+    False means nothing but new root versions, if any, is published.
+    """
+    order: list[MetadataCopy] = []
+
+    def name_for(role: str, version: int) -> MetadataCopy:
+        return MetadataCopy(
+            metadata_filename(role, version if consistent_snapshot else None), role, version
+        )
+
+    delegated = [c for c in changed_roles if c.name != "targets"]
+    # Deepest-last delegators are irrelevant: nothing references a new role version
+    # until the snapshot that names it is published.
+    order.extend(name_for(c.name, c.new_version) for c in delegated)
+    order.extend(name_for(c.name, c.new_version) for c in changed_roles if c.name == "targets")
+    if snapshot_version is not None:
+        order.append(name_for("snapshot", snapshot_version))
+    order.extend(MetadataCopy(f"{v}.root.json", "root", v) for v in new_root_versions)
+    if new_root_versions:
+        order.append(MetadataCopy("root.json", "root", new_root_versions[-1]))
+    if timestamp_changed:
+        order.append(MetadataCopy("timestamp.json", "timestamp", None))
+    return order
+
+
+__all__ = [
+    "TOP_LEVEL",
+    "MetadataCopy",
+    "RoleChange",
+    "TargetCopy",
+    "diff_snapshot",
+    "diff_targets",
+    "encode_role_name",
+    "metadata_publish_order",
+    "role_of_meta_key",
+    "target_copy",
+    "unchanged_roles",
+]

@@ -1,0 +1,825 @@
+"""The orchestrator: the only module that joins upstream (``fetch``), verification
+(``trust``) and destination (``storage``).
+
+One sync run:
+
+1. take the destination's lock;
+2. load the destination's published state and re-verify it from the pinned root
+   (a destination that does not verify is ``TamperedDestinationError``: exit 1,
+   nothing written);
+3. refresh from the upstream: root chain, timestamp, snapshot, as a TUF client
+   whose local metadata is the published state;
+4. walk the delegation graph: roles whose snapshot version changed are fetched and
+   verified, unchanged ones are loaded from the destination or skipped; the targets
+   a changed role adds are streamed to workers that download, verify and write them
+   under their final (content-addressed) names;
+5. only when every target and role succeeded, publish the metadata in order:
+   delegated roles → targets → snapshot → new roots → ``timestamp.json`` last.
+
+A ``NotFoundError`` for a versioned file mid-run means the upstream moved on (and
+garbage-collected): the cycle restarts from a fresh timestamp, a bounded number of
+times, keeping every target already written. What this module does not do:
+signature or hash logic (``trust``), HTTP details and retries (``fetch``), atomic
+writes (``storage``), argument parsing (``cli``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+
+from mirror.config import Settings
+from mirror.errors import (
+    DelegationError,
+    ExpiredMetadataError,
+    MirrorError,
+    NotFoundError,
+    StorageError,
+    TamperedDestinationError,
+    VerificationError,
+)
+from mirror.fetch import Fetcher
+from mirror.log import log
+from mirror.plan import (
+    MetadataCopy,
+    RoleChange,
+    TargetCopy,
+    diff_snapshot,
+    diff_targets,
+    metadata_publish_order,
+    target_copy,
+)
+from mirror.report import RunReport
+from mirror.storage import NotFoundInStoreError, Store
+from mirror.storage.headers import put_options_for
+from mirror.trust import (
+    DelegationWalk,
+    EqualVersionError,
+    Limits,
+    TrustedSet,
+    Verified,
+    check_meta,
+    check_target,
+    hash_algorithms_for,
+    metadata_filename,
+    new_hasher,
+)
+from mirror.trust._tuf import MetaFile, Snapshot, TargetFile, Targets, Timestamp
+from mirror.trust._verify import parse
+
+METADATA: Final = "metadata"
+TARGETS: Final = "targets"
+STATE_KEY = ".tuf-mirror/state.json"
+MAX_RESTARTS = 3
+#: a reference time before any expiry: loading the published state checks
+#: signatures, versions and hashes, not freshness (a mirror may lag its upstream)
+_NO_EXPIRY = datetime(1, 1, 2, tzinfo=UTC)
+
+
+def _meta_key(name: str) -> str:
+    return f"{METADATA}/{name}"
+
+
+def _target_key(name: str) -> str:
+    return f"{TARGETS}/{name}"
+
+
+# -- the published state ------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Published:
+    """The destination's metadata, re-verified from the pinned root."""
+
+    trusted: TrustedSet
+    pinned_version: int
+    #: verified bytes of the destination's root versions after the pinned one
+    roots: list[bytes] = field(default_factory=list)
+    pinned_root_published: bool = False
+    timestamp: Verified[Timestamp] | None = None
+    snapshot: Verified[Snapshot] | None = None
+    #: from .tuf-mirror/state.json, valid only for this snapshot version
+    previous_versions: dict[str, int] = field(default_factory=dict)
+    previous_leaves: set[str] = field(default_factory=set)
+    timestamp_etag: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.timestamp is None
+
+    def versions(self) -> dict[str, int]:
+        out = {"root": self.trusted.root.version}
+        if self.timestamp is not None:
+            out["timestamp"] = self.timestamp.version
+        if self.snapshot is not None:
+            out["snapshot"] = self.snapshot.version
+            meta = self.snapshot.signed.meta.get("targets.json")
+            if meta is not None:
+                out["targets"] = meta.version
+        return out
+
+
+async def _read(store: Store, key: str, max_length: int) -> bytes | None:
+    try:
+        return await store.get(key, max_length=max_length)
+    except NotFoundInStoreError:
+        return None
+
+
+def _tampered(key: str, exc: VerificationError) -> TamperedDestinationError:
+    return TamperedDestinationError(f"destination {key} does not verify: {exc}")
+
+
+async def load_published(store: Store, root_bytes: bytes, limits: Limits) -> Published:
+    """Load and re-verify the destination's published metadata from the pinned root.
+
+    Expiry is not checked (a mirror may lag its upstream); everything else is.
+    """
+    trusted = TrustedSet(root_bytes, now=_NO_EXPIRY, limits=limits, expired_delegated_ok=True)
+    published = Published(trusted, trusted.root.version)
+    pinned_key = _meta_key(f"{trusted.root.version}.root.json")
+    pinned_copy = await _read(store, pinned_key, limits.max_root_length)
+    if pinned_copy is not None and pinned_copy != root_bytes:
+        raise TamperedDestinationError(
+            f"destination {pinned_key} differs from the pinned root (--root)"
+        )
+    published.pinned_root_published = pinned_copy is not None
+    version = trusted.root.version + 1
+    while data := await _read(store, _meta_key(f"{version}.root.json"), limits.max_root_length):
+        try:
+            trusted.update_root(data)
+        except VerificationError as exc:
+            raise _tampered(_meta_key(f"{version}.root.json"), exc) from exc
+        published.roots.append(data)
+        version += 1
+
+    ts_key = _meta_key("timestamp.json")
+    ts_raw = await _read(store, ts_key, limits.max_timestamp_length)
+    if ts_raw is None:
+        return published
+    try:
+        published.timestamp = trusted.update_timestamp(ts_raw)
+    except VerificationError as exc:
+        raise _tampered(ts_key, exc) from exc
+
+    snap_version = published.timestamp.signed.snapshot_meta.version
+    snap_key = _meta_key(
+        metadata_filename("snapshot", snap_version if trusted.consistent_snapshot else None)
+    )
+    # The generic cap, not the declared length: a longer file is a tampered one
+    # (the trust core says so), not a storage failure.
+    snap_raw = await _read(store, snap_key, limits.max_snapshot_length)
+    if snap_raw is None:
+        raise TamperedDestinationError(f"destination {ts_key} names {snap_key}, which is missing")
+    try:
+        published.snapshot = trusted.update_snapshot(snap_raw)
+    except VerificationError as exc:
+        raise _tampered(snap_key, exc) from exc
+
+    state_raw = await _read(store, STATE_KEY, 64 * 1024 * 1024)
+    if state_raw is not None:
+        _apply_state(published, state_raw)
+    return published
+
+
+def _apply_state(published: Published, raw: bytes) -> None:
+    """Use the hints of .tuf-mirror/state.json if they describe this snapshot.
+
+    The hints only let an unchanged hash-bin leaf be skipped without reading it; a
+    wrong hint can cost completeness, never admit an unverified byte, and the walk
+    checks afterwards that every changed role was reached.
+    """
+    assert published.snapshot is not None
+    try:
+        state = json.loads(raw)
+        if state.get("snapshot_version") != published.snapshot.version:
+            return
+        published.previous_versions = {str(k): int(v) for k, v in state["versions"].items()}
+        published.previous_leaves = {str(name) for name in state["leaves"]}
+        etag = state.get("timestamp_etag")
+        published.timestamp_etag = str(etag) if etag else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.warning("ignoring unreadable %s", STATE_KEY)
+
+
+# -- the run --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Spooled:
+    """A verified metadata file waiting for its turn to be published."""
+
+    copy: MetadataCopy
+    path: Path | None = None
+    data: bytes | None = None
+    #: the destination already holds these verified bytes (an interrupted run wrote them)
+    present: bool = False
+
+
+@dataclass(slots=True)
+class _Cycle:
+    """What one refresh cycle verified and what it will publish."""
+
+    new: TrustedSet
+    new_roots: list[Verified[Any]] = field(default_factory=list)
+    timestamp_changed: bool = False
+    snapshot_changed: bool = False
+    changes: list[RoleChange] = field(default_factory=list)
+    spooled: dict[str, _Spooled] = field(default_factory=dict)
+    walk: DelegationWalk | None = None
+    timestamp_etag: str | None = None
+
+
+class Synchronizer:
+    """One run of ``sync`` or ``plan`` against one store and one fetcher."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        fetcher: Fetcher,
+        now: datetime,
+        dry_run: bool = False,
+        report: RunReport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.fetcher = fetcher
+        self.now = now
+        self.dry_run = dry_run
+        self.report = report or RunReport(command="plan" if dry_run else "sync")
+        self.limits = Limits(
+            max_snapshot_length=settings.max_snapshot_size,
+            max_targets_length=settings.max_targets_size,
+        )
+        self._spool_counter = 0
+
+    async def run(self) -> RunReport:
+        """Refresh, copy and publish; restart from a fresh timestamp when the
+        upstream garbage-collects a versioned file under our feet."""
+        root_bytes = self.settings.root_bytes()
+        restarts = 0
+        while True:
+            published = await load_published(self.store, root_bytes, self.limits)
+            self.report.versions_before = published.versions()
+            try:
+                await self._cycle(root_bytes, published)
+            except NotFoundError as exc:
+                if restarts >= MAX_RESTARTS:
+                    raise
+                restarts += 1
+                self.report.restarts = restarts
+                log.warning("%s; restarting from a fresh timestamp (%d)", exc, restarts)
+                continue
+            break
+        self._count_fetches()
+        return self.report
+
+    def _count_fetches(self) -> None:
+        stats = self.fetcher.stats
+        self.report.requests = stats.requests
+        self.report.bytes_received = stats.bytes_received
+        self.report.retries = stats.retries
+
+    # -- refresh ------------------------------------------------------------------
+
+    async def _fetch_meta(self, name: str, max_length: int) -> bytes:
+        self.report.roles_fetched += 1
+        got = await self.fetcher.fetch_bytes(METADATA, name, max_length=max_length)
+        assert got is not None  # not a conditional request
+        return got.data
+
+    async def _refresh_top_level(self, root_bytes: bytes, published: Published) -> _Cycle:
+        new = TrustedSet(root_bytes, now=self.now, limits=self.limits, expired_delegated_ok=True)
+        cycle = _Cycle(new)
+        for data in published.roots:
+            new.update_root(data)
+        # Root chain: N+1, N+2, ... until the upstream has no next version.
+        while True:
+            name = f"{new.root.version + 1}.root.json"
+            try:
+                data = await self._fetch_meta(name, self.limits.max_root_length)
+            except NotFoundError:
+                break
+            cycle.new_roots.append(new.update_root(data))
+        new.check_root_not_expired()
+
+        if published.timestamp is not None:
+            try:
+                new.update_timestamp(published.timestamp.raw)
+            except (VerificationError, EqualVersionError) as exc:
+                # New root rotated the timestamp keys (fast-forward) or it expired.
+                log.info("published timestamp is no rollback floor any more: %s", exc)
+        got = await self.fetcher.fetch_bytes(
+            METADATA,
+            "timestamp.json",
+            max_length=self.limits.max_timestamp_length,
+            if_none_match=published.timestamp_etag,
+        )
+        self.report.roles_fetched += 1
+        if got is None:
+            # 304: the upstream's timestamp is the one we published.
+            cycle.timestamp_etag = published.timestamp_etag
+            self._check_published_fresh(new)
+            return cycle
+        cycle.timestamp_etag = got.etag
+        try:
+            new.update_timestamp(got.data)
+        except EqualVersionError:
+            self._check_published_fresh(new)
+            return cycle
+        cycle.timestamp_changed = True
+        return cycle
+
+    @staticmethod
+    def _check_published_fresh(new: TrustedSet) -> None:
+        timestamp = new.timestamp
+        if timestamp is not None and timestamp.signed.is_expired(new.now):
+            raise ExpiredMetadataError(
+                f"timestamp v{timestamp.version}: the upstream still serves an expired "
+                f"timestamp (expired {timestamp.signed.expires:%Y-%m-%dT%H:%M:%SZ})"
+            )
+
+    async def _refresh_snapshot(self, cycle: _Cycle, published: Published) -> None:
+        new = cycle.new
+        assert new.timestamp is not None
+        if published.snapshot is not None:
+            try:
+                new.update_snapshot(published.snapshot.raw, trusted=True)
+            except VerificationError as exc:
+                log.debug("published snapshot is not the final one: %s", exc)
+        wanted = new.timestamp.signed.snapshot_meta.version
+        if (
+            new.snapshot is not None
+            and new.snapshot.version == wanted
+            and (published.snapshot is not None and published.snapshot.raw == new.snapshot.raw)
+        ):
+            return
+        name = metadata_filename("snapshot", wanted if new.consistent_snapshot else None)
+        data = await self._fetch_meta(name, self.limits.snapshot_max(new.timestamp.signed))
+        verified = new.update_snapshot(data)
+        cycle.snapshot_changed = True
+        self._spool_bytes(cycle, MetadataCopy(name, "snapshot", verified.version), data)
+
+    # -- targets and delegations ------------------------------------------------------
+
+    async def _role_bytes(
+        self, role: str, version: int, *, changed: bool, consistent: bool
+    ) -> tuple[bytes, bool]:
+        """Bytes for a role version: the published copy when the destination already
+        has it (unchanged role, or written by an interrupted run), else the upstream's.
+        Returns (bytes, from_destination)."""
+        name = metadata_filename(role, version if consistent else None)
+        if not changed or consistent:
+            local = await _read(self.store, _meta_key(name), self.limits.max_targets_length)
+            if local is not None:
+                return local, True
+        if not changed:
+            raise TamperedDestinationError(
+                f"destination {_meta_key(name)} is missing although the published snapshot lists it"
+            )
+        return await self._fetch_meta(name, self.limits.max_targets_length), False
+
+    async def _previous_targets(
+        self, published: Published, role: str, old_version: int | None, consistent: bool
+    ) -> dict[str, TargetFile] | None:
+        """The targets of the published version of a changed role, for the diff.
+
+        Checked against the published snapshot's version (and hashes when listed);
+        a copy that does not match is not used, so every target of the new version
+        is considered (and found present or fetched).
+        """
+        if old_version is None or published.snapshot is None:
+            return None
+        name = metadata_filename(role, old_version if consistent else None)
+        if not consistent:
+            return None  # the unversioned file is about to be replaced: no diff base
+        data = await _read(self.store, _meta_key(name), self.limits.max_targets_length)
+        if data is None:
+            return None
+        meta = published.snapshot.signed.meta.get(f"{role}.json")
+        try:
+            if meta is not None:
+                check_meta(f"published {name}", meta, data)
+            old: Targets = parse(data, "targets", f"published {name}").signed
+        except VerificationError as exc:
+            log.warning("not diffing against %s: %s", name, exc)
+            return None
+        if old.version != old_version:
+            return None
+        return dict(old.targets)
+
+    async def _walk(
+        self,
+        cycle: _Cycle,
+        published: Published,
+        send: trio.MemorySendChannel[TargetCopy],
+    ) -> None:
+        new = cycle.new
+        assert new.snapshot is not None
+        consistent = new.consistent_snapshot
+        old_meta: dict[str, MetaFile] | None = (
+            dict(published.snapshot.signed.meta) if published.snapshot is not None else None
+        )
+        cycle.changes = diff_snapshot(old_meta, new.snapshot.signed.meta)
+        changed = {c.name: c for c in cycle.changes}
+
+        # Top-level targets.
+        tchange = changed.get("targets")
+        data, local = await self._role_bytes(
+            "targets",
+            new.snapshot.signed.meta["targets.json"].version,
+            changed=tchange is not None,
+            consistent=consistent,
+        )
+        verified = new.update_targets(data, trusted=False)
+        self.report.roles_verified += 1
+        if tchange is not None:
+            self._spool_role(cycle, tchange, data, present=local)
+        use_hints = published.previous_versions.get("targets") == verified.version
+        walk = DelegationWalk(
+            new,
+            previous_versions=published.previous_versions if use_hints else None,
+            previous_leaves=published.previous_leaves if use_hints else frozenset(),
+        )
+        cycle.walk = walk
+        if tchange is not None:
+            old = await self._previous_targets(
+                published, "targets", tchange.old_version, consistent
+            )
+            await self._send_targets(
+                walk=walk,
+                role="targets",
+                targets=verified.signed,
+                old=old,
+                send=send,
+                consistent=consistent,
+            )
+
+        visited: set[str] = set()
+        while not walk.done:
+            steps = walk.ready()
+            if not steps:
+                raise RuntimeError("delegation walk stalled")
+            for step in steps:
+                if step.skippable and step.role not in changed:
+                    walk.skip(step)
+                    continue
+                change = changed.get(step.role)
+                data, local = await self._role_bytes(
+                    step.role, step.version, changed=change is not None, consistent=consistent
+                )
+                verified = walk.feed(step, data, trusted=False)
+                self.report.roles_verified += 1
+                if step.repeat or step.role in visited:
+                    continue
+                visited.add(step.role)
+                if change is not None:
+                    self._spool_role(cycle, change, data, present=local)
+                    old = await self._previous_targets(
+                        published, step.role, change.old_version, consistent
+                    )
+                    await self._send_targets(
+                        walk=walk,
+                        role=step.role,
+                        targets=verified.signed,
+                        old=old,
+                        send=send,
+                        consistent=consistent,
+                    )
+                if not verified.signed.delegations:
+                    new.forget_role(step.role)
+        unreached = [c.name for c in cycle.changes if c.name != "targets" and c.name not in visited]
+        if unreached and walk.missing:
+            raise DelegationError(f"delegated roles missing from snapshot: {walk.missing}")
+        for name in unreached:
+            log.warning("snapshot lists %s, which no delegation reaches; mirroring it", name)
+        # Roles listed in snapshot but not reachable are still mirrored byte-for-byte
+        # (clients never use them); they need no targets.
+        for name in unreached:
+            change = changed[name]
+            data, local = await self._role_bytes(
+                name, change.new_version, changed=True, consistent=consistent
+            )
+            meta = new.snapshot.signed.meta[f"{name}.json"]
+            check_meta(name, meta, data)
+            self._spool_role(cycle, change, data, present=local)
+
+    async def _send_targets(
+        self,
+        *,
+        walk: DelegationWalk,
+        role: str,
+        targets: Targets,
+        old: dict[str, TargetFile] | None,
+        send: trio.MemorySendChannel[TargetCopy],
+        consistent: bool,
+    ) -> None:
+        for target in diff_targets(old, targets.targets):
+            if not walk.is_authorized(target.path, role):
+                log.warning(
+                    "%s lists %r, which the delegation search gives to another role: not mirrored",
+                    role,
+                    target.path,
+                )
+                self.report.warnings.append(f"{role}: unauthorised target {target.path!r}")
+                continue
+            copy = target_copy(target, role=role, consistent_snapshot=consistent)
+            self.report.targets_new += 1
+            self.report.planned_bytes += target.length
+            await send.send(copy)
+
+    # -- target workers ----------------------------------------------------------------
+
+    async def _present(self, copy: TargetCopy, key: str) -> bool:
+        """Whether ``key`` already holds exactly this target (verified by hashing)."""
+        info = await self.store.head(key)
+        if info is None or info.size != copy.length:
+            return False
+        if info.sha256 is not None and "sha256" in copy.hashes:
+            return info.sha256 == copy.hashes["sha256"]
+        hashers = {alg: new_hasher(alg) for alg in copy.hashes}
+        try:
+            async for chunk in self.store.iter_chunks(key):
+                for hasher in hashers.values():
+                    hasher.update(chunk)
+        except NotFoundInStoreError:
+            return False
+        return all(hashers[alg].hexdigest() == value for alg, value in copy.hashes.items())
+
+    async def _copy_target(self, copy: TargetCopy, consistent: bool) -> None:
+        keys = [_target_key(name) for name in copy.names]
+        missing = [key for key in keys if not await self._present(copy, key)]
+        if not missing:
+            self.report.targets_already_present += 1
+            return
+        if self.dry_run:
+            return
+        target = TargetFile(copy.length, dict(copy.hashes), copy.path)
+        spool = self._spool_path("target")
+        fetched = await self.fetcher.fetch_to_file(
+            TARGETS,
+            copy.names[0],
+            spool,
+            length=copy.length,
+            algorithms=hash_algorithms_for(target),
+        )
+        try:
+            check_target(target, fetched.length, fetched.digests)
+        except VerificationError:
+            spool.unlink(missing_ok=True)
+            raise
+        sha256 = fetched.digests.get("sha256")
+        for index, key in enumerate(missing):
+            options = put_options_for(key, consistent_snapshot=consistent, sha256=sha256)
+            if index == len(missing) - 1:
+                await self.store.put_file(key, spool, options)
+            else:
+                duplicate = self._spool_path("target")
+                await trio.to_thread.run_sync(_copy_file, spool, duplicate)
+                await self.store.put_file(key, duplicate, options)
+        self.report.targets_fetched += 1
+        self.report.targets_published += 1
+        self.report.target_bytes += copy.length
+
+    async def _target_worker(
+        self, receive: trio.MemoryReceiveChannel[TargetCopy], consistent: bool
+    ) -> None:
+        async with receive:
+            async for copy in receive:
+                await self._copy_target(copy, consistent)
+
+    # -- spooling and publishing ---------------------------------------------------
+
+    def _spool_path(self, kind: str) -> Path:
+        self._spool_counter += 1
+        return self.store.spool_dir() / f"{kind}-{self._spool_counter}-{random.getrandbits(32):08x}"
+
+    def _spool_bytes(self, cycle: _Cycle, copy: MetadataCopy, data: bytes) -> None:
+        cycle.spooled[copy.name] = _Spooled(copy, data=data)
+
+    def _spool_role(
+        self, cycle: _Cycle, change: RoleChange, data: bytes, *, present: bool = False
+    ) -> None:
+        consistent = cycle.new.consistent_snapshot
+        name = metadata_filename(change.name, change.new_version if consistent else None)
+        copy = MetadataCopy(name, change.name, change.new_version)
+        if self.dry_run or present:
+            cycle.spooled[name] = _Spooled(copy, present=present)
+            return
+        # Kept on disk, not in memory: memory stays bounded by the largest role.
+        path = self._spool_path("role")
+        path.write_bytes(data)
+        cycle.spooled[name] = _Spooled(copy, path=path)
+
+    async def _publish(self, cycle: _Cycle, published: Published) -> None:
+        new = cycle.new
+        consistent = new.consistent_snapshot
+        order = metadata_publish_order(
+            changed_roles=cycle.changes if cycle.snapshot_changed else [],
+            snapshot_version=(
+                new.snapshot.version if cycle.snapshot_changed and new.snapshot else None
+            ),
+            new_root_versions=[root.version for root in cycle.new_roots],
+            timestamp_changed=cycle.timestamp_changed,
+            consistent_snapshot=consistent,
+        )
+        roots = {f"{root.version}.root.json": root.raw for root in cycle.new_roots}
+        if cycle.new_roots:
+            roots["root.json"] = cycle.new_roots[-1].raw
+        if not published.pinned_root_published:
+            # The pinned root itself: clients bootstrapping from it start here.
+            pinned = self.settings.root_bytes()
+            key = _meta_key(f"{published.pinned_version}.root.json")
+            await self.store.put_bytes(
+                key, pinned, put_options_for(key, consistent_snapshot=consistent)
+            )
+            if not cycle.new_roots:
+                await self.store.put_bytes(
+                    _meta_key("root.json"),
+                    pinned,
+                    put_options_for(_meta_key("root.json"), consistent_snapshot=consistent),
+                )
+        for item in order:
+            key = _meta_key(item.name)
+            options = put_options_for(key, consistent_snapshot=consistent)
+            if item.name in roots:
+                await self.store.put_bytes(key, roots[item.name], options)
+            elif item.name == "timestamp.json":
+                assert new.timestamp is not None
+                await self.store.put_bytes(key, new.timestamp.raw, options)
+            else:
+                spooled = cycle.spooled.get(item.name)
+                if spooled is None:
+                    raise RuntimeError(f"nothing spooled for {item.name}")
+                if spooled.present:
+                    continue
+                if spooled.path is not None:
+                    await self.store.put_file(key, spooled.path, options)
+                else:
+                    assert spooled.data is not None
+                    await self.store.put_bytes(key, spooled.data, options)
+            self.report.roles_published += 1
+
+    async def _write_state(self, cycle: _Cycle) -> None:
+        new = cycle.new
+        if cycle.walk is None or new.snapshot is None:
+            return
+        state = {
+            "snapshot_version": new.snapshot.version,
+            "versions": cycle.walk.versions,
+            "leaves": sorted(cycle.walk.leaves),
+            "timestamp_etag": cycle.timestamp_etag,
+        }
+        try:
+            await self.store.put_bytes(
+                STATE_KEY,
+                json.dumps(state, sort_keys=True).encode(),
+                put_options_for(STATE_KEY, consistent_snapshot=False),
+            )
+        except StorageError as exc:
+            log.warning("could not record %s (next run is slower): %s", STATE_KEY, exc)
+
+    # -- one cycle ---------------------------------------------------------------------
+
+    async def _cycle(self, root_bytes: bytes, published: Published) -> None:
+        cycle = await self._refresh_top_level(root_bytes, published)
+        new = cycle.new
+        if not new.consistent_snapshot:
+            warning = (
+                "the upstream does not use consistent snapshots: files are replaced in "
+                "place and readers may briefly see a mix of old and new files"
+            )
+            if warning not in self.report.warnings:
+                log.warning("%s", warning)
+                self.report.warnings.append(warning)
+        if cycle.timestamp_changed:
+            await self._refresh_snapshot(cycle, published)
+            await self._copy_everything(cycle, published)
+        else:
+            self.report.nothing_new = not cycle.new_roots
+        self.report.expired_delegated_roles = list(new.expired_delegated)
+        for role in new.expired_delegated:
+            log.warning("delegated role %s has expired upstream; mirrored as is", role)
+        if not self.dry_run:
+            await self._publish(cycle, published)
+            if cycle.timestamp_changed:
+                await self._write_state(cycle)
+        self.report.versions_after = {
+            "root": new.root.version,
+            **({"timestamp": new.timestamp.version} if new.timestamp else {}),
+            **({"snapshot": new.snapshot.version} if new.snapshot else {}),
+            **({"targets": new.targets.version} if new.targets else {}),
+        }
+        if not cycle.timestamp_changed and published.timestamp is not None:
+            self.report.versions_after.setdefault("timestamp", published.timestamp.version)
+
+    async def _copy_everything(self, cycle: _Cycle, published: Published) -> None:
+        consistent = cycle.new.consistent_snapshot
+        send, receive = trio.open_memory_channel[TargetCopy](self.settings.transfers * 4)
+        with _one_error():
+            async with trio.open_nursery() as nursery:
+                async with receive:
+                    for _ in range(self.settings.transfers):
+                        nursery.start_soon(self._target_worker, receive.clone(), consistent)
+                async with send:
+                    await self._walk(cycle, published, send)
+
+
+@contextmanager
+def _one_error() -> Iterator[None]:
+    """Turn a nursery's group of ``MirrorError``s into the one that matters most
+    (a verification failure before a transient one); anything else is a bug and
+    propagates as the group."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if not leaves or not all(isinstance(leaf, MirrorError) for leaf in leaves):
+            raise
+        errors = [leaf for leaf in leaves if isinstance(leaf, MirrorError)]
+        errors.sort(key=lambda error: not isinstance(error, VerificationError))
+        raise errors[0] from None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+def _copy_file(source: Path, dest: Path) -> None:
+    with source.open("rb") as src, dest.open("xb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+
+
+# -- entry points ----------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _open(settings: Settings, upstream: str) -> AsyncIterator[tuple[Store, Fetcher]]:
+    from mirror.fetch import RetryPolicy, open_fetcher
+    from mirror.storage import open_store
+
+    http_options: dict[str, Any] = {}
+    if upstream.startswith(("http://", "https://")):
+        http_options = {
+            "transfer_timeout": settings.timeout,
+            "retry": RetryPolicy(attempts=settings.retries),
+            "max_connections": settings.transfers,
+        }
+    fetcher = open_fetcher(
+        upstream,
+        metadata_url=settings.metadata_url,
+        targets_url=settings.targets_url,
+        **http_options,
+    )
+    try:
+        store = open_store(settings.dest)
+        try:
+            yield store, fetcher
+        finally:
+            await store.aclose()
+    finally:
+        await fetcher.aclose()
+
+
+async def run_sync(settings: Settings, *, now: datetime, dry_run: bool = False) -> RunReport:
+    """``tuf-mirror sync`` (or ``plan`` with ``dry_run``): one run, one report."""
+    from mirror.storage.lock import acquire_lock
+
+    upstream = settings.upstream[0]
+    report = RunReport(command="plan" if dry_run else "sync", upstream=upstream, dest=settings.dest)
+    async with _open(settings, upstream) as (store, fetcher):
+        sync = Synchronizer(
+            settings=settings, store=store, fetcher=fetcher, now=now, dry_run=dry_run, report=report
+        )
+        if dry_run:
+            await sync.run()
+        else:
+            async with acquire_lock(store, break_stale=settings.break_stale_lock):
+                await sync.run()
+    report.finish()
+    return report
+
+
+async def verify_destination(settings: Settings, *, now: datetime) -> RunReport:
+    """``tuf-mirror verify``: audit a published mirror from the pinned root."""
+    from mirror.audit import audit
+
+    return await audit(settings, now=now)
+
+
+__all__ = ["Published", "Synchronizer", "load_published", "run_sync", "verify_destination"]

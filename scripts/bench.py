@@ -1,0 +1,180 @@
+"""Driver of scripts/bench: prints wall time, files/s, MB/s, requests and bytes
+against the minimum, and peak RSS of each ``tuf-mirror sync`` run."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from mirror.testing.repo import Repository, generate_bins_repository
+from mirror.testing.server import serve_directory
+
+TOOL = str(Path(sys.executable).with_name("tuf-mirror"))
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+error_log {tmp}/error.log;
+pid {tmp}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+  access_log {tmp}/access.log;
+  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
+  uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
+  sendfile on; keepalive_requests 1000000;
+  server {{ listen 127.0.0.1:{port}; root {root}; }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def serve(root: Path) -> Iterator[tuple[str, str]]:
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if nginx is None:
+        with serve_directory(root) as server:
+            yield server.url, "python test server (install nginx for realistic figures)"
+        return
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, root=root))
+    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(tmp)])
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
+                break
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}", "nginx"
+    finally:
+        proc.terminate()
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args: list[str]) -> tuple[dict[str, object], float, int]:
+    """Run tuf-mirror; return (report, wall seconds, peak RSS bytes of that process)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([TOOL, *args, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.stderr.write(err.decode())
+        sys.exit(f"tuf-mirror failed with exit status {proc.returncode}")
+    return json.loads(out), wall, usage.ru_maxrss * 1024
+
+
+def figure(
+    name: str,
+    report: dict[str, object],
+    wall: float,
+    rss: int,
+    *,
+    files: int,
+    size: int,
+    min_requests: int,
+) -> None:
+    fetched = int(report["targets_fetched"])  # type: ignore[call-overload]
+    mb = fetched * size / 1e6
+    print(
+        f"{name:<12} {wall:7.2f} s  {fetched / wall if wall else 0:8.0f} files/s  "
+        f"{mb / wall if wall else 0:7.1f} MB/s  "
+        f"requests {report['requests']} (min {min_requests})  bytes {report['bytes_received']}  "
+        f"peak RSS {rss / 2**20:.0f} MiB"
+    )
+    del files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bins", type=int, default=1024)
+    parser.add_argument("--targets", type=int, default=50_000)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument(
+        "--add", type=int, default=500, help="targets added for the incremental run"
+    )
+    parser.add_argument("--workdir", type=Path, default=Path("build/bench"))
+    parser.add_argument("sync_args", nargs="*", help="extra arguments for tuf-mirror sync")
+    opts = parser.parse_args()
+
+    work = opts.workdir.resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    upstream, dest, root = work / "upstream", work / "dest", work / "root.json"
+    t0 = time.perf_counter()
+    repo: Repository = generate_bins_repository(
+        upstream, bins=opts.bins, targets=opts.targets, size=opts.size
+    )
+    root.write_bytes(repo.root_bytes(1))
+    print(
+        f"generated {opts.bins} bins x {opts.targets} targets x {opts.size} B "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+
+    with serve(upstream) as (url, server_kind):
+        print(f"upstream: {server_kind} at {url}")
+        common = [
+            "sync",
+            "--root",
+            str(root),
+            "--upstream",
+            url,
+            "--dest",
+            str(dest),
+            *opts.sync_args,
+        ]
+        report, wall, rss = run(common)
+        figure(
+            "first sync",
+            report,
+            wall,
+            rss,
+            files=opts.targets,
+            size=opts.size,
+            min_requests=opts.targets + opts.bins + 4,
+        )
+
+        import random
+
+        rng = random.Random(1)
+        bins_touched = set()
+        for index in range(opts.add):
+            path = f"files/new/file-{index:07d}.bin"
+            repo.add_target(path, rng.randbytes(opts.size))
+            bins_touched.add(repo.role_for_target(path))
+        repo.publish(upstream)
+        report, wall, rss = run(common)
+        figure(
+            "incremental",
+            report,
+            wall,
+            rss,
+            files=opts.add,
+            size=opts.size,
+            min_requests=opts.add + len(bins_touched) + 4,
+        )
+
+        report, wall, rss = run(common)
+        figure("no-op", report, wall, rss, files=0, size=opts.size, min_requests=2)
+
+
+if __name__ == "__main__":
+    main()

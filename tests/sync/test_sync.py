@@ -1,0 +1,142 @@
+"""End-to-end ``tuf-mirror sync`` over a real loopback HTTP server: byte identity,
+incremental cost, no-op cost, and the published layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mirror.errors import ExitStatus
+from mirror.testing.repo import metadata_file_name
+from tests.sync.conftest import Env, tree
+
+
+def upstream_referenced(env: Env) -> dict[str, bytes]:
+    """The upstream's files a mirror must hold: all metadata and target versions."""
+    return tree(env.upstream)
+
+
+def test_first_sync_is_byte_identical(env: Env) -> None:
+    """A first sync writes exactly the upstream's published files, byte for byte."""
+    assert env.run() == ExitStatus.OK
+    assert tree(env.dest) == upstream_referenced(env)
+
+
+def test_first_sync_publishes_timestamp_last(env: Env, tmp_path: Path) -> None:
+    """timestamp.json is the last file written (it is the atomic switch)."""
+    assert env.run() == ExitStatus.OK
+    files = [p for p in env.dest.rglob("*") if p.is_file() and ".tuf-mirror" not in p.parts]
+    newest = max(files, key=lambda p: p.stat().st_mtime_ns)
+    assert newest.name in {"timestamp.json"}
+
+
+def test_incremental_sync_fetches_only_the_change(env: Env) -> None:
+    """After upstream adds targets, only the changed bins, the new targets and the
+    new snapshot/targets metadata are requested."""
+    assert env.run() == ExitStatus.OK
+    before = tree(env.dest)
+    new_paths = ["files/new-a.txt", "files/new-b.txt"]
+    for path in new_paths:
+        env.repo.add_target(path, f"new {path}".encode())
+    changed_bins = {env.repo.role_for_target(p) for p in new_paths}
+    written = env.publish()
+
+    assert env.run() == ExitStatus.OK
+    assert tree(env.dest) == upstream_referenced(env)
+
+    snapshot_v = env.repo.version("snapshot")
+    expected = {
+        f"/metadata/{env.repo.version('root') + 1}.root.json",
+        "/metadata/timestamp.json",
+        f"/metadata/{snapshot_v}.snapshot.json",
+    }
+    expected |= {f"/metadata/{metadata_file_name(b, env.repo.version(b))}" for b in changed_bins}
+    expected |= {"/" + w for w in written if w.startswith("targets/")}
+    requested = env.requested()
+    assert set(requested) == expected
+    assert len(requested) == len(expected), "no file is fetched twice"
+    # Nothing already published was rewritten.
+    after = tree(env.dest)
+    assert all(after[k] == v for k, v in before.items() if k != "metadata/timestamp.json")
+
+
+def test_noop_sync_makes_two_requests(env: Env) -> None:
+    """With nothing new upstream, a run asks only for the next root and timestamp."""
+    assert env.run() == ExitStatus.OK
+    before = tree(env.dest)
+    assert env.run() == ExitStatus.OK
+    assert env.requested() == [
+        f"/metadata/{env.repo.version('root') + 1}.root.json",
+        "/metadata/timestamp.json",
+    ]
+    assert tree(env.dest) == before
+
+
+def test_new_root_version_is_mirrored(env: Env) -> None:
+    """A new root version upstream is verified and published before timestamp."""
+    assert env.run() == ExitStatus.OK
+    env.repo.rotate_keys("timestamp")
+    env.publish()
+    assert env.run() == ExitStatus.OK
+    assert tree(env.dest) == upstream_referenced(env)
+    assert (env.dest / "metadata/2.root.json").read_bytes() == env.repo.root_bytes(2)
+
+
+def test_json_report(env: Env, tmp_path: Path, capsys: object) -> None:
+    """--report writes counts, bytes and versions before/after."""
+    report_file = tmp_path / "report.json"
+    assert env.run("sync", "--report", str(report_file)) == ExitStatus.OK
+    report = json.loads(report_file.read_text())
+    assert report["exit_status"] == 0
+    assert report["targets_fetched"] == 40
+    assert report["versions_after"]["timestamp"] == env.repo.version("timestamp")
+    assert report["versions_before"] == {"root": 1}
+
+
+def test_plan_copies_nothing(env: Env) -> None:
+    """``plan`` verifies the upstream and reports what it would copy, writing nothing."""
+    assert env.run("plan") == ExitStatus.OK
+    assert tree(env.dest) == {}
+    assert not any(r.startswith("/targets/") for r in env.requested())
+
+
+def test_verify_a_good_mirror(env: Env) -> None:
+    """``verify`` passes on a freshly synced mirror."""
+    assert env.run() == ExitStatus.OK
+    assert main_verify(env) == ExitStatus.OK
+
+
+def main_verify(env: Env, *extra: str) -> int:
+    from mirror.cli import main
+
+    return main(["verify", "--root", str(env.root_file), "--dest", str(env.dest), *extra])
+
+
+def test_verify_finds_corrupt_and_missing_targets(env: Env, capsys: object) -> None:
+    """``verify`` reports a corrupted and a missing target and exits 1."""
+    assert env.run() == ExitStatus.OK
+    targets = sorted(p for p in (env.dest / "targets").rglob("*") if p.is_file())
+    targets[0].write_bytes(b"corrupted")
+    targets[1].unlink()
+    assert main_verify(env) == ExitStatus.VERIFICATION_FAILED
+    assert main_verify(env, "--sample", "1000") == ExitStatus.VERIFICATION_FAILED
+
+
+def test_non_consistent_snapshot_repository(tmp_path: Path) -> None:
+    """A repository without consistent snapshots mirrors too (best effort, warned)."""
+    from mirror.testing.server import serve_directory
+    from tests.sync.conftest import make_repo
+
+    repo = make_repo(consistent=False)
+    upstream = tmp_path / "up"
+    repo.publish(upstream)
+    root_file = tmp_path / "root.json"
+    root_file.write_bytes(repo.root_bytes(1))
+    with serve_directory(upstream) as server:
+        env = Env(repo, upstream, server, root_file, tmp_path / "dest")
+        assert env.run() == ExitStatus.OK
+        assert tree(env.dest) == tree(upstream)
+        repo.add_target("files/late.txt", b"late")
+        repo.publish(upstream)
+        assert env.run() == ExitStatus.OK
+        assert tree(env.dest) == tree(upstream)
