@@ -109,7 +109,7 @@ class DelegationMatcher:
             if role.path_hash_prefixes is not None:
                 for prefix in dict.fromkeys(role.path_hash_prefixes):
                     by_length = self._by_prefix.setdefault(len(prefix), {})
-                    by_length.setdefault(prefix.lower(), []).append(position)
+                    by_length.setdefault(prefix, []).append(position)
             else:
                 self._globs.append(position)
         self.hashbin: frozenset[str] = frozenset(

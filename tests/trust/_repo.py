@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from securesystemslib.signer import CryptoSigner, Signer, SSlibKey
 from tuf.api.metadata import (
     DelegatedRole,
@@ -46,10 +47,10 @@ def new_signer(keytype: str = "ed25519") -> CryptoSigner:
         return CryptoSigner.generate_ecdsa()
     if keytype == "ecdsa-legacy":
         # keytype spelled like the scheme, as older repositories do
-        signer = CryptoSigner.generate_ecdsa()
-        key = signer.public_key
+        private = ec.generate_private_key(ec.SECP256R1())
+        key = SSlibKey.from_crypto(private.public_key(), None, "ecdsa-sha2-nistp256")
         legacy = SSlibKey(key.keyid, "ecdsa-sha2-nistp256", key.scheme, dict(key.keyval))
-        return CryptoSigner(signer._private_key, legacy)
+        return CryptoSigner(private, legacy)
     if keytype == "rsa":
         return CryptoSigner.generate_rsa(size=2048)
     raise ValueError(keytype)
