@@ -91,9 +91,9 @@ class RunReport:
         nbytes = self.planned_bytes if self.command == "plan" else self.target_bytes
         return (
             f"tuf-mirror {self.command}: {verb} {count} targets ({nbytes} bytes) and "
-            f"{self.roles_fetched} roles; timestamp v{self.versions_before.get('timestamp')}"
-            f" -> v{ts}; {self.requests} requests, {self.bytes_received} bytes "
-            f"in {self.seconds:.1f}s"
+            f"{self.roles_fetched} metadata files; timestamp "
+            f"{_version(self.versions_before.get('timestamp'))} -> {_version(ts)}; "
+            f"{self.requests} requests, {self.bytes_received} bytes in {self.seconds:.1f}s"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,3 +104,7 @@ class RunReport:
         data["exit_status"] = int(self.exit_status)
         data["seconds"] = round(self.seconds, 3)
         return data
+
+
+def _version(version: int | None) -> str:
+    return "none" if version is None else f"v{version}"

@@ -293,9 +293,9 @@ class Synchronizer:
     # -- refresh ------------------------------------------------------------------
 
     async def _fetch_meta(self, name: str, max_length: int) -> bytes:
-        self.report.roles_fetched += 1
         got = await self.fetcher.fetch_bytes(METADATA, name, max_length=max_length)
         assert got is not None  # not a conditional request
+        self.report.roles_fetched += 1
         return got.data
 
     async def _refresh_top_level(self, root_bytes: bytes, published: Published) -> _Cycle:
@@ -325,13 +325,13 @@ class Synchronizer:
             max_length=self.limits.max_timestamp_length,
             if_none_match=published.timestamp_etag,
         )
-        self.report.roles_fetched += 1
         if got is None:
             # 304: the upstream's timestamp is the one we published.
             cycle.timestamp_etag = published.timestamp_etag
             self._check_published_fresh(new)
             return cycle
         cycle.timestamp_etag = got.etag
+        self.report.roles_fetched += 1
         try:
             new.update_timestamp(got.data)
         except EqualVersionError:
