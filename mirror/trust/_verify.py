@@ -53,10 +53,21 @@ def signed_payload(metadata: Metadata[Any], what: str) -> bytes:
         raise MalformedMetadataError(f"{what}: cannot canonicalize: {_cause(exc)}") from exc
 
 
-def _key_identity(key: Key) -> tuple[str, str]:
-    """Two key ids for the same public key must not count twice towards a threshold."""
+def _key_identity(key: Key) -> str:
+    """Two key ids for the same public key must not count twice towards a threshold
+    (whatever keytype spelling each entry uses)."""
     public = key.keyval.get("public")
-    return (key.keytype, public if isinstance(public, str) else key.keyid)
+    return public.strip() if isinstance(public, str) else f"keyid:{key.keyid}"
+
+
+def _signature_valid(key: Key, signature: Signature, payload: bytes) -> bool:
+    try:
+        key.verify_signature(signature, payload)
+    except UnverifiedSignatureError:
+        return False
+    except Exception:  # noqa: BLE001 - any failure to verify (odd key types) is "not valid"
+        return False
+    return True
 
 
 def count_valid(
@@ -70,7 +81,7 @@ def count_valid(
     Signatures by key ids the role does not list, and signatures that fail to
     verify (including empty or malformed ones), are ignored.
     """
-    counted: set[tuple[str, str]] = set()
+    counted: set[str] = set()
     for keyid in dict.fromkeys(role.keyids):
         signature = signatures.get(keyid)
         key = keys.get(keyid)
@@ -79,11 +90,8 @@ def count_valid(
         identity = _key_identity(key)
         if identity in counted:
             continue
-        try:
-            key.verify_signature(signature, payload)
-        except UnverifiedSignatureError:
-            continue
-        counted.add(identity)
+        if _signature_valid(key, signature, payload):
+            counted.add(identity)
     return len(counted)
 
 
