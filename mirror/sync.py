@@ -250,9 +250,13 @@ class Synchronizer:
         now: datetime,
         dry_run: bool = False,
         report: RunReport | None = None,
+        base: Store | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
+        #: where the previous state is read from: the destination itself, or (for an
+        #: export) a view of the far side's state while ``store`` receives the files
+        self.base = base if base is not None else store
         self.fetcher = fetcher
         self.now = now
         self.dry_run = dry_run
@@ -269,7 +273,7 @@ class Synchronizer:
         root_bytes = self.settings.root_bytes()
         restarts = 0
         while True:
-            published = await load_published(self.store, root_bytes, self.limits)
+            published = await load_published(self.base, root_bytes, self.limits)
             self.report.versions_before = published.versions()
             try:
                 await self._cycle(root_bytes, published)
@@ -380,7 +384,10 @@ class Synchronizer:
         Returns (bytes, from_destination)."""
         name = metadata_filename(role, version if consistent else None)
         if not changed or consistent:
-            local = await _read(self.store, _meta_key(name), self.limits.max_targets_length)
+            # A changed role may have been written by an interrupted run (``store``);
+            # an unchanged one is part of the previous state (``base``).
+            where = self.store if changed else self.base
+            local = await _read(where, _meta_key(name), self.limits.max_targets_length)
             if local is not None:
                 return local, True
         if not changed:
@@ -403,7 +410,7 @@ class Synchronizer:
         name = metadata_filename(role, old_version if consistent else None)
         if not consistent:
             return None  # the unversioned file is about to be replaced: no diff base
-        data = await _read(self.store, _meta_key(name), self.limits.max_targets_length)
+        data = await _read(self.base, _meta_key(name), self.limits.max_targets_length)
         if data is None:
             return None
         meta = published.snapshot.signed.meta.get(f"{role}.json")
@@ -541,15 +548,22 @@ class Synchronizer:
     # -- target workers ----------------------------------------------------------------
 
     async def _present(self, copy: TargetCopy, key: str) -> bool:
-        """Whether ``key`` already holds exactly this target (verified by hashing)."""
-        info = await self.store.head(key)
+        """Whether ``key`` already holds exactly this target (verified by hashing),
+        in the destination or in the previous state."""
+        if await self._holds(self.store, copy, key):
+            return True
+        return self.base is not self.store and await self._holds(self.base, copy, key)
+
+    @staticmethod
+    async def _holds(store: Store, copy: TargetCopy, key: str) -> bool:
+        info = await store.head(key)
         if info is None or info.size != copy.length:
             return False
         if info.sha256 is not None and "sha256" in copy.hashes:
             return info.sha256 == copy.hashes["sha256"]
         hashers = {alg: new_hasher(alg) for alg in copy.hashes}
         try:
-            async for chunk in self.store.iter_chunks(key):
+            async for chunk in store.iter_chunks(key):
                 for hasher in hashers.values():
                     hasher.update(chunk)
         except NotFoundInStoreError:
