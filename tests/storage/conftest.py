@@ -17,6 +17,7 @@ import pytest
 from mirror.storage.base import Store
 from mirror.storage.local import LocalStore
 from mirror.storage.memory import MemoryStore
+from mirror.storage.s3 import S3Store, make_client
 
 StoreFactory = Callable[[Path], contextlib.AbstractAsyncContextManager[Store]]
 
@@ -40,10 +41,27 @@ async def local_store(tmp_path: Path) -> AsyncIterator[Store]:
         await store.aclose()
 
 
+@contextlib.asynccontextmanager
+async def s3_store(tmp_path: Path) -> AsyncIterator[Store]:
+    # S3 on moto's in-process mock; a key prefix, so the store's own keys are not
+    # the whole bucket. mock_aws supplies fake credentials.
+    from moto import mock_aws
+
+    with mock_aws():
+        client = make_client(region="us-east-1")
+        client.create_bucket(Bucket="tuf-mirror-contract")
+        store = S3Store("tuf-mirror-contract", "mirror", client=client, spool_root=tmp_path)
+        try:
+            yield store
+        finally:
+            await store.aclose()
+
+
 #: backend name -> factory; one line per backend.
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": memory_store,
     "local": local_store,
+    "s3": s3_store,
 }
 
 
