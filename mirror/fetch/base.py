@@ -3,8 +3,13 @@
 A fetcher gets bytes by *relative name* from an upstream ("metadata" or "targets"
 namespace): it knows how to join names onto base URLs, stream with a hard length cap,
 hash on the fly, time-limit and retry transient failures. It never decides whether
-bytes are trustworthy: that is ``mirror.trust``'s job. Only ``mirror.errors.FetchError``
-(and its ``NotFoundError`` subclass) and ``OversizeError`` leave a fetcher.
+bytes are trustworthy: that is ``mirror.trust``'s job.
+
+What leaves a fetcher: ``FetchError`` (transient; ``NotFoundError`` for an absent
+file), ``LengthOrHashMismatchError`` (``OversizeError`` for more bytes than allowed;
+also a hash algorithm that cannot be computed), ``UnsafeNameError`` for a name that
+could escape (defence in depth), and ``StorageError`` when the spool file cannot be
+written. Nothing from httpx or the OS.
 """
 
 from __future__ import annotations

@@ -1,0 +1,356 @@
+"""``HttpFetcher``: the ``Fetcher`` for HTTP(S) upstreams, on httpx under trio.
+
+Each request streams its body with a hard length cap (more bytes than allowed is
+``OversizeError``, raised without reading further; a ``Content-Length`` above the
+cap is refused before the body), hashes on the fly when writing to a spool file
+(``mirror.fetch.spool``), and runs under a deadline owned by this fetcher:
+
+- ``transfer_timeout`` seconds per attempt, plus, when ``min_throughput`` is set,
+  ``1 / min_throughput`` seconds for every byte received. A transfer therefore fails
+  once its average speed after the first ``transfer_timeout`` seconds falls below
+  ``min_throughput`` bytes/s, however large it is (slow-retrieval attack), and a
+  server that sends nothing fails after ``transfer_timeout`` seconds;
+- ``connect_timeout`` and ``read_timeout`` (no byte for that long) from httpx.
+
+Transient failures (connection errors, resets, timeouts, a body cut short by the
+connection closing, HTTP 408, 429 and 5xx) are retried under one ``RetryPolicy``
+(``mirror.fetch.retry``) honouring ``Retry-After``; 404 and 410 are
+``NotFoundError`` at once, other statuses ``FetchError`` at once, and length
+violations are never retried. Every httpx exception is translated here: only
+``mirror.errors`` exceptions leave this module.
+
+Requests ask for ``Accept-Encoding: identity``: lengths and hashes are about the
+file's bytes, and a compressed body would make ``Content-Length`` checks and the
+length cap meaningless (and open the door to decompression bombs).
+
+What it does not do: decide whether bytes are trustworthy, rate-limit bandwidth,
+fail over between mirrors, or resume partial downloads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import trio
+
+import mirror
+from mirror.errors import (
+    FetchError,
+    LengthOrHashMismatchError,
+    NotFoundError,
+    OversizeError,
+    UsageError,
+)
+from mirror.fetch.base import FetchedBytes, FetchedFile, FetchStats, Namespace
+from mirror.fetch.names import join_url, url_path
+from mirror.fetch.retry import RetryLater, RetryPolicy, parse_retry_after, run_with_retries
+from mirror.fetch.spool import SpoolFile, check_algorithms
+
+__all__ = ["HttpFetcher"]
+
+_T = TypeVar("_T")
+_RETRIED_STATUSES = frozenset({408, 429})
+_NOT_FOUND_STATUSES = frozenset({404, 410})
+_ABANDON_TIMEOUT = 1.0
+_ABANDON_PULLS = 16
+
+
+class _Progress:
+    """Moves an attempt's deadline forward as bytes arrive (see module docstring)."""
+
+    def __init__(
+        self, scope: trio.CancelScope, timeout: float | None, min_throughput: int | None
+    ) -> None:
+        self.scope = scope
+        self.received = 0
+        self.start = trio.current_time()
+        self._timeout = timeout
+        self._seconds_per_byte = 1.0 / min_throughput if min_throughput else 0.0
+        scope.deadline = self._deadline()
+
+    def add(self, count: int) -> None:
+        self.received += count
+        if self._seconds_per_byte:
+            self.scope.deadline = self._deadline()
+
+    def _deadline(self) -> float:
+        if self._timeout is None:
+            return math.inf
+        return self.start + self._timeout + self.received * self._seconds_per_byte
+
+
+class HttpFetcher:
+    """Fetches from ``metadata_url`` and ``targets_url`` (opaque base URLs).
+
+    ``client``: an ``httpx.AsyncClient`` to use instead of the fetcher's own (tests
+    pass one with an ``httpx.MockTransport``); it is not closed by ``aclose``, and
+    its timeouts and limits apply instead of ``connect_timeout``, ``read_timeout``,
+    ``max_connections`` and ``http2`` (the deadline and concurrency cap still do).
+    ``max_connections`` also caps concurrent transfers: waiting for a free slot does
+    not count against a transfer's deadline.
+    """
+
+    def __init__(
+        self,
+        metadata_url: str,
+        targets_url: str,
+        *,
+        client: httpx.AsyncClient | None = None,
+        max_connections: int = 8,
+        transfer_timeout: float | None = 60.0,
+        min_throughput: int | None = 1024,
+        connect_timeout: float | None = 10.0,
+        read_timeout: float | None = 30.0,
+        retry: RetryPolicy | None = None,
+        http2: bool = True,
+        user_agent: str | None = None,
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
+        self._bases: dict[Namespace, str] = {
+            "metadata": _check_base(metadata_url),
+            "targets": _check_base(targets_url),
+        }
+        self.stats = FetchStats()
+        self.retry = retry if retry is not None else RetryPolicy()
+        self._transfer_timeout = transfer_timeout
+        self._min_throughput = min_throughput
+        self._slots = trio.CapacityLimiter(max_connections)
+        self._file_limiter = trio.CapacityLimiter(max_connections)
+        self._owns_client = client is None
+        if client is None:
+            client = httpx.AsyncClient(
+                http2=http2,
+                limits=httpx.Limits(
+                    max_connections=max_connections, max_keepalive_connections=max_connections
+                ),
+                timeout=httpx.Timeout(
+                    connect=connect_timeout, read=read_timeout, write=read_timeout, pool=None
+                ),
+                follow_redirects=True,
+            )
+        self._client = client
+        self._headers = {
+            "User-Agent": user_agent or f"tuf-mirror/{mirror.__version__}",
+            "Accept-Encoding": "identity",
+        }
+
+    def __repr__(self) -> str:
+        return f"HttpFetcher({self._bases['metadata']!r}, {self._bases['targets']!r})"
+
+    def url_for(self, namespace: Namespace, name: str) -> str:
+        """The URL that serves ``name`` (``UnsafeNameError`` for an unsafe name)."""
+        return join_url(self._bases[namespace], url_path(namespace, name))
+
+    async def fetch_bytes(
+        self,
+        namespace: Namespace,
+        name: str,
+        *,
+        max_length: int,
+        if_none_match: str | None = None,
+        if_modified_since: str | None = None,
+    ) -> FetchedBytes | None:
+        url = self.url_for(namespace, name)
+        headers = dict(self._headers)
+        if if_none_match is not None:
+            headers["If-None-Match"] = if_none_match
+        if if_modified_since is not None:
+            headers["If-Modified-Since"] = if_modified_since
+        conditional = if_none_match is not None or if_modified_since is not None
+
+        async def consume(response: httpx.Response, progress: _Progress) -> FetchedBytes | None:
+            if response.status_code == 304:
+                if not conditional:
+                    raise FetchError(f"GET {url}: HTTP 304 to an unconditional request")
+                self.stats.not_modified += 1
+                return None
+            _check_declared_length(url, response, maximum=max_length)
+            body = bytearray()
+            async with _body(response) as chunks:
+                async for chunk in chunks:
+                    self._received(chunk, progress)
+                    if len(body) + len(chunk) > max_length:
+                        raise OversizeError(f"GET {url}: more than {max_length} bytes")
+                    body += chunk
+            return FetchedBytes(
+                data=bytes(body),
+                etag=response.headers.get("ETag"),
+                last_modified=response.headers.get("Last-Modified"),
+            )
+
+        return await self._with_retries(url, headers, consume)
+
+    async def fetch_to_file(
+        self,
+        namespace: Namespace,
+        name: str,
+        dest: Path,
+        *,
+        length: int,
+        algorithms: tuple[str, ...],
+    ) -> FetchedFile:
+        url = self.url_for(namespace, name)
+        check_algorithms(algorithms, name=url)
+
+        async def consume(response: httpx.Response, progress: _Progress) -> FetchedFile:
+            if response.status_code == 304:
+                raise FetchError(f"GET {url}: HTTP 304 to an unconditional request")
+            _check_declared_length(url, response, maximum=length, exact=True)
+            spool = await SpoolFile.create(
+                dest,
+                length=length,
+                algorithms=algorithms,
+                name=f"GET {url}",
+                limiter=self._file_limiter,
+            )
+            async with spool, _body(response) as chunks:
+                async for chunk in chunks:
+                    await spool.write(self._received(chunk, progress))
+                return await spool.finish()
+
+        return await self._with_retries(url, dict(self._headers), consume)
+
+    async def aclose(self) -> None:
+        """Close the connection pool (not an injected client)."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    async def _with_retries(
+        self,
+        url: str,
+        headers: dict[str, str],
+        consume: Callable[[httpx.Response, _Progress], Awaitable[_T]],
+    ) -> _T:
+        return await run_with_retries(
+            self.retry,
+            lambda: self._attempt(url, headers, consume),
+            on_retry=self._count_retry,
+        )
+
+    def _count_retry(self) -> None:
+        self.stats.retries += 1
+
+    async def _attempt(
+        self,
+        url: str,
+        headers: dict[str, str],
+        consume: Callable[[httpx.Response, _Progress], Awaitable[_T]],
+    ) -> _T:
+        """One GET of ``url``: status checks, deadline, httpx exception translation."""
+        async with self._slots:
+            self.stats.requests += 1
+            with trio.CancelScope() as scope:
+                progress = _Progress(scope, self._transfer_timeout, self._min_throughput)
+                try:
+                    async with self._client.stream(
+                        "GET", url, headers=headers, follow_redirects=True
+                    ) as response:
+                        _check_status(url, response)
+                        return await consume(response, progress)
+                except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+                    raise FetchError(f"GET {url}: {_describe(exc)}") from exc
+                except (httpx.TransportError, httpx.DecodingError) as exc:  # timeouts too
+                    raise _retry_later(url, exc) from exc
+                except httpx.HTTPError as exc:  # TooManyRedirects and the like
+                    raise FetchError(f"GET {url}: {_describe(exc)}") from exc
+                except httpx.InvalidURL as exc:
+                    raise FetchError(f"GET {url}: invalid URL ({exc})") from exc
+            # Only reached when the deadline cancelled the transfer.
+            elapsed = trio.current_time() - progress.start
+            raise RetryLater(
+                FetchError(
+                    f"GET {url}: too slow, {progress.received} bytes in {elapsed:.0f}s "
+                    f"(transfer_timeout {self._transfer_timeout}s, "
+                    f"min_throughput {self._min_throughput} B/s)"
+                )
+            )
+
+    def _received(self, chunk: bytes, progress: _Progress) -> bytes:
+        self.stats.bytes_received += len(chunk)
+        progress.add(len(chunk))
+        return chunk
+
+
+@contextlib.asynccontextmanager
+async def _body(response: httpx.Response) -> AsyncIterator[AsyncIterator[bytes]]:
+    """``response.aiter_bytes()``, finished properly however the caller stops.
+
+    httpx streams through a chain of nested async generators. A consumer that stops
+    early (too many bytes, a disk error, cancellation between chunks) would leave
+    them suspended, to be finalized by the garbage collector (trio warns about
+    each). So: close the response, then pull once more, which raises from the
+    innermost generator through all of them and ends the chain here.
+    """
+    chunks = response.aiter_bytes()
+    try:
+        yield chunks
+    finally:
+        with trio.move_on_after(_ABANDON_TIMEOUT, shield=True):
+            await response.aclose()
+            for _ in range(_ABANDON_PULLS):
+                try:
+                    await chunks.__anext__()
+                except (StopAsyncIteration, httpx.HTTPError, httpx.StreamError):
+                    break
+
+
+def _check_base(url: str) -> str:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise UsageError(f"invalid upstream URL {url!r}: {exc}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise UsageError(f"upstream URL {url!r} is not an http:// or https:// URL")
+    if parsed.query or parsed.fragment:
+        raise UsageError(f"upstream URL {url!r} must not have a query or fragment")
+    return url
+
+
+def _check_status(url: str, response: httpx.Response) -> None:
+    status = response.status_code
+    if status in (200, 304):
+        return
+    reason = f"GET {url}: HTTP {status} {response.reason_phrase}".rstrip()
+    if status in _NOT_FOUND_STATUSES:
+        raise NotFoundError(reason)
+    if status in _RETRIED_STATUSES or 500 <= status <= 599:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        raise RetryLater(FetchError(reason), retry_after=retry_after)
+    raise FetchError(reason)
+
+
+def _check_declared_length(
+    url: str, response: httpx.Response, *, maximum: int, exact: bool = False
+) -> None:
+    """Refuse a body whose declared length is already wrong, before reading it."""
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    declared = response.headers.get("Content-Length")
+    if declared is None or encoding != "identity" or not declared.strip().isdigit():
+        return
+    size = int(declared)
+    if size > maximum:
+        raise OversizeError(f"GET {url}: Content-Length {size} is more than {maximum} bytes")
+    if exact and size < maximum:
+        raise LengthOrHashMismatchError(
+            f"GET {url}: Content-Length {size}, expected {maximum} bytes"
+        )
+
+
+def _retry_later(url: str, exc: Exception) -> RetryLater:
+    """A transient failure whose reported FetchError keeps ``exc`` as its cause."""
+    error = FetchError(f"GET {url}: {_describe(exc)}")
+    error.__cause__ = exc
+    return RetryLater(error)
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
