@@ -243,8 +243,8 @@ class TrustedSet:
         if trusted:
             self._check_cap(what, data, self.limits.max_snapshot_length)
         else:
-            check_meta(f"snapshot v{meta.version}", meta, data)
             self._check_cap(what, data, self.limits.snapshot_max(self._timestamp.signed))
+            check_meta(f"snapshot v{meta.version}", meta, data)
         new: Metadata[Snapshot] = parse(data, "snapshot", what)
         what = f"snapshot v{new.signed.version}"
         self._check_top_level_signatures(what, new, "snapshot")
@@ -309,8 +309,8 @@ class TrustedSet:
         if trusted:
             self._check_cap(what, data, self.limits.max_targets_length)
         else:
-            check_meta(f"{role_name} v{meta.version}", meta, data)
             self._check_cap(what, data, self.limits.targets_max(snapshot, role_name))
+            check_meta(f"{role_name} v{meta.version}", meta, data)
         new: Metadata[Targets] = parse(data, "targets", what)
         what = f"{role_name} v{new.signed.version}"
         payload = signed_payload(new, what)

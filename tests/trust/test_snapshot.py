@@ -43,7 +43,7 @@ def test_snapshot_length_mismatch() -> None:
     repo = Repo(hashes_in_meta=True)
     out = repo.publish()
     trusted = repo.trusted_set(through="timestamp")
-    with pytest.raises(OversizeError, match="length"):
+    with pytest.raises(OversizeError, match="exceeds the limit"):
         trusted.update_snapshot(out["snapshot"] + b" ")
 
 
