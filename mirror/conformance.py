@@ -23,7 +23,10 @@ State between invocations lives only in the two directories the suite gives:
   Nothing else ending in ``.json`` is ever written there.
 * TARGET_DIR holds one verified file per target path, flat, named by the
   percent-encoded path (``path%2Fto%2Ffile.txt``). A file there that matches the
-  length and hashes in the current metadata is a cache hit: no request.
+  length and hashes in the current metadata is a cache hit: no request. Downloads
+  are spooled to a hidden ``*.tmp`` file in METADATA_DIR (the suite reads only its
+  ``*.json`` files) and renamed into place once verified, so TARGET_DIR never holds
+  a partial or unverified file, even after a killed process.
 
 Exit status 0 on success and exactly 1 on any failure, argument errors and crashes
 included; diagnostics go to stderr. The reference time for expiry is the wall clock,
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import secrets
 import sys
@@ -212,6 +216,24 @@ def _write_atomic(path: Path, data: bytes) -> None:
             raise
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _move_into_place(source: Path, destination: Path) -> None:
+    """Rename ``source`` over ``destination``; across file systems, copy it to a
+    temporary file beside ``destination`` first. ``StorageError`` on failure."""
+    try:
+        os.replace(source, destination)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise StorageError(f"cannot write {destination}: {exc.strerror or exc}") from exc
+        _write_atomic(destination, _read_file(source))
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -473,19 +495,18 @@ class ConformanceClient:
         remote = target_filenames(
             match.path, dict(target.hashes), consistent_snapshot=trusted.consistent_snapshot
         )[0]
-        temporary = target_dir / f"{_TEMP_PREFIX}{secrets.token_hex(8)}{_TEMP_SUFFIX}"
+        # Spooled in METADATA_DIR, whose non-JSON files nobody reads, so that even a
+        # killed process leaves nothing but verified files in TARGET_DIR.
+        spool = self.metadata.path / f"{_TEMP_PREFIX}{secrets.token_hex(8)}{_TEMP_SUFFIX}"
         try:
             self.log(f"GET targets {remote} ({target.length} bytes)")
             fetched = await self.fetcher.fetch_to_file(
-                "targets", remote, temporary, length=target.length, algorithms=algorithms
+                "targets", remote, spool, length=target.length, algorithms=algorithms
             )
             check_target(target, fetched.length, fetched.digests)
-            try:
-                os.replace(temporary, destination)
-            except OSError as exc:
-                raise StorageError(f"cannot write {destination}: {exc.strerror or exc}") from exc
+            _move_into_place(spool, destination)
         finally:
-            _unlink_quietly(temporary)
+            _unlink_quietly(spool)
         self.log(f"target {match.path!r} verified and stored as {destination.name}")
 
     def _cached(self, path: Path, target: TargetFile, algorithms: tuple[str, ...]) -> bool:
