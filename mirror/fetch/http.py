@@ -294,7 +294,9 @@ async def _body(response: httpx.Response) -> AsyncIterator[AsyncIterator[bytes]]
         yield chunks
     finally:
         with trio.move_on_after(_ABANDON_TIMEOUT, shield=True):
-            await response.aclose()
+            # Errors here must not replace the one that ended the transfer.
+            with contextlib.suppress(httpx.HTTPError, httpx.StreamError):
+                await response.aclose()
             for _ in range(_ABANDON_PULLS):
                 try:
                     await chunks.__anext__()

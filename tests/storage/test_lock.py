@@ -198,3 +198,29 @@ async def test_a_broken_lock_is_detected_and_not_deleted(store: Store) -> None:
             await lock.refresh(now=NOW)
 
     assert LockInfo.from_json(await store.get(LOCK_KEY, max_length=65536)) == successor
+
+
+async def test_concurrent_acquires_have_one_winner(store: Store) -> None:
+    """Of several runs racing for the lock, exactly one gets it; the others get
+    LockHeldError."""
+    winners: list[int] = []
+    losers: list[int] = []
+    all_tried = trio.Event()
+
+    async def contender(index: int) -> None:
+        try:
+            async with acquire_lock(store, owner=f"run-{index}"):
+                winners.append(index)
+                await all_tried.wait()
+        except LockHeldError:
+            losers.append(index)
+            if len(losers) == 4:
+                all_tried.set()
+
+    async with trio.open_nursery() as nursery:
+        for index in range(5):
+            nursery.start_soon(contender, index)
+
+    assert len(winners) == 1
+    assert sorted(winners + losers) == list(range(5))
+    assert await store.head(LOCK_KEY) is None
