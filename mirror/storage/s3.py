@@ -22,9 +22,13 @@ tenacity is the HTTP-fetch retry policy, not this one. What is left after the re
 becomes ``StorageError`` (exit 3). Access denied, a missing bucket, bad credentials
 or a wrong region become ``StorageConfigError`` (exit 2) and are never retried.
 
+Cancellation waits for the S3 call in flight (worker threads cannot be
+interrupted; botocore's connect/read timeouts bound the wait).
+
 What it does not do: decide publish order, headers or what to skip (``sync.py`` and
-``mirror.storage.headers``), validate keys (``mirror.trust``), or implement the lock
-protocol (``mirror.storage.lock``, on top of ``create_exclusive``).
+``mirror.storage.headers``), judge names (``mirror.trust`` does; keys are only
+re-checked with ``validate_key`` as a safety net), or implement the lock protocol
+(``mirror.storage.lock``, on top of ``create_exclusive``).
 """
 
 from __future__ import annotations
@@ -528,7 +532,7 @@ class S3Store:
                     client.put_object(Bucket=self.bucket, Key=full, Body=f, **single)
             else:
                 self._upload_multipart(client, full, path, args, options.sha256)
-            path.unlink()
+            path.unlink(missing_ok=True)
 
         await self._call("PutObject", key, upload)
 

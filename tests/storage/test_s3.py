@@ -538,6 +538,16 @@ async def test_configuration_errors_are_not_retried(
     assert info.value.exit_status == ExitStatus.USAGE
 
 
+async def test_checksum_mismatch_is_a_storage_error(faults: FaultInjector, store: S3Store) -> None:
+    """S3 rejecting the bytes against the sent SHA-256 (BadDigest; moto itself does
+    not check) is a StorageError, not retried by botocore, and nothing is written."""
+    rule = faults.on("PutObject", [(400, "BadDigest")])
+    with pytest.raises(StorageError, match="BadDigest"):
+        await store.put_bytes("k", b"data", PutOptions(sha256=sha256_hex(b"other")))
+    assert rule.attempts == 1
+    assert await store.head("k") is None
+
+
 async def test_wrong_region_is_a_configuration_error(faults: FaultInjector, store: S3Store) -> None:
     """A bucket in another region (301 PermanentRedirect that botocore's region
     redirector cannot resolve) is StorageConfigError, not retried by us."""
