@@ -40,6 +40,7 @@ from mirror.config import Settings
 from mirror.errors import (
     DelegationError,
     ExpiredMetadataError,
+    FetchError,
     MirrorError,
     NotFoundError,
     StorageError,
@@ -323,12 +324,18 @@ class Synchronizer:
             except (VerificationError, EqualVersionError) as exc:
                 # New root rotated the timestamp keys (fast-forward) or it expired.
                 log.info("published timestamp is no rollback floor any more: %s", exc)
-        got = await self.fetcher.fetch_bytes(
-            METADATA,
-            "timestamp.json",
-            max_length=self.limits.max_timestamp_length,
-            if_none_match=published.timestamp_etag,
-        )
+        try:
+            got = await self.fetcher.fetch_bytes(
+                METADATA,
+                "timestamp.json",
+                max_length=self.limits.max_timestamp_length,
+                if_none_match=published.timestamp_etag,
+            )
+        except NotFoundError as exc:
+            # Not a garbage-collected versioned file: no restart can help.
+            raise FetchError(
+                f"{exc}: the upstream has no timestamp.json (check --upstream or --metadata-url)"
+            ) from exc
         if got is None:
             # 304: the upstream's timestamp is the one we published.
             cycle.timestamp_etag = published.timestamp_etag
