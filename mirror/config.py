@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mirror.errors import UsageError
 
@@ -70,6 +71,18 @@ def _str(text: str) -> str:
     return str(text)
 
 
+def _addressing_style(text: str) -> str:
+    value = str(text).strip().lower()
+    if value not in {"path", "virtual", "auto"}:
+        raise UsageError(f"not an S3 addressing style: {text!r} (path, virtual or auto)")
+    return value
+
+
+def _max_age(text: str) -> int:
+    """A Cache-Control max-age: whole seconds (``60``, ``30s``, ``5m``), at least 0."""
+    return int(parse_duration(text))
+
+
 def _bool(text: str) -> bool:
     value = str(text).strip().lower()
     if value in {"1", "true", "yes", "on"}:
@@ -120,7 +133,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("metadata_url", _str, None, "override the metadata base URL", "URL", commands=_SYNCISH),
     Option("targets_url", _str, None, "override the targets base URL", "URL", commands=_SYNCISH),
-    Option("dest", _str, None, "destination directory or file:// URL", "DEST"),
+    Option(
+        "dest", _str, None, "destination: a directory, file:// or s3://bucket/prefix URL", "DEST"
+    ),
     Option(
         "transfers",
         _positive_int,
@@ -162,6 +177,57 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("json", _bool, False, "print the run report as JSON on stdout", flag=True),
     Option("report", _str, None, "write the JSON run report to FILE", "FILE"),
+    # S3 destinations (--dest s3://bucket/prefix); ignored for other destinations.
+    # Credentials come from boto3's usual chain (environment, shared files, roles).
+    Option(
+        "s3_endpoint_url",
+        _str,
+        None,
+        "S3-compatible endpoint for an s3:// destination (boto3 also reads AWS_ENDPOINT_URL)",
+        "URL",
+        commands=_SYNCISH,
+    ),
+    Option(
+        "s3_region",
+        _str,
+        None,
+        "region of the s3:// bucket (else boto3's chain: AWS_DEFAULT_REGION, config)",
+        "REGION",
+        commands=_SYNCISH,
+    ),
+    Option(
+        "s3_addressing_style",
+        _addressing_style,
+        None,
+        "S3 addressing style: path, virtual or auto",
+        "STYLE",
+        commands=_SYNCISH,
+    ),
+    Option(
+        "s3_storage_class",
+        _str,
+        None,
+        "storage class of uploaded objects (STANDARD, INTELLIGENT_TIERING, ...)",
+        "CLASS",
+        commands=_SYNCISH,
+    ),
+    Option(
+        "uploads",
+        _positive_int,
+        16,
+        "S3 requests in flight at once (upload concurrency)",
+        "N",
+        commands=_SYNCISH,
+    ),
+    Option(
+        "timestamp_max_age",
+        _max_age,
+        60,
+        "Cache-Control max-age of timestamp.json and other files replaced in place"
+        " (seconds or 30s/5m)",
+        "DURATION",
+        commands=_SYNCISH,
+    ),
     Option(
         "sample",
         _positive_int,
@@ -194,6 +260,12 @@ class Settings:
     break_stale_lock: bool = False
     json: bool = False
     report: Path | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_addressing_style: str | None = None
+    s3_storage_class: str | None = None
+    uploads: int = 16
+    timestamp_max_age: int = 60
     sample: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -210,6 +282,19 @@ class Settings:
                     f"--root {self.root} has sha256 {actual}, not the pinned {self.root_sha256}"
                 )
         return data
+
+    def s3_store_options(self) -> dict[str, object]:
+        """Keyword arguments for ``open_store(dest, ...)``: the ``S3Store`` settings
+        when ``dest`` is an ``s3://`` URL, nothing for any other destination."""
+        if urlsplit(self.dest).scheme.lower() != "s3":
+            return {}
+        return {
+            "endpoint_url": self.s3_endpoint_url,
+            "region": self.s3_region,
+            "addressing_style": self.s3_addressing_style,
+            "storage_class": self.s3_storage_class,
+            "max_concurrency": self.uploads,
+        }
 
 
 def add_options(parser: argparse.ArgumentParser, command: str) -> None:
