@@ -37,6 +37,7 @@ from typing import Any, Final
 import trio
 
 from mirror.config import Settings
+from mirror.copier import CopyResult, Outcome, TargetCopier
 from mirror.errors import (
     DelegationError,
     ExpiredMetadataError,
@@ -68,10 +69,7 @@ from mirror.trust import (
     TrustedSet,
     Verified,
     check_meta,
-    check_target,
-    hash_algorithms_for,
     metadata_filename,
-    new_hasher,
 )
 from mirror.trust._tuf import MetaFile, Snapshot, TargetFile, Targets, Timestamp
 from mirror.trust._verify import parse
@@ -554,70 +552,20 @@ class Synchronizer:
 
     # -- target workers ----------------------------------------------------------------
 
-    async def _present(self, copy: TargetCopy, key: str) -> bool:
-        """Whether ``key`` already holds exactly this target (verified by hashing),
-        in the destination or in the previous state."""
-        if await self._holds(self.store, copy, key):
-            return True
-        return self.base is not self.store and await self._holds(self.base, copy, key)
-
-    @staticmethod
-    async def _holds(store: Store, copy: TargetCopy, key: str) -> bool:
-        info = await store.head(key)
-        if info is None or info.size != copy.length:
-            return False
-        if info.sha256 is not None and "sha256" in copy.hashes:
-            return info.sha256 == copy.hashes["sha256"]
-        hashers = {alg: new_hasher(alg) for alg in copy.hashes}
-        try:
-            async for chunk in store.iter_chunks(key):
-                for hasher in hashers.values():
-                    hasher.update(chunk)
-        except NotFoundInStoreError:
-            return False
-        return all(hashers[alg].hexdigest() == value for alg, value in copy.hashes.items())
-
-    async def _copy_target(self, copy: TargetCopy, consistent: bool) -> None:
-        keys = [_target_key(name) for name in copy.names]
-        missing = [key for key in keys if not await self._present(copy, key)]
-        if not missing:
-            self.report.targets_already_present += 1
-            return
-        if self.dry_run:
-            return
-        target = TargetFile(copy.length, dict(copy.hashes), copy.path)
-        spool = self._spool_path("target")
-        fetched = await self.fetcher.fetch_to_file(
-            TARGETS,
-            copy.names[0],
-            spool,
-            length=copy.length,
-            algorithms=hash_algorithms_for(target),
-        )
-        try:
-            check_target(target, fetched.length, fetched.digests)
-        except VerificationError:
-            spool.unlink(missing_ok=True)
-            raise
-        sha256 = fetched.digests.get("sha256")
-        for index, key in enumerate(missing):
-            options = put_options_for(key, consistent_snapshot=consistent, sha256=sha256)
-            if index == len(missing) - 1:
-                await self.store.put_file(key, spool, options)
-            else:
-                duplicate = self._spool_path("target")
-                await trio.to_thread.run_sync(_copy_file, spool, duplicate)
-                await self.store.put_file(key, duplicate, options)
-        self.report.targets_fetched += 1
-        self.report.targets_published += 1
-        self.report.target_bytes += copy.length
-
     async def _target_worker(
-        self, receive: trio.MemoryReceiveChannel[TargetCopy], consistent: bool
+        self, receive: trio.MemoryReceiveChannel[TargetCopy], copier: TargetCopier
     ) -> None:
         async with receive:
             async for copy in receive:
-                await self._copy_target(copy, consistent)
+                self._count(await copier.copy(copy))
+
+    def _count(self, result: CopyResult) -> None:
+        if result.outcome is Outcome.PRESENT:
+            self.report.targets_already_present += 1
+        elif result.outcome is Outcome.COPIED:
+            self.report.targets_fetched += 1
+            self.report.targets_published += 1
+            self.report.target_bytes += result.length
 
     # -- spooling and publishing ---------------------------------------------------
 
@@ -745,13 +693,19 @@ class Synchronizer:
             self.report.versions_after.setdefault("timestamp", published.timestamp.version)
 
     async def _copy_everything(self, cycle: _Cycle, published: Published) -> None:
-        consistent = cycle.new.consistent_snapshot
+        copier = TargetCopier(
+            store=self.store,
+            fetcher=self.fetcher,
+            consistent_snapshot=cycle.new.consistent_snapshot,
+            base=self.base,
+            dry_run=self.dry_run,
+        )
         send, receive = trio.open_memory_channel[TargetCopy](self.settings.transfers * 4)
         with _one_error():
             async with trio.open_nursery() as nursery:
                 async with receive:
                     for _ in range(self.settings.transfers):
-                        nursery.start_soon(self._target_worker, receive.clone(), consistent)
+                        nursery.start_soon(self._target_worker, receive.clone(), copier)
                 async with send:
                     await self._walk(cycle, published, send)
 
@@ -778,12 +732,6 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
             yield from _leaves(exc)
         else:
             yield exc
-
-
-def _copy_file(source: Path, dest: Path) -> None:
-    with source.open("rb") as src, dest.open("xb") as dst:
-        while chunk := src.read(1 << 20):
-            dst.write(chunk)
 
 
 # -- entry points ----------------------------------------------------------------------

@@ -1,0 +1,164 @@
+"""Copying one verified target: presence check, download, verification, write.
+
+``TargetCopier.copy`` makes one target present at the destination under every name
+it has: when the destination (or the previous state) already holds it with the
+signed length and hashes, nothing is fetched; otherwise it is downloaded with a hard
+length cap, checked against the signed length and *every* signed hash, and only
+then written under its final names. Small targets travel in memory; large ones
+through a spool file on the destination's filesystem.
+
+The same copier runs in the sync process and in worker processes
+(``mirror.workers``). What it does not do: decide which targets to copy or whether
+a role may list them (``sync.py`` with ``mirror.trust``), or publish metadata.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import trio
+
+from mirror.errors import VerificationError
+from mirror.fetch import Fetcher
+from mirror.plan import TargetCopy
+from mirror.storage import NotFoundInStoreError, PutOptions, Store
+from mirror.storage.headers import put_options_for
+from mirror.trust import check_target, compute_digests, hash_algorithms_for, new_hasher
+from mirror.trust._tuf import TargetFile
+
+TARGETS: Final = "targets"
+#: targets up to this size are fetched into memory (concurrency x this = the bound)
+SMALL_TARGET = 256 * 1024
+
+
+class Outcome(enum.Enum):
+    """What ``TargetCopier.copy`` did."""
+
+    PRESENT = "present"
+    COPIED = "copied"
+    PLANNED = "planned"
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    outcome: Outcome
+    length: int
+
+
+def target_key(name: str) -> str:
+    """The store key of a target file name (relative to the targets prefix)."""
+    return f"{TARGETS}/{name}"
+
+
+class TargetCopier:
+    """Copies targets from ``fetcher`` into ``store``; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        fetcher: Fetcher,
+        consistent_snapshot: bool,
+        base: Store | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.store = store
+        self.base = base if base is not None else store
+        self.fetcher = fetcher
+        self.consistent_snapshot = consistent_snapshot
+        self.dry_run = dry_run
+        self._spool_counter = 0
+
+    async def copy(self, copy: TargetCopy) -> CopyResult:
+        """Make ``copy`` present under all its names; see the module docstring."""
+        keys = [target_key(name) for name in copy.names]
+        missing = [key for key in keys if not await self._present(copy, key)]
+        if not missing:
+            return CopyResult(Outcome.PRESENT, copy.length)
+        if self.dry_run:
+            return CopyResult(Outcome.PLANNED, copy.length)
+        target = TargetFile(copy.length, dict(copy.hashes), copy.path)
+        if copy.length <= SMALL_TARGET:
+            await self._copy_small(target, copy, missing)
+        else:
+            await self._copy_large(target, copy, missing)
+        return CopyResult(Outcome.COPIED, copy.length)
+
+    async def _present(self, copy: TargetCopy, key: str) -> bool:
+        """Whether ``key`` already holds exactly this target (verified by its
+        checksum or by hashing), in the destination or in the previous state."""
+        if await _holds(self.store, copy.length, copy.hashes, key):
+            return True
+        return self.base is not self.store and await _holds(
+            self.base, copy.length, copy.hashes, key
+        )
+
+    async def _copy_small(self, target: TargetFile, copy: TargetCopy, missing: list[str]) -> None:
+        """In memory: one request, hashing in the event loop, one atomic write per
+        name (no spool file, fewer thread hops)."""
+        got = await self.fetcher.fetch_bytes(TARGETS, copy.names[0], max_length=copy.length)
+        assert got is not None  # not a conditional request
+        digests = compute_digests(got.data, hash_algorithms_for(target))
+        check_target(target, len(got.data), digests)
+        sha256 = digests.get("sha256")
+        for key in missing:
+            await self.store.put_bytes(key, got.data, self._options(key, sha256))
+
+    async def _copy_large(self, target: TargetFile, copy: TargetCopy, missing: list[str]) -> None:
+        """Through a spool file: streamed, hashed on the fly, renamed or uploaded."""
+        spool = self._spool_path()
+        fetched = await self.fetcher.fetch_to_file(
+            TARGETS,
+            copy.names[0],
+            spool,
+            length=copy.length,
+            algorithms=hash_algorithms_for(target),
+        )
+        try:
+            check_target(target, fetched.length, fetched.digests)
+        except VerificationError:
+            await trio.to_thread.run_sync(lambda: spool.unlink(missing_ok=True))
+            raise
+        sha256 = fetched.digests.get("sha256")
+        for index, key in enumerate(missing):
+            if index == len(missing) - 1:
+                await self.store.put_file(key, spool, self._options(key, sha256))
+            else:
+                duplicate = self._spool_path()
+                await trio.to_thread.run_sync(_copy_file, spool, duplicate)
+                await self.store.put_file(key, duplicate, self._options(key, sha256))
+
+    def _options(self, key: str, sha256: str | None) -> PutOptions:
+        return put_options_for(key, consistent_snapshot=self.consistent_snapshot, sha256=sha256)
+
+    def _spool_path(self) -> Path:
+        self._spool_counter += 1
+        suffix = f"{self._spool_counter}-{random.getrandbits(48):012x}"
+        return self.store.spool_dir() / f"target-{suffix}"
+
+
+async def _holds(store: Store, length: int, hashes: Mapping[str, str], key: str) -> bool:
+    info = await store.head(key)
+    if info is None or info.size != length:
+        return False
+    if info.sha256 is not None and "sha256" in hashes:
+        return info.sha256 == hashes["sha256"]
+    hashers = {alg: new_hasher(alg) for alg in hashes}
+    try:
+        async for chunk in store.iter_chunks(key):
+            for hasher in hashers.values():
+                hasher.update(chunk)
+    except NotFoundInStoreError:
+        return False
+    return all(hashers[alg].hexdigest() == value for alg, value in hashes.items())
+
+
+def _copy_file(source: Path, dest: Path) -> None:
+    with source.open("rb") as src, dest.open("xb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
