@@ -60,7 +60,7 @@ from mirror.plan import (
     target_copy,
 )
 from mirror.report import RunReport
-from mirror.storage import NotFoundInStoreError, Store
+from mirror.storage import NotFoundInStoreError, PutOptions, Store
 from mirror.storage.headers import put_options_for
 from mirror.trust import (
     DelegationWalk,
@@ -590,6 +590,15 @@ class Synchronizer:
         path.write_bytes(data)
         cycle.spooled[name] = _Spooled(copy, path=path)
 
+    def _put_options(self, key: str, consistent: bool) -> PutOptions:
+        """Headers of a published metadata file: immutable when versioned, else the
+        configured short max-age (``--timestamp-max-age``)."""
+        return put_options_for(
+            key,
+            consistent_snapshot=consistent,
+            short_max_age=self.settings.timestamp_max_age,
+        )
+
     async def _publish(self, cycle: _Cycle, published: Published) -> None:
         new = cycle.new
         consistent = new.consistent_snapshot
@@ -609,18 +618,16 @@ class Synchronizer:
             # The pinned root itself: clients bootstrapping from it start here.
             pinned = self.settings.root_bytes()
             key = _meta_key(f"{published.pinned_version}.root.json")
-            await self.store.put_bytes(
-                key, pinned, put_options_for(key, consistent_snapshot=consistent)
-            )
+            await self.store.put_bytes(key, pinned, self._put_options(key, consistent))
             if not cycle.new_roots:
                 await self.store.put_bytes(
                     _meta_key("root.json"),
                     pinned,
-                    put_options_for(_meta_key("root.json"), consistent_snapshot=consistent),
+                    self._put_options(_meta_key("root.json"), consistent),
                 )
         for item in order:
             key = _meta_key(item.name)
-            options = put_options_for(key, consistent_snapshot=consistent)
+            options = self._put_options(key, consistent)
             if item.name in roots:
                 await self.store.put_bytes(key, roots[item.name], options)
             elif item.name == "timestamp.json":
@@ -737,10 +744,24 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
 # -- entry points ----------------------------------------------------------------------
 
 
+def _open_destination(settings: Settings) -> Store:
+    """The destination store. An ``s3://`` one gets the ``--s3-*`` and ``--uploads``
+    settings, and a ``ListingStore`` in front: the presence checks of many targets in
+    one directory cost one listing instead of a HEAD each (see
+    ``mirror.storage.listing`` for the choice by count)."""
+    from mirror.storage import open_store
+
+    options = settings.s3_store_options()
+    if not options:
+        return open_store(settings.dest)
+    from mirror.storage.listing import ListingStore
+
+    return ListingStore(open_store(settings.dest, **options))
+
+
 @asynccontextmanager
 async def _open(settings: Settings, upstream: str) -> AsyncIterator[tuple[Store, Fetcher]]:
     from mirror.fetch import RetryPolicy, open_fetcher
-    from mirror.storage import open_store
 
     http_options: dict[str, Any] = {}
     if upstream.startswith(("http://", "https://")):
@@ -756,7 +777,7 @@ async def _open(settings: Settings, upstream: str) -> AsyncIterator[tuple[Store,
         **http_options,
     )
     try:
-        store = open_store(settings.dest)
+        store = _open_destination(settings)
         try:
             yield store, fetcher
         finally:
