@@ -4,7 +4,10 @@
 
     MirrorError                      (exit 1 unless a branch says otherwise)
     ├── UsageError                   exit 2  bad flags, config file, environment
-    │   └── StorageConfigError       exit 2  missing bucket, access denied, bad path
+    │   ├── StorageConfigError       exit 2  missing bucket, access denied, bad path
+    │   ├── WrongBaseError           exit 2  import: bundle made for another state
+    │   ├── BaseUnavailableError     exit 2  export: the far side's base cannot be rebuilt
+    │   └── ValidityTooShortError    exit 2  export: state expires before --min-validity
     ├── VerificationError            exit 1  something the upstream's keys did not sign
     │   ├── MalformedMetadataError           not parseable / not TUF / wrong _type
     │   ├── SignatureError                   threshold not reached, bad signature
@@ -16,7 +19,8 @@
     │   │   └── OversizeError                more bytes than declared (endless data)
     │   ├── UnsafeNameError                  a role name or target path that could escape
     │   ├── DelegationError                  target not authorised / role not in snapshot
-    │   └── TamperedDestinationError         the destination holds unverifiable data
+    │   ├── TamperedDestinationError         the destination holds unverifiable data
+    │   └── BundleError                      air-gap bundle missing, truncated or altered
     ├── TransientError               exit 3  worth retrying later
     │   ├── FetchError                       network, HTTP 5xx, timeouts
     │   │   └── NotFoundError                HTTP 404 (policy decided by the caller)
@@ -115,6 +119,25 @@ class DelegationError(VerificationError):
 
 class TamperedDestinationError(VerificationError):
     """The destination holds metadata or targets that do not verify."""
+
+
+class BundleError(VerificationError):
+    """An air-gap bundle with a missing, truncated or altered volume or file, or an
+    unreadable manifest: nothing on the transport is trusted."""
+
+
+class WrongBaseError(UsageError):
+    """An air-gap delta bundle whose base state is not the destination's state
+    (applied twice, out of order, or to another mirror)."""
+
+
+class BaseUnavailableError(UsageError):
+    """The exporter cannot rebuild the far side's base state (its metadata is gone
+    from the upstream and from the export state directory): export with --full."""
+
+
+class ValidityTooShortError(UsageError):
+    """The state to export expires sooner than --min-validity allows."""
 
 
 class TransientError(MirrorError):
