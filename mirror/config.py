@@ -16,6 +16,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,6 +49,15 @@ def parse_duration(text: str) -> float:
         raise UsageError(f"not a duration: {text!r} (expected e.g. 30s, 5m, 2h, 3d)")
     scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
     return float(match.group(1)) * scale
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an ISO 8601 time (``2024-05-01T12:00:00Z``, ``2024-05-01``); no zone means UTC."""
+    try:
+        moment = datetime.fromisoformat(str(text).strip())
+    except ValueError as exc:
+        raise UsageError(f"not a time: {text!r} (expected e.g. 2024-05-01T12:00:00Z)") from exc
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _positive_int(text: str) -> int:
@@ -103,7 +113,7 @@ class Option:
     metavar: str | None = None
     repeat: bool = False
     flag: bool = False
-    commands: frozenset[str] = frozenset({"sync", "plan", "verify"})
+    commands: frozenset[str] = frozenset({"sync", "plan", "verify", "export", "import"})
 
     @property
     def env(self) -> str:
@@ -114,7 +124,9 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
-_SYNCISH = frozenset({"sync", "plan"})
+_SYNCISH = frozenset({"sync", "plan", "export"})
+_EXPORT = frozenset({"export"})
+_IMPORT = frozenset({"import"})
 
 OPTIONS: tuple[Option, ...] = (
     Option("root", _str, None, "pinned trusted root.json of the upstream", "FILE"),
@@ -134,7 +146,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("metadata_url", _str, None, "override the metadata base URL", "URL", commands=_SYNCISH),
     Option("targets_url", _str, None, "override the targets base URL", "URL", commands=_SYNCISH),
     Option(
-        "dest", _str, None, "destination: a directory, file:// or s3://bucket/prefix URL", "DEST"
+        "dest",
+        _str,
+        None,
+        "destination: a directory, file:// or s3://bucket/prefix URL",
+        "DEST",
+        commands=frozenset({"sync", "plan", "verify", "import"}),
     ),
     Option(
         "transfers",
@@ -173,7 +190,7 @@ OPTIONS: tuple[Option, ...] = (
         False,
         "break a lock left by a dead run",
         flag=True,
-        commands=_SYNCISH,
+        commands=_SYNCISH | _IMPORT,
     ),
     Option("json", _bool, False, "print the run report as JSON on stdout", flag=True),
     Option("report", _str, None, "write the JSON run report to FILE", "FILE"),
@@ -236,6 +253,67 @@ OPTIONS: tuple[Option, ...] = (
         "N",
         commands=frozenset({"verify"}),
     ),
+    Option(
+        "to",
+        _str,
+        None,
+        "bundle to write: a new directory, or FILE.tar",
+        "BUNDLE",
+        commands=_EXPORT,
+    ),
+    Option(
+        "since",
+        _str,
+        None,
+        "export only what the far side lacks, per its import receipt",
+        "RECEIPT",
+        commands=_EXPORT,
+    ),
+    Option("full", _bool, False, "export everything (first seeding)", flag=True, commands=_EXPORT),
+    Option(
+        "volume_size",
+        parse_size,
+        None,
+        "split a .tar bundle into numbered volumes of at most SIZE",
+        "SIZE",
+        commands=_EXPORT,
+    ),
+    Option(
+        "min_validity",
+        parse_duration,
+        None,
+        "refuse to export a state that expires sooner (e.g. 3d)",
+        "DURATION",
+        commands=_EXPORT,
+    ),
+    Option(
+        "state_dir",
+        _str,
+        None,
+        "where export records the far side's state and metadata"
+        " (default ~/.local/state/tuf-mirror/exports/<id>)",
+        "DIR",
+        commands=_EXPORT,
+    ),
+    Option(
+        "bundle", _str, None, "the bundle to import (also positional)", "BUNDLE", commands=_IMPORT
+    ),
+    Option(
+        "receipt",
+        _str,
+        None,
+        "also write the import receipt to FILE (always in DEST/.tuf-mirror/receipt.json)",
+        "FILE",
+        commands=_IMPORT,
+    ),
+    Option(
+        "reference_time",
+        parse_time,
+        None,
+        "check expiry against this time instead of now (audits of old bundles only)",
+        "TIME",
+        commands=_IMPORT,
+    ),
 )
 
 OPTION_BY_NAME = {option.name: option for option in OPTIONS}
@@ -267,6 +345,15 @@ class Settings:
     uploads: int = 16
     timestamp_max_age: int = 60
     sample: int | None = None
+    to: str | None = None
+    since: str | None = None
+    full: bool = False
+    volume_size: int | None = None
+    min_validity: float | None = None
+    state_dir: str | None = None
+    bundle: str | None = None
+    receipt: str | None = None
+    reference_time: datetime | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def root_bytes(self) -> bytes:
@@ -399,13 +486,14 @@ def resolve(
 
     if not values.get("root"):
         raise UsageError("--root is required (the upstream's trusted root.json, pinned)")
-    if not values.get("dest"):
+    if not values.get("dest") and command not in _EXPORT:
         raise UsageError("--dest is required")
     if command in _SYNCISH and not values.get("upstream"):
         raise UsageError("--upstream is required")
     known = {f.name for f in fields(Settings)}
     kwargs = {k: v for k, v in values.items() if k in known}
     kwargs["root"] = Path(kwargs["root"])
+    kwargs.setdefault("dest", "")
     if kwargs.get("report"):
         kwargs["report"] = Path(kwargs["report"])
     return Settings(command=command, **kwargs)
