@@ -23,6 +23,8 @@ COMMANDS = {
     "sync": "copy and verify what is new upstream into DEST, timestamp.json last",
     "plan": "verify the upstream's new metadata and print what a sync would copy",
     "verify": "audit a published mirror from the pinned root",
+    "export": "verify the upstream and write an air-gap bundle of what the far side lacks",
+    "import": "verify an air-gap bundle against DEST's trusted state and publish it",
 }
 
 
@@ -53,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext in COMMANDS.items():
         cmd = sub.add_parser(name, help=helptext, description=helptext)
         add_options(cmd, name)
+        if name == "import":
+            cmd.add_argument(
+                "bundle",
+                nargs="?",
+                metavar="BUNDLE",
+                default=argparse.SUPPRESS,
+                help="the bundle: a directory, FILE.tar, or FILE.tar.NNN-of-MMM volumes",
+            )
     return parser
 
 
@@ -62,6 +72,11 @@ async def _run(settings: Settings) -> RunReport:
 
     if settings.command == "verify":
         return await sync.verify_destination(settings, now=datetime.now(UTC))
+    if settings.command in ("export", "import"):
+        from mirror import airgap
+
+        run = airgap.run_export if settings.command == "export" else airgap.run_import
+        return await run(settings, now=datetime.now(UTC))
     return await sync.run_sync(settings, now=datetime.now(UTC), dry_run=settings.command == "plan")
 
 
