@@ -45,7 +45,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
 
 import trio
 
@@ -55,9 +54,9 @@ from mirror.storage.base import ObjectInfo, PutOptions, Store
 __all__ = ["LIST_THRESHOLD", "MAX_LISTED_KEYS", "ListingStore"]
 
 #: ``head`` calls in one directory after which that directory is listed once.
-LIST_THRESHOLD: Final = 32
+LIST_THRESHOLD = 32
 #: Keys read by all listings of one run, in total (memory and cost bound).
-MAX_LISTED_KEYS: Final = 100_000
+MAX_LISTED_KEYS = 100_000
 
 
 @dataclass(slots=True)
@@ -82,9 +81,12 @@ class ListingStore:
         self,
         store: Store,
         *,
-        threshold: int = LIST_THRESHOLD,
-        max_keys: int = MAX_LISTED_KEYS,
+        threshold: int | None = None,
+        max_keys: int | None = None,
     ) -> None:
+        # Module defaults read at construction time, so a test can lower them.
+        threshold = LIST_THRESHOLD if threshold is None else threshold
+        max_keys = MAX_LISTED_KEYS if max_keys is None else max_keys
         if threshold < 1 or max_keys < 0:
             raise ValueError("threshold must be >= 1 and max_keys >= 0")
         self.inner = store
@@ -191,6 +193,9 @@ class ListingStore:
 
     def spool_dir(self) -> Path:
         return self.inner.spool_dir()
+
+    async def flush(self) -> None:
+        await self.inner.flush()
 
     async def aclose(self) -> None:
         await self.inner.aclose()
