@@ -70,6 +70,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise UsageError(f"not a whole number: {text!r}") from exc
+    if value < 0:
+        raise UsageError(f"must not be negative: {text!r}")
+    return value
+
+
 def _sha256_hex(text: str) -> str:
     value = text.strip().lower()
     if not re.fullmatch(r"[0-9a-f]{64}", value):
@@ -157,7 +167,16 @@ OPTIONS: tuple[Option, ...] = (
         "transfers",
         _positive_int,
         8,
-        "concurrent downloads",
+        "concurrent downloads (per worker process)",
+        "N",
+        commands=_SYNCISH,
+    ),
+    Option(
+        "processes",
+        _non_negative_int,
+        None,
+        "worker processes for target copies: 0 = none; default: one per CPU (at most 4)"
+        " when many roles changed",
         "N",
         commands=_SYNCISH,
     ),
@@ -331,6 +350,7 @@ class Settings:
     metadata_url: str | None = None
     targets_url: str | None = None
     transfers: int = 8
+    processes: int | None = None
     timeout: float = 120.0
     retries: int = 4
     max_snapshot_size: int = 32 * 1024**2

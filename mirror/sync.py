@@ -26,6 +26,7 @@ writes (``storage``), argument parsing (``cli``).
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -73,11 +74,14 @@ from mirror.trust import (
 )
 from mirror.trust._tuf import MetaFile, Snapshot, TargetFile, Targets, Timestamp
 from mirror.trust._verify import parse
+from mirror.workers import ProcessPool
 
 METADATA: Final = "metadata"
 TARGETS: Final = "targets"
 STATE_KEY = ".tuf-mirror/state.json"
 MAX_RESTARTS = 3
+#: auto mode starts worker processes when at least this many roles changed
+AUTO_PROCESSES_MIN_CHANGED_ROLES = 64
 #: a reference time before any expiry: loading the published state checks
 #: signatures, versions and hashes, not freshness (a mirror may lag its upstream)
 _NO_EXPIRY = datetime(1, 1, 2, tzinfo=UTC)
@@ -250,12 +254,16 @@ class Synchronizer:
         dry_run: bool = False,
         report: RunReport | None = None,
         base: Store | None = None,
+        upstream: str | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         #: where the previous state is read from: the destination itself, or (for an
         #: export) a view of the far side's state while ``store`` receives the files
         self.base = base if base is not None else store
+        #: the upstream URL/path worker processes open for themselves (None: no workers)
+        self.upstream = upstream
+        self._pools: list[ProcessPool] = []
         self.fetcher = fetcher
         self.now = now
         self.dry_run = dry_run
@@ -289,9 +297,11 @@ class Synchronizer:
 
     def _count_fetches(self) -> None:
         stats = self.fetcher.stats
-        self.report.requests = stats.requests
-        self.report.bytes_received = stats.bytes_received
-        self.report.retries = stats.retries
+        self.report.requests = stats.requests + sum(p.requests for p in self._pools)
+        self.report.bytes_received = stats.bytes_received + sum(
+            p.bytes_received for p in self._pools
+        )
+        self.report.retries = stats.retries + sum(p.retries for p in self._pools)
 
     # -- refresh ------------------------------------------------------------------
 
@@ -611,6 +621,10 @@ class Synchronizer:
             timestamp_changed=cycle.timestamp_changed,
             consistent_snapshot=consistent,
         )
+        # Targets were written with deferred durability: make them durable before
+        # any metadata that references them is published.
+        if self.report.targets_fetched:
+            await self.store.flush()
         roots = {f"{root.version}.root.json": root.raw for root in cycle.new_roots}
         if cycle.new_roots:
             roots["root.json"] = cycle.new_roots[-1].raw
@@ -668,8 +682,15 @@ class Synchronizer:
     # -- one cycle ---------------------------------------------------------------------
 
     async def _cycle(self, root_bytes: bytes, published: Published) -> None:
+        started = trio.current_time()
         cycle = await self._refresh_top_level(root_bytes, published)
         new = cycle.new
+        log.info(
+            "refreshed root v%d, timestamp %s in %.2fs",
+            new.root.version,
+            "changed" if cycle.timestamp_changed else "unchanged",
+            trio.current_time() - started,
+        )
         if not new.consistent_snapshot:
             warning = (
                 "the upstream does not use consistent snapshots: files are replaced in "
@@ -681,6 +702,13 @@ class Synchronizer:
         if cycle.timestamp_changed:
             await self._refresh_snapshot(cycle, published)
             await self._copy_everything(cycle, published)
+            log.info(
+                "verified %d roles, copied %d targets (%d already present) at %.2fs",
+                self.report.roles_verified,
+                self.report.targets_fetched,
+                self.report.targets_already_present,
+                trio.current_time() - started,
+            )
         else:
             self.report.nothing_new = not cycle.new_roots
         self.report.expired_delegated_roles = list(new.expired_delegated)
@@ -690,6 +718,11 @@ class Synchronizer:
             await self._publish(cycle, published)
             if cycle.timestamp_changed:
                 await self._write_state(cycle)
+            log.info(
+                "published %d metadata files at %.2fs",
+                self.report.roles_published,
+                trio.current_time() - started,
+            )
         self.report.versions_after = {
             "root": new.root.version,
             **({"timestamp": new.timestamp.version} if new.timestamp else {}),
@@ -700,21 +733,58 @@ class Synchronizer:
             self.report.versions_after.setdefault("timestamp", published.timestamp.version)
 
     async def _copy_everything(self, cycle: _Cycle, published: Published) -> None:
+        consistent = cycle.new.consistent_snapshot
         copier = TargetCopier(
             store=self.store,
             fetcher=self.fetcher,
-            consistent_snapshot=cycle.new.consistent_snapshot,
+            consistent_snapshot=consistent,
             base=self.base,
             dry_run=self.dry_run,
         )
+        processes = self._processes(cycle, published)
         send, receive = trio.open_memory_channel[TargetCopy](self.settings.transfers * 4)
         with _one_error():
             async with trio.open_nursery() as nursery:
-                async with receive:
-                    for _ in range(self.settings.transfers):
-                        nursery.start_soon(self._target_worker, receive.clone(), copier)
+                if processes:
+                    assert self.upstream is not None
+                    pool = ProcessPool(
+                        settings=self.settings,
+                        upstream=self.upstream,
+                        consistent_snapshot=consistent,
+                        processes=processes,
+                        concurrency=self.settings.transfers,
+                        on_result=self._count,
+                    )
+                    self._pools.append(pool)
+                    nursery.start_soon(pool.run, receive)
+                else:
+                    async with receive:
+                        for _ in range(self.settings.transfers):
+                            nursery.start_soon(self._target_worker, receive.clone(), copier)
                 async with send:
                     await self._walk(cycle, published, send)
+
+    def _processes(self, cycle: _Cycle, published: Published) -> int:
+        """How many worker processes copy targets (0: this process does).
+
+        Worker processes pay ~0.3 s of start-up each and win when there are many
+        targets: a first sync, or a change touching many roles. They need an
+        upstream and a destination a child can open by itself (not a base view)."""
+        if self.dry_run or self.upstream is None or self.base is not self.store:
+            return 0
+        if self.settings.processes is not None:
+            return self.settings.processes
+        assert cycle.new.snapshot is not None
+        roles = len(cycle.new.snapshot.signed.meta)
+        many = len(
+            diff_snapshot(
+                dict(published.snapshot.signed.meta) if published.snapshot else None,
+                cycle.new.snapshot.signed.meta,
+            )
+        )
+        if many < AUTO_PROCESSES_MIN_CHANGED_ROLES or roles < AUTO_PROCESSES_MIN_CHANGED_ROLES:
+            return 0
+        return max(0, min(os.cpu_count() or 1, 4))
 
 
 @contextmanager
@@ -760,7 +830,8 @@ def _open_destination(settings: Settings) -> Store:
 
 
 @asynccontextmanager
-async def _open(settings: Settings, upstream: str) -> AsyncIterator[tuple[Store, Fetcher]]:
+async def open_endpoints(settings: Settings, upstream: str) -> AsyncIterator[tuple[Store, Fetcher]]:
+    """The destination store and the upstream fetcher of a run, closed on exit."""
     from mirror.fetch import RetryPolicy, open_fetcher
 
     http_options: dict[str, Any] = {}
@@ -792,9 +863,15 @@ async def run_sync(settings: Settings, *, now: datetime, dry_run: bool = False) 
 
     upstream = settings.upstream[0]
     report = RunReport(command="plan" if dry_run else "sync", upstream=upstream, dest=settings.dest)
-    async with _open(settings, upstream) as (store, fetcher):
+    async with open_endpoints(settings, upstream) as (store, fetcher):
         sync = Synchronizer(
-            settings=settings, store=store, fetcher=fetcher, now=now, dry_run=dry_run, report=report
+            settings=settings,
+            store=store,
+            fetcher=fetcher,
+            now=now,
+            dry_run=dry_run,
+            report=report,
+            upstream=upstream,
         )
         if dry_run:
             await sync.run()

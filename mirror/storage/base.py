@@ -95,6 +95,9 @@ class PutOptions:
     cache_control: str | None = None
     #: hex sha256 of the content, sent so the backend can check the upload end to end
     sha256: str | None = None
+    #: False: the write must be atomic but may become durable only at the next
+    #: ``Store.flush`` (many small targets, then one flush before any metadata)
+    durable: bool = True
 
 
 class Store(Protocol):
@@ -151,6 +154,10 @@ class Store(Protocol):
     def spool_dir(self) -> Path:
         """A directory for download spool files; for local stores on the same
         filesystem as the destination, so that ``put_file`` is a rename."""
+        ...
+
+    async def flush(self) -> None:
+        """Make every write so far durable (after ``durable=False`` puts)."""
         ...
 
     async def aclose(self) -> None:

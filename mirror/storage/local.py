@@ -24,7 +24,9 @@ Names whose last segment starts with ``.tmp-`` are reserved and rejected.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import os
 import secrets
 import stat
@@ -111,11 +113,16 @@ class LocalStore:
 
     async def put_bytes(self, key: str, data: bytes, options: PutOptions) -> None:
         path = self._path(key)
-        await self._run(self._put_bytes_sync, key, path, data)
+        await self._run(self._put_bytes_sync, key, path, data, options.durable)
 
     async def put_file(self, key: str, path: Path, options: PutOptions) -> None:
         dest = self._path(key)
-        await self._run(self._put_file_sync, key, dest, Path(path))
+        await self._run(self._put_file_sync, key, dest, Path(path), options.durable)
+
+    async def flush(self) -> None:
+        """Make every write so far durable: one ``syncfs`` of the destination's
+        filesystem (what ``durable=False`` puts deferred)."""
+        await self._run(self._flush_sync)
 
     async def create_exclusive(self, key: str, data: bytes) -> bool:
         path = self._path(key)
@@ -201,24 +208,39 @@ class LocalStore:
             os.close(fd)
         raise StorageError(f"{key!r} in {self.url} is larger than {max_length} bytes")
 
-    def _put_bytes_sync(self, key: str, path: Path, data: bytes) -> None:
+    def _put_bytes_sync(self, key: str, path: Path, data: bytes, durable: bool = True) -> None:
         self._ensure_parent(key, path)
-        tmp = self._write_temp(key, path.parent, data)
-        self._replace(key, tmp, path)
+        tmp = self._write_temp(key, path.parent, data, sync=durable)
+        self._replace(key, tmp, path, sync=durable)
 
-    def _put_file_sync(self, key: str, dest: Path, source: Path) -> None:
-        self._ensure_parent(key, dest)
+    def _flush_sync(self) -> None:
         try:
-            fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
         except OSError as exc:
-            raise self._error(exc, key, f"open the spool file {source} for") from exc
+            raise self._error(exc, ".", "open for syncing") from exc
         try:
-            # The fetcher already synced it; this is cheap and makes put_file safe alone.
-            os.fsync(fd)
+            _syncfs(fd)
         except OSError as exc:
-            raise self._error(exc, key, "sync the spool file for") from exc
+            raise self._error(exc, ".", "sync the filesystem of") from exc
         finally:
             os.close(fd)
+
+    def _put_file_sync(self, key: str, dest: Path, source: Path, durable: bool = True) -> None:
+        self._ensure_parent(key, dest)
+        if durable:
+            try:
+                fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise self._error(exc, key, f"open the spool file {source} for") from exc
+            try:
+                # The fetcher already synced it; cheap, and makes put_file safe alone.
+                os.fsync(fd)
+            except OSError as exc:
+                raise self._error(exc, key, "sync the spool file for") from exc
+            finally:
+                os.close(fd)
         try:
             os.replace(source, dest)
         except OSError as exc:
@@ -226,7 +248,7 @@ class LocalStore:
                 raise self._error(exc, key, "write") from exc
             # The spool file is on another filesystem: copy, then publish atomically.
             tmp = self._copy_to_temp(key, source, dest.parent)
-            self._replace(key, tmp, dest)
+            self._replace(key, tmp, dest, sync=durable)
             try:
                 os.unlink(source)
             except OSError as unlink_exc:
@@ -305,8 +327,8 @@ class LocalStore:
             except OSError as exc:
                 raise self._error(exc, key, "list") from exc
 
-    def _write_temp(self, key: str, directory: Path, data: bytes) -> Path:
-        """Write ``data`` to a new synced temporary file in ``directory``."""
+    def _write_temp(self, key: str, directory: Path, data: bytes, *, sync: bool = True) -> Path:
+        """Write ``data`` to a new (synced) temporary file in ``directory``."""
         tmp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
@@ -315,7 +337,8 @@ class LocalStore:
         try:
             try:
                 _write_all(fd, data)
-                os.fsync(fd)
+                if sync:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -336,13 +359,14 @@ class LocalStore:
             raise self._error(exc, key, "write") from exc
         return tmp
 
-    def _replace(self, key: str, tmp: Path, path: Path) -> None:
+    def _replace(self, key: str, tmp: Path, path: Path, *, sync: bool = True) -> None:
         try:
             os.replace(tmp, path)
         except OSError as exc:
             _unlink_quietly(tmp)
             raise self._error(exc, key, "write") from exc
-        self._sync_dir(key, path.parent)
+        if sync:
+            self._sync_dir(key, path.parent)
 
     def _sync_dir(self, key: str, directory: Path) -> None:
         try:
@@ -420,6 +444,25 @@ class LocalStore:
 
 def _take(iterator: Iterator[_T], count: int) -> list[_T]:
     return list(islice(iterator, count))
+
+
+def _syncfs(fd: int) -> None:
+    """``syncfs(2)`` of the filesystem holding ``fd`` (Linux); ``sync()`` elsewhere."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "syncfs"):
+        os.sync()
+        return
+    if libc.syncfs(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -136,6 +136,9 @@ class MemoryStore:
             self._spool = Path(tempfile.mkdtemp(prefix="tuf-mirror-memory-spool-"))
         return self._spool
 
+    async def flush(self) -> None:
+        """Nothing to do: every write is durable when it returns."""
+
     async def aclose(self) -> None:
         """Remove the spool directory; the objects stay readable."""
         if self._spool is not None:

@@ -651,6 +651,9 @@ class S3Store:
         """A private temporary directory, removed by ``aclose``."""
         return self._spool
 
+    async def flush(self) -> None:
+        """Nothing to do: every write is durable when it returns."""
+
     async def aclose(self) -> None:
         """Close the client's connection pool (if this store made it) and remove the
         spool directory. Idempotent."""

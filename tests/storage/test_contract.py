@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Awaitable, Callable
 
@@ -51,6 +52,18 @@ async def test_put_replaces_and_leaves_no_temporary_objects(store: Store) -> Non
 
     assert await store.get("metadata/timestamp.json", max_length=100) == b"newer content"
     assert await listing(store, "") == {"metadata/timestamp.json": len(b"newer content")}
+
+
+async def test_deferred_durability_is_still_atomic_and_flushes(store: Store) -> None:
+    """A put with durable=False is visible and complete at once (atomic like any
+    put), and flush() makes it durable without error, also on an empty store."""
+    await store.flush()
+    deferred = dataclasses.replace(OPTIONS, durable=False)
+    await store.put_bytes("targets/a/deferred.txt", b"deferred bytes", deferred)
+    assert await store.get("targets/a/deferred.txt", max_length=100) == b"deferred bytes"
+    assert await listing(store, "targets/") == {"targets/a/deferred.txt": 14}
+    await store.flush()
+    assert await store.get("targets/a/deferred.txt", max_length=100) == b"deferred bytes"
 
 
 async def test_head_of_missing_key_is_none(store: Store) -> None:

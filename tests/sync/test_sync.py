@@ -3,11 +3,12 @@ incremental cost, no-op cost, and the published layout."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from mirror.errors import ExitStatus
-from mirror.testing.repo import metadata_file_name
+from mirror.testing.repo import metadata_file_name, tamper_published
 from tests.sync.conftest import Env, tree
 
 
@@ -140,3 +141,30 @@ def test_non_consistent_snapshot_repository(tmp_path: Path) -> None:
         repo.publish(upstream)
         assert env.run() == ExitStatus.OK
         assert tree(env.dest) == tree(upstream)
+
+
+def test_worker_processes_copy_byte_identical(env: Env) -> None:
+    """With --processes 2 the targets are copied by worker processes: same bytes,
+    same requests, and the incremental run still fetches only the change."""
+    assert env.run("sync", "--processes", "2") == ExitStatus.OK
+    assert tree(env.dest) == upstream_referenced(env)
+    assert sum(1 for p in env.requested() if p.startswith("/targets/")) == 40
+    env.repo.add_target("files/late.txt", b"late")
+    env.publish()
+    assert env.run("sync", "--processes", "2") == ExitStatus.OK
+    assert tree(env.dest) == upstream_referenced(env)
+    assert [p for p in env.requested() if p.startswith("/targets/")] == [
+        "/targets/files/" + f"{hashlib.sha256(b'late').hexdigest()}.late.txt"
+    ]
+
+
+def test_worker_process_failure_is_reported(env: Env) -> None:
+    """A forged target found by a worker process fails the run with exit 1 and
+    publishes nothing."""
+    tamper_published(
+        env.upstream,
+        next(iter(n for n in tree(env.upstream) if n.startswith("targets/"))),
+        lambda d: d + b"!",
+    )
+    assert env.run("sync", "--processes", "2") == ExitStatus.VERIFICATION_FAILED
+    assert not (env.dest / "metadata" / "timestamp.json").exists()

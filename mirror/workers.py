@@ -1,0 +1,227 @@
+"""Worker processes for copying targets, when one process's CPU is the bottleneck.
+
+A first sync of a large repository is bound by client CPU per file (HTTP parsing,
+hashing, writing), not by the network: a handful of connections per process and
+more processes beat more connections in one process. ``ProcessPool`` starts N
+``python -m mirror.workers`` children, sends each a share of the ``TargetCopy``
+jobs the delegation walk produces, and collects one result per job. Every child
+runs the same ``TargetCopier`` as the in-process path: presence check, download
+with a hard length cap, check against the signed length and every signed hash,
+atomic write under the final names.
+
+The parent verified the metadata that lists the targets and checked each target's
+authority; children only receive jobs from it. Children hold no lock and publish
+no metadata; they exit when their stdin closes (also when the parent dies, even by
+SIGKILL, since the pipe then closes).
+
+Protocol: length-prefixed pickle frames on stdin/stdout between our own two
+processes (never from the network). Parent → child: first ``(settings, upstream,
+consistent_snapshot, concurrency)``, then ``(job_id, TargetCopy)`` frames. Child →
+parent: ``("ok", job_id, outcome, length)``, ``("error", job_id, class_name,
+message)``, and a final ``("stats", requests, bytes_received, retries)``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from mirror import errors
+from mirror.config import Settings
+from mirror.copier import CopyResult, Outcome, TargetCopier
+from mirror.errors import MirrorError
+from mirror.plan import TargetCopy
+
+_HEADER = struct.Struct("!I")
+#: jobs handed to one child and not yet answered (bounds memory in both processes)
+IN_FLIGHT = 64
+
+
+class _Frames:
+    """Length-prefixed frames over a trio stream."""
+
+    def __init__(self, receive: trio.abc.ReceiveStream | None, send: trio.abc.SendStream | None):
+        self._receive = receive
+        self._send = send
+        self._buffer = bytearray()
+
+    async def write(self, obj: object) -> None:
+        assert self._send is not None
+        payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        await self._send.send_all(_HEADER.pack(len(payload)) + payload)
+
+    async def read(self) -> Any:
+        """The next frame, or raise EOFError at the end of the stream."""
+        assert self._receive is not None
+        size = _HEADER.unpack(await self._exactly(_HEADER.size))[0]
+        return pickle.loads(await self._exactly(size))  # noqa: S301 - our own child
+
+    async def _exactly(self, size: int) -> bytes:
+        assert self._receive is not None
+        while len(self._buffer) < size:
+            chunk = await self._receive.receive_some(1 << 16)
+            if not chunk:
+                raise EOFError
+            self._buffer += chunk
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+
+def _error_from(name: str, message: str) -> BaseException:
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, MirrorError):
+        return cls(message)
+    return RuntimeError(f"worker process: {name}: {message}")
+
+
+class ProcessPool:
+    """Copies targets in ``processes`` child processes; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        upstream: str,
+        consistent_snapshot: bool,
+        processes: int,
+        concurrency: int,
+        on_result: Callable[[CopyResult], None],
+    ) -> None:
+        self.settings = settings
+        self.upstream = upstream
+        self.consistent_snapshot = consistent_snapshot
+        self.processes = processes
+        self.concurrency = concurrency
+        self.on_result = on_result
+        self.requests = 0
+        self.bytes_received = 0
+        self.retries = 0
+
+    async def run(self, jobs: trio.MemoryReceiveChannel[TargetCopy]) -> None:
+        """Copy every job received on ``jobs``; raise the first failure."""
+        async with jobs, trio.open_nursery() as nursery:
+            for _ in range(self.processes):
+                nursery.start_soon(self._child, jobs.clone())
+
+    async def _child(self, jobs: trio.MemoryReceiveChannel[TargetCopy]) -> None:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "mirror.workers"],
+            stdin=-1,  # subprocess.PIPE
+            stdout=-1,
+        )
+        assert process.stdin is not None
+        assert process.stdout is not None
+        to_child = _Frames(None, process.stdin)
+        from_child = _Frames(process.stdout, None)
+        slots = trio.Semaphore(IN_FLIGHT)
+        try:
+            await to_child.write(
+                (self.settings, self.upstream, self.consistent_snapshot, self.concurrency)
+            )
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._collect, from_child, slots)
+                async with jobs:
+                    job_id = 0
+                    async for copy in jobs:
+                        await slots.acquire()
+                        job_id += 1
+                        await to_child.write((job_id, copy))
+                await process.stdin.aclose()  # EOF: the child finishes and reports stats
+            code = await process.wait()
+            if code != 0:
+                raise RuntimeError(f"worker process exited with status {code}")
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+
+    async def _collect(self, from_child: _Frames, slots: trio.Semaphore) -> None:
+        while True:
+            try:
+                frame = await from_child.read()
+            except EOFError:
+                return
+            kind = frame[0]
+            if kind == "ok":
+                _, _, outcome, length = frame
+                self.on_result(CopyResult(Outcome(outcome), length))
+                slots.release()
+            elif kind == "error":
+                _, _, name, message = frame
+                raise _error_from(name, message)
+            elif kind == "stats":
+                _, requests, received, retries = frame
+                self.requests += requests
+                self.bytes_received += received
+                self.retries += retries
+
+
+# -- the child --------------------------------------------------------------------------
+
+
+async def _serve() -> None:
+    from mirror.sync import open_endpoints
+
+    frames = _Frames(trio.lowlevel.FdStream(os.dup(0)), trio.lowlevel.FdStream(os.dup(1)))
+    try:
+        settings, upstream, consistent, concurrency = await frames.read()
+    except EOFError:
+        return
+    results_send, results_receive = trio.open_memory_channel[tuple[Any, ...]](concurrency)
+    jobs_send, jobs_receive = trio.open_memory_channel[tuple[int, TargetCopy]](0)
+
+    async with open_endpoints(settings, upstream) as (store, fetcher):
+        copier = TargetCopier(store=store, fetcher=fetcher, consistent_snapshot=consistent)
+
+        async def work(
+            jobs: trio.MemoryReceiveChannel[tuple[int, TargetCopy]],
+            results: trio.MemorySendChannel[tuple[Any, ...]],
+        ) -> None:
+            async with jobs, results:
+                async for job_id, copy in jobs:
+                    try:
+                        result = await copier.copy(copy)
+                    except MirrorError as exc:
+                        await results.send(("error", job_id, type(exc).__name__, str(exc)))
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - reported to the parent as a bug
+                        await results.send(("error", job_id, type(exc).__name__, repr(exc)))
+                        continue
+                    await results.send(("ok", job_id, result.outcome.value, result.length))
+
+        async def answer(results: trio.MemoryReceiveChannel[tuple[Any, ...]]) -> None:
+            async with results:
+                async for frame in results:
+                    await frames.write(frame)
+            stats = fetcher.stats
+            await frames.write(("stats", stats.requests, stats.bytes_received, stats.retries))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(answer, results_receive)
+            async with results_send, jobs_receive:
+                for _ in range(concurrency):
+                    nursery.start_soon(work, jobs_receive.clone(), results_send.clone())
+            async with jobs_send:
+                while True:
+                    try:
+                        job = await frames.read()
+                    except EOFError:
+                        break
+                    await jobs_send.send(job)
+
+
+def main() -> None:
+    """Entry point of a worker process (``python -m mirror.workers``)."""
+    trio.run(_serve)
+
+
+if __name__ == "__main__":
+    main()
