@@ -20,7 +20,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from mirror.airgap.state import StateRecord, sha256_hex
 from mirror.errors import BaseUnavailableError, NotFoundError
@@ -51,6 +51,9 @@ class _ReadOnly:
 
     def spool_dir(self) -> Path:
         raise RuntimeError(f"{self.url} is a read-only view: no spool")
+
+    async def flush(self) -> None:
+        """Nothing was written."""
 
     async def aclose(self) -> None:
         """Nothing to release."""
@@ -242,8 +245,17 @@ class RecordingStore:
     def spool_dir(self) -> Path:
         return self.inner.spool_dir()
 
+    async def flush(self) -> None:
+        flush = getattr(self.inner, "flush", None)  # a newer Store method: pass it on
+        if flush is not None:
+            await flush()
+
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        # Store methods added after this proxy was written reach the real store.
+        return getattr(self.inner, name)
 
 
 __all__ = ["BaseView", "OverlayView", "RecordingStore"]
