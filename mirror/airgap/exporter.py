@@ -224,6 +224,8 @@ async def run_export(settings: Settings, *, now: datetime) -> BundleReport:
     is_tar = to.name.endswith(".tar")
     if settings.volume_size is not None and not is_tar:
         raise UsageError("--volume-size needs a .tar bundle (--to NAME.tar)")
+    if not await trio.to_thread.run_sync(to.parent.is_dir):
+        raise UsageError(f"--to {settings.to}: the directory {to.parent} does not exist")
     existing = await trio.to_thread.run_sync(existing_bundle_paths, to)
     if existing:
         raise UsageError(f"{existing[0]} exists already: export to a new bundle name")

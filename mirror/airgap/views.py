@@ -246,9 +246,7 @@ class RecordingStore:
         return self.inner.spool_dir()
 
     async def flush(self) -> None:
-        flush = getattr(self.inner, "flush", None)  # a newer Store method: pass it on
-        if flush is not None:
-            await flush()
+        await self.inner.flush()
 
     async def aclose(self) -> None:
         await self.inner.aclose()

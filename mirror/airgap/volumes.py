@@ -383,29 +383,9 @@ def _header_bytes(manifest: Manifest, index: int) -> bytes:
     return (json.dumps(header, sort_keys=True) + "\n").encode()
 
 
-def assign_volumes(manifest: Manifest, base_name: str, volume_size: int | None) -> Manifest:
-    """``manifest`` with its files packed in order into volumes of at most
-    ``volume_size`` bytes (one volume named ``base_name`` without a size)."""
-    entries = sorted_entries(manifest.files)
-    if volume_size is None:
-        files = tuple(replace(e, volume=1) for e in entries)
-        total = sum(e.length for e in files)
-        return replace(
-            manifest, files=files, volumes=(VolumeEntry(base_name, 1, len(files), total),)
-        )
-    # An upper bound on the manifest's size: every number at its widest.
-    widest = 10**9
-    bound = replace(
-        manifest,
-        files=tuple(replace(e, volume=widest) for e in entries),
-        volumes=tuple(
-            VolumeEntry(f"{base_name}.{widest}-of-{widest}", widest, widest, 10**18)
-            for _ in range(max(1, len(entries)))
-        ),
-    )
-    manifest_cost = _member_cost(MANIFEST_NAME, len(bound.to_bytes()))
-    header_cost = _member_cost(VOLUME_HEADER_NAME, 256)
-    fixed = manifest_cost + header_cost
+def _pack(entries: list[FileEntry], fixed: int, volume_size: int) -> list[list[FileEntry]]:
+    """Files in order into groups whose tar (with ``fixed`` bytes of manifest and
+    header members) stays within ``volume_size``."""
     if _tar_size(fixed) > volume_size:
         raise UsageError(
             f"--volume-size {volume_size} is too small: the manifest and header alone take "
@@ -425,6 +405,36 @@ def assign_volumes(manifest: Manifest, base_name: str, volume_size: int | None) 
             used = fixed
         groups[-1].append(entry)
         used += cost
+    return groups
+
+
+def assign_volumes(manifest: Manifest, base_name: str, volume_size: int | None) -> Manifest:
+    """``manifest`` with its files packed in order into volumes of at most
+    ``volume_size`` bytes (one volume named ``base_name`` without a size)."""
+    entries = sorted_entries(manifest.files)
+    if volume_size is None:
+        files = tuple(replace(e, volume=1) for e in entries)
+        total = sum(e.length for e in files)
+        return replace(
+            manifest, files=files, volumes=(VolumeEntry(base_name, 1, len(files), total),)
+        )
+    # Pack against an upper bound on the manifest's size (every number at its
+    # widest, ``count`` volume entries); more volumes than assumed: pack again.
+    widest = 10**9
+    files_bound = replace(manifest, files=tuple(replace(e, volume=widest) for e in entries))
+    count = 1
+    while True:
+        bound = replace(
+            files_bound,
+            volumes=(VolumeEntry(f"{base_name}.{widest}-of-{widest}", widest, widest, 10**18),)
+            * count,
+        )
+        fixed = _member_cost(MANIFEST_NAME, len(bound.to_bytes()))
+        fixed += _member_cost(VOLUME_HEADER_NAME, 256)
+        groups = _pack(entries, fixed, volume_size)
+        if len(groups) <= count:
+            break
+        count = len(groups)
     names = volume_names(base_name, len(groups))
     packed: list[FileEntry] = []
     volumes: list[VolumeEntry] = []

@@ -351,3 +351,41 @@ def test_wrong_format_version_is_a_usage_error(
     (air.tmp / "b0" / "manifest.json").write_text(json.dumps(document))
     err = refused(air, air.tmp / "b0", {}, ExitStatus.USAGE, capsys)
     assert "upgrade" in err
+
+
+def test_rollback_across_the_gap(air: Air, capsys: pytest.CaptureFixture[str]) -> None:
+    """A crafted bundle whose manifest claims the destination's state as its base but
+    brings an older, validly signed timestamp: the engine refuses the rollback from
+    the destination's trusted state (exit 1)."""
+    from dataclasses import replace
+
+    from mirror.airgap.manifest import Manifest
+    from mirror.airgap.state import StateRecord
+
+    old = air.tmp / "b0"
+    seeded_then_delta(air, air.tmp / "b1")
+    assert air.import_(air.tmp / "b1") == ExitStatus.OK
+    far_state = StateRecord.from_bytes(air.receipt().read_bytes(), "receipt").state
+    manifest = Manifest.from_bytes((old / "manifest.json").read_bytes(), "manifest")
+    (old / "manifest.json").write_bytes(replace(manifest, base=far_state).to_bytes())
+    err = refused(air, old, tree(air.far), ExitStatus.VERIFICATION_FAILED, capsys)
+    assert "RollbackError" in err
+
+
+def test_bundle_lacking_a_needed_file(air: Air, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bundle (manifest included) without a target its metadata adds: exit 1, the
+    bundle is said to lack it."""
+    from dataclasses import replace
+
+    from mirror.airgap.manifest import Manifest
+
+    bundle = air.tmp / "b1"
+    before = seeded_then_delta(air, bundle)
+    name = one_file(bundle, "targets/")
+    (bundle / name).unlink()
+    manifest = Manifest.from_bytes((bundle / "manifest.json").read_bytes(), "manifest")
+    files = tuple(entry for entry in manifest.files if entry.path != name)
+    (bundle / "manifest.json").write_bytes(replace(manifest, files=files).to_bytes())
+    err = refused(air, bundle, before, ExitStatus.VERIFICATION_FAILED, capsys)
+    assert "the bundle lacks" in err
+    assert name in err
