@@ -125,18 +125,25 @@ class ListingStore:
     async def _list(self, prefix: str) -> set[str] | None:
         """The keys directly in ``prefix``, or None when listing it would read more
         keys than the run's budget has left (which it then spends)."""
+        if self._budget <= 0:
+            return None
         keys: set[str] = set()
         seen = 0
-        async for info in self.inner.list(prefix):
-            seen += 1
-            if seen > self._budget:
-                log.debug(
-                    "%s/%s holds too many objects to list; heading its keys", self.url, prefix
-                )
-                self._budget = 0
-                return None
-            if "/" not in info.key[len(prefix) :]:
-                keys.add(info.key)
+        infos = self.inner.list(prefix)
+        try:
+            async for info in infos:
+                seen += 1
+                if seen > self._budget:
+                    log.debug("%s/%s: too many objects to list; heading them", self.url, prefix)
+                    self._budget = 0
+                    return None
+                if "/" not in info.key[len(prefix) :]:
+                    keys.add(info.key)
+        finally:
+            # An abandoned listing is closed now, not when it is garbage collected.
+            aclose = getattr(infos, "aclose", None)
+            if aclose is not None:
+                await aclose()
         self._budget -= seen
         self.listed.append(prefix)
         log.debug("listed %s/%s: %d objects", self.url, prefix, len(keys))

@@ -1,0 +1,76 @@
+"""The destination lock on a bucket: two real runs against the same bucket at once
+(one ``tuf-mirror sync`` process, one in-process run), and a stale lock."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+from botocore.exceptions import ClientError
+
+from mirror.errors import ExitStatus
+from mirror.storage.lock import LOCK_KEY, LockInfo, ProcessIdentity
+from mirror.testing.server import Fault
+from tests.s3.conftest import PREFIX, S3Env
+from tests.sync.conftest import tree
+
+
+def lock_bytes(s3env: S3Env) -> bytes | None:
+    try:
+        resp = s3env.raw.get_object(Bucket=s3env.bucket, Key=f"{PREFIX}/{LOCK_KEY}")
+    except ClientError:
+        return None
+    return bytes(resp["Body"].read())
+
+
+def test_second_concurrent_run_gets_exit_4(s3env: S3Env) -> None:
+    """While a ``tuf-mirror sync`` process holds the bucket's lock (a conditional
+    PUT), a second run exits 4 after one failed conditional PUT, writes nothing and
+    leaves the holder's lock alone; the first run then finishes and releases it."""
+    s3env.server.faults.add("/targets/*", Fault.delay(0.1))
+    cmd = [sys.executable, "-m", "mirror.cli", *s3env.args("sync", "--transfers", "2")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while (held := lock_bytes(s3env)) is None:
+            assert proc.poll() is None, "the first run ended before taking the lock"
+            assert time.monotonic() < deadline, "the first run never took the lock"
+            time.sleep(0.01)
+        holder = json.loads(held)
+        assert holder["pid"] == proc.pid
+
+        assert s3env.run() == ExitStatus.LOCKED
+        assert s3env.recorder.puts(internal=True) == [LOCK_KEY], "one conditional PUT, no write"
+        assert lock_bytes(s3env) == held, "the holder's lock was left alone"
+        assert proc.poll() is None, "the first run was still working"
+    finally:
+        s3env.server.faults.clear()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == ExitStatus.OK, err.decode()
+    assert lock_bytes(s3env) is None, "released"
+    assert s3env.objects() == tree(s3env.upstream)
+
+
+def test_stale_lock_from_another_host_needs_the_flag(s3env: S3Env) -> None:
+    """An expired lock left by a run on another machine is reported (exit 4) and
+    broken only with --break-stale-lock."""
+    now = datetime.now(UTC)
+    stale = LockInfo(
+        owner="cron",
+        process=ProcessIdentity(host="elsewhere.example", pid=4242),
+        created=now - timedelta(hours=3),
+        expires=now - timedelta(hours=2),
+        token=secrets.token_hex(8),
+    ).to_json()
+    s3env.put(LOCK_KEY, stale)
+    assert s3env.run() == ExitStatus.LOCKED
+    assert lock_bytes(s3env) == stale
+    assert s3env.objects() == {}
+
+    assert s3env.run("sync", "--break-stale-lock") == ExitStatus.OK
+    assert lock_bytes(s3env) is None
+    assert s3env.objects() == tree(s3env.upstream)
