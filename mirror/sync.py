@@ -69,6 +69,7 @@ from mirror.trust import (
     Limits,
     TrustedSet,
     Verified,
+    WalkStep,
     check_meta,
     metadata_filename,
 )
@@ -80,8 +81,8 @@ METADATA: Final = "metadata"
 TARGETS: Final = "targets"
 STATE_KEY = ".tuf-mirror/state.json"
 MAX_RESTARTS = 3
-#: auto mode starts worker processes when at least this many roles changed
-AUTO_PROCESSES_MIN_CHANGED_ROLES = 64
+#: a first sync of a repository with at least this many roles uses worker processes
+AUTO_PROCESSES_MIN_ROLES = 64
 #: a reference time before any expiry: loading the published state checks
 #: signatures, versions and hashes, not freshness (a mirror may lag its upstream)
 _NO_EXPIRY = datetime(1, 1, 2, tzinfo=UTC)
@@ -492,34 +493,38 @@ class Synchronizer:
             steps = walk.ready()
             if not steps:
                 raise RuntimeError("delegation walk stalled")
+            needed: list[WalkStep] = []
             for step in steps:
                 if step.skippable and step.role not in changed:
                     walk.skip(step)
-                    continue
-                change = changed.get(step.role)
-                data, local = await self._role_bytes(
-                    step.role, step.version, changed=change is not None, consistent=consistent
-                )
-                verified = walk.feed(step, data, trusted=False)
-                self.report.roles_verified += 1
-                if step.repeat or step.role in visited:
-                    continue
-                visited.add(step.role)
-                if change is not None:
-                    self._spool_role(cycle, change, data, present=local)
-                    old = await self._previous_targets(
-                        published, step.role, change.old_version, consistent
-                    )
-                    await self._send_targets(
-                        walk=walk,
-                        role=step.role,
-                        targets=verified.signed,
-                        old=old,
-                        send=send,
-                        consistent=consistent,
-                    )
-                if not verified.signed.delegations:
-                    new.forget_role(step.role)
+                else:
+                    needed.append(step)
+            # Fetch a window of roles at a time, concurrently (the network round
+            # trips overlap), then verify them in walk order. The window bounds
+            # memory: a few roles in flight, never the whole repository.
+            window = max(2, self.settings.transfers * 2)
+            for start in range(0, len(needed), window):
+                batch = needed[start : start + window]
+                loaded = await self._load_steps(batch, changed, published, consistent)
+                for step, (data, local, old) in zip(batch, loaded, strict=True):
+                    verified = walk.feed(step, data, trusted=False)
+                    self.report.roles_verified += 1
+                    if step.repeat or step.role in visited:
+                        continue
+                    visited.add(step.role)
+                    change = changed.get(step.role)
+                    if change is not None:
+                        self._spool_role(cycle, change, data, present=local)
+                        await self._send_targets(
+                            walk=walk,
+                            role=step.role,
+                            targets=verified.signed,
+                            old=old,
+                            send=send,
+                            consistent=consistent,
+                        )
+                    if not verified.signed.delegations:
+                        new.forget_role(step.role)
         unreached = [c.name for c in cycle.changes if c.name != "targets" and c.name not in visited]
         if unreached and walk.missing:
             raise DelegationError(f"delegated roles missing from snapshot: {walk.missing}")
@@ -535,6 +540,35 @@ class Synchronizer:
             meta = new.snapshot.signed.meta[f"{name}.json"]
             check_meta(name, meta, data)
             self._spool_role(cycle, change, data, present=local)
+
+    async def _load_steps(
+        self,
+        steps: list[WalkStep],
+        changed: dict[str, RoleChange],
+        published: Published,
+        consistent: bool,
+    ) -> list[tuple[bytes, bool, dict[str, TargetFile] | None]]:
+        """For each step, concurrently: the role's bytes (destination or upstream),
+        whether they came from the destination, and for a changed role the targets
+        of its published version (the diff base)."""
+        results: list[tuple[bytes, bool, dict[str, TargetFile] | None] | None] = [None] * len(steps)
+
+        async def load(index: int, step: WalkStep) -> None:
+            change = changed.get(step.role)
+            data, local = await self._role_bytes(
+                step.role, step.version, changed=change is not None, consistent=consistent
+            )
+            old = None
+            if change is not None and not step.repeat:
+                old = await self._previous_targets(
+                    published, step.role, change.old_version, consistent
+                )
+            results[index] = (data, local, old)
+
+        async with trio.open_nursery() as nursery:
+            for index, step in enumerate(steps):
+                nursery.start_soon(load, index, step)
+        return [result for result in results if result is not None]
 
     async def _send_targets(
         self,
@@ -768,23 +802,19 @@ class Synchronizer:
         """How many worker processes copy targets (0: this process does).
 
         Worker processes pay ~0.3 s of start-up each and win when there are many
-        targets: a first sync, or a change touching many roles. They need an
-        upstream and a destination a child can open by itself (not a base view)."""
+        targets to copy, which the snapshot alone tells for a first sync of a large
+        repository; incremental syncs stay in this process unless --processes says
+        otherwise. Children open the upstream and destination by themselves, so an
+        export's base view or a dry run keeps everything here."""
         if self.dry_run or self.upstream is None or self.base is not self.store:
             return 0
         if self.settings.processes is not None:
             return self.settings.processes
         assert cycle.new.snapshot is not None
-        roles = len(cycle.new.snapshot.signed.meta)
-        many = len(
-            diff_snapshot(
-                dict(published.snapshot.signed.meta) if published.snapshot else None,
-                cycle.new.snapshot.signed.meta,
-            )
-        )
-        if many < AUTO_PROCESSES_MIN_CHANGED_ROLES or roles < AUTO_PROCESSES_MIN_CHANGED_ROLES:
+        first_sync = published.snapshot is None
+        if not first_sync or len(cycle.new.snapshot.signed.meta) < AUTO_PROCESSES_MIN_ROLES:
             return 0
-        return max(0, min(os.cpu_count() or 1, 4))
+        return max(1, min(os.cpu_count() or 1, 4))
 
 
 @contextmanager

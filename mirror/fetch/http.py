@@ -122,20 +122,28 @@ class HttpFetcher:
         self.retry = retry if retry is not None else RetryPolicy()
         self._transfer_timeout = transfer_timeout
         self._min_throughput = min_throughput
-        self._slots = trio.CapacityLimiter(max_connections)
         self._file_limiter = trio.CapacityLimiter(max_connections)
+        # One single-connection transport per concurrent transfer, handed out from a
+        # free list, instead of one pool of N connections: httpcore's pool scans (and
+        # polls) every connection on each request, which grows with N and dominated
+        # the CPU of small requests (scripts/bench). A mirror needs no cookies, auth
+        # or event hooks either, so no AsyncClient. Redirects are followed here.
         self._owns_transport = transport is None
+        transports: list[httpx.AsyncBaseTransport]
         if transport is None:
-            # The transport, not an AsyncClient: a mirror needs no cookies, auth or
-            # event hooks, and the client layers cost ~40% of the CPU of a small
-            # request (scripts/bench). Redirects are followed here.
-            transport = httpx.AsyncHTTPTransport(
-                http2=http2,
-                limits=httpx.Limits(
-                    max_connections=max_connections, max_keepalive_connections=max_connections
-                ),
-            )
-        self._transport = transport
+            transports = [
+                httpx.AsyncHTTPTransport(
+                    http2=http2,
+                    limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                )
+                for _ in range(max_connections)
+            ]
+        else:
+            transports = [transport] * max_connections
+        self._all_transports = list(dict.fromkeys(transports))
+        self._free, self._take = trio.open_memory_channel[httpx.AsyncBaseTransport](max_connections)
+        for item in transports:
+            self._free.send_nowait(item)
         self._timeout = {
             "connect": connect_timeout,
             "read": read_timeout,
@@ -224,9 +232,10 @@ class HttpFetcher:
         return await self._with_retries(url, list(self._headers), consume)
 
     async def aclose(self) -> None:
-        """Close the connection pool (not an injected transport)."""
+        """Close the connections (not an injected transport)."""
         if self._owns_transport:
-            await self._transport.aclose()
+            for transport in self._all_transports:
+                await transport.aclose()
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -253,11 +262,12 @@ class HttpFetcher:
     ) -> _T:
         """One GET of ``url`` (following redirects): status checks, deadline, httpx
         exception translation."""
-        async with self._slots:
+        transport = await self._take.receive()
+        try:
             with trio.CancelScope() as scope:
                 progress = _Progress(scope, self._transfer_timeout, self._min_throughput)
                 try:
-                    response = await self._get(url, headers)
+                    response = await self._get(transport, url, headers)
                     try:
                         _check_status(url, response)
                         return await consume(response, progress)
@@ -272,17 +282,21 @@ class HttpFetcher:
                     raise FetchError(f"GET {url}: {_describe(exc)}") from exc
                 except httpx.InvalidURL as exc:
                     raise FetchError(f"GET {url}: invalid URL ({exc})") from exc
-            # Only reached when the deadline cancelled the transfer.
-            elapsed = trio.current_time() - progress.start
-            raise RetryLater(
-                FetchError(
-                    f"GET {url}: too slow, {progress.received} bytes in {elapsed:.0f}s "
-                    f"(transfer_timeout {self._transfer_timeout}s, "
-                    f"min_throughput {self._min_throughput} B/s)"
-                )
+        finally:
+            self._free.send_nowait(transport)
+        # Only reached when the deadline cancelled the transfer.
+        elapsed = trio.current_time() - progress.start
+        raise RetryLater(
+            FetchError(
+                f"GET {url}: too slow, {progress.received} bytes in {elapsed:.0f}s "
+                f"(transfer_timeout {self._transfer_timeout}s, "
+                f"min_throughput {self._min_throughput} B/s)"
             )
+        )
 
-    async def _get(self, url: str, headers: list[tuple[bytes, bytes]]) -> httpx.Response:
+    async def _get(
+        self, transport: httpx.AsyncBaseTransport, url: str, headers: list[tuple[bytes, bytes]]
+    ) -> httpx.Response:
         """Send a GET through the transport, following up to ``_MAX_REDIRECTS``."""
         target = httpx.URL(url)
         for _ in range(_MAX_REDIRECTS + 1):
@@ -290,7 +304,7 @@ class HttpFetcher:
             request = httpx.Request(
                 "GET", target, headers=headers, extensions={"timeout": self._timeout}
             )
-            response = await self._transport.handle_async_request(request)
+            response = await transport.handle_async_request(request)
             location = response.headers.get("Location")
             if response.status_code not in _REDIRECT_STATUSES or not location:
                 return response
