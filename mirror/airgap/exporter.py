@@ -75,6 +75,8 @@ HINTS = "hints.json"
 CACHE = "metadata-cache"
 STAGING = "staging"
 _STAGING_BASE = ".tuf-mirror/export-base.json"
+#: partial-mirror settings an export refuses (read with getattr: optional features)
+_PARTIAL = ("include", "exclude", "role")
 
 
 def default_state_dir(root_bytes: bytes, upstream: str) -> Path:
@@ -220,6 +222,12 @@ async def run_export(settings: Settings, *, now: datetime) -> BundleReport:
         raise UsageError("--to BUNDLE is required (a new directory, or FILE.tar)")
     if settings.full and settings.since:
         raise UsageError("--full and --since exclude each other")
+    partial = [name for name in _PARTIAL if getattr(settings, name, None)]
+    if partial:
+        raise UsageError(
+            f"--{partial[0]}: partial exports are not supported (the far side would miss "
+            f"the targets left out); export the whole repository"
+        )
     to = _absolute(settings.to)
     is_tar = to.name.endswith(".tar")
     if settings.volume_size is not None and not is_tar:
