@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _run(settings: Settings) -> RunReport:
+async def _run(settings: Settings, report: RunReport) -> RunReport:
     # Imported here so that `--help` and usage errors stay cheap.
     from mirror import sync
 
@@ -77,10 +77,19 @@ async def _run(settings: Settings) -> RunReport:
 
         run = airgap.run_export if settings.command == "export" else airgap.run_import
         return await run(settings, now=datetime.now(UTC))
-    return await sync.run_sync(settings, now=datetime.now(UTC), dry_run=settings.command == "plan")
+    return await sync.run_sync(
+        settings, now=datetime.now(UTC), dry_run=settings.command == "plan", report=report
+    )
 
 
 def _emit(report: RunReport, settings: Settings | None) -> None:
+    if settings is not None and settings.metrics_file is not None:
+        from mirror.metrics import write_metrics
+
+        try:
+            write_metrics(settings.metrics_file, report, now=datetime.now(UTC))
+        except OSError as exc:
+            log.warning("cannot write --metrics-file %s: %s", settings.metrics_file, exc)
     if settings is not None and settings.report is not None:
         try:
             settings.report.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -97,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     settings: Settings | None = None
+    partial: RunReport | None = None
     started = datetime.now(UTC)
     try:
         args = parser.parse_args(argv)
@@ -105,13 +115,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return ExitStatus.USAGE
         settings = resolve(args.command, args)
-        report = trio.run(_run, settings)
+        partial = RunReport(command=settings.command, started=started)
+        report = trio.run(_run, settings, partial)
     except MirrorError as exc:
-        report = RunReport.failed(
-            command=settings.command if settings else "tuf-mirror",
-            error=exc,
-            started=started,
-        )
+        if settings is not None and partial is not None:
+            report = partial
+            report.finish(exc)
+        else:
+            report = RunReport.failed(
+                command=settings.command if settings else "tuf-mirror",
+                error=exc,
+                started=started,
+            )
         log.error("%s", exc.diagnostics())
         _emit(report, settings)
         return int(exc.exit_status)

@@ -211,6 +211,58 @@ OPTIONS: tuple[Option, ...] = (
         flag=True,
         commands=_SYNCISH | _IMPORT,
     ),
+    # Operating it: budget, partial mirrors, monitoring.
+    Option(
+        "max_transfer",
+        parse_size,
+        None,
+        "stop starting downloads once this many target bytes were fetched (e.g. 5G);"
+        " exit 5, run again to continue",
+        "SIZE",
+        commands=_SYNCISH,
+    ),
+    Option(
+        "include",
+        _str,
+        (),
+        "only copy targets whose path matches GLOB (* within a segment, ** across);"
+        " repeat; metadata is always complete",
+        "GLOB",
+        repeat=True,
+        commands=_SYNCISH,
+    ),
+    Option(
+        "exclude",
+        _str,
+        (),
+        "do not copy targets whose path matches GLOB; repeat",
+        "GLOB",
+        repeat=True,
+        commands=_SYNCISH,
+    ),
+    Option(
+        "role",
+        _str,
+        (),
+        "only copy targets listed by delegated roles matching NAME (a glob); repeat",
+        "NAME",
+        repeat=True,
+        commands=_SYNCISH,
+    ),
+    Option(
+        "metrics_file",
+        _str,
+        None,
+        "write Prometheus metrics (node_exporter textfile collector) to FILE",
+        "FILE",
+    ),
+    Option(
+        "expiry_warning",
+        parse_duration,
+        2 * 86400.0,
+        "warn when published timestamp/snapshot/targets/root expire within DURATION",
+        "DURATION",
+    ),
     Option("json", _bool, False, "print the run report as JSON on stdout", flag=True),
     Option("report", _str, None, "write the JSON run report to FILE", "FILE"),
     # S3 destinations (--dest s3://bucket/prefix); ignored for other destinations.
@@ -358,6 +410,12 @@ class Settings:
     break_stale_lock: bool = False
     json: bool = False
     report: Path | None = None
+    max_transfer: int | None = None
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    role: tuple[str, ...] = ()
+    metrics_file: Path | None = None
+    expiry_warning: float = 2 * 86400.0
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     s3_addressing_style: str | None = None
@@ -516,4 +574,6 @@ def resolve(
     kwargs.setdefault("dest", "")
     if kwargs.get("report"):
         kwargs["report"] = Path(kwargs["report"])
+    if kwargs.get("metrics_file"):
+        kwargs["metrics_file"] = Path(kwargs["metrics_file"])
     return Settings(command=command, **kwargs)

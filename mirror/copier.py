@@ -24,7 +24,7 @@ from typing import Final
 
 import trio
 
-from mirror.errors import VerificationError
+from mirror.errors import BudgetExhaustedError, VerificationError
 from mirror.fetch import Fetcher
 from mirror.plan import TargetCopy
 from mirror.storage import NotFoundInStoreError, PutOptions, Store
@@ -56,6 +56,25 @@ def target_key(name: str) -> str:
     return f"{TARGETS}/{name}"
 
 
+class TransferBudget:
+    """``--max-transfer``: target bytes a run may download. A download that would
+    exceed it is not started (``BudgetExhaustedError``, exit 5); transfers already
+    running finish or are abandoned with the run, and the next run continues where
+    this one stopped (what was written is verified and present)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.spent = 0
+
+    def spend(self, length: int, path: str) -> None:
+        if self.spent + length > self.limit:
+            raise BudgetExhaustedError(
+                f"transfer budget reached: {self.spent} of {self.limit} bytes fetched, "
+                f"{path!r} needs {length} more; run again to continue"
+            )
+        self.spent += length
+
+
 class TargetCopier:
     """Copies targets from ``fetcher`` into ``store``; see the module docstring."""
 
@@ -67,8 +86,10 @@ class TargetCopier:
         consistent_snapshot: bool,
         base: Store | None = None,
         dry_run: bool = False,
+        budget: TransferBudget | None = None,
     ) -> None:
         self.store = store
+        self.budget = budget
         self.base = base if base is not None else store
         self.fetcher = fetcher
         self.consistent_snapshot = consistent_snapshot
@@ -84,6 +105,8 @@ class TargetCopier:
         if self.dry_run:
             return CopyResult(Outcome.PLANNED, copy.length)
         target = TargetFile(copy.length, dict(copy.hashes), copy.path)
+        if self.budget is not None:
+            self.budget.spend(copy.length, copy.path)
         if copy.length <= SMALL_TARGET:
             await self._copy_small(target, copy, missing)
         else:

@@ -27,12 +27,16 @@ class RunReport:
     dest: str | None = None
     versions_before: dict[str, int] = field(default_factory=dict)
     versions_after: dict[str, int] = field(default_factory=dict)
+    #: versions seen upstream (verified), also when the run failed later
+    upstream_versions: dict[str, int] = field(default_factory=dict)
     roles_fetched: int = 0
     roles_verified: int = 0
     roles_published: int = 0
     targets_new: int = 0
     targets_fetched: int = 0
     targets_already_present: int = 0
+    #: left out on purpose by --include/--exclude/--role
+    targets_filtered: int = 0
     targets_published: int = 0
     target_bytes: int = 0
     planned_bytes: int = 0
@@ -41,6 +45,8 @@ class RunReport:
     retries: int = 0
     restarts: int = 0
     expired_delegated_roles: list[str] = field(default_factory=list)
+    #: role -> ISO expiry of the published (or, on failure, last verified) metadata
+    expires: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
@@ -94,6 +100,7 @@ class RunReport:
             f"{self.roles_fetched} metadata files; timestamp "
             f"{_version(self.versions_before.get('timestamp'))} -> {_version(ts)}; "
             f"{self.requests} requests, {self.bytes_received} bytes in {self.seconds:.1f}s"
+            + (f"; {self.targets_filtered} left out by filters" if self.targets_filtered else "")
         )
 
     def to_dict(self) -> dict[str, Any]:

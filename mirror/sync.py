@@ -38,7 +38,7 @@ from typing import Any, Final
 import trio
 
 from mirror.config import Settings
-from mirror.copier import CopyResult, Outcome, TargetCopier
+from mirror.copier import CopyResult, Outcome, TargetCopier, TransferBudget
 from mirror.errors import (
     DelegationError,
     ExpiredMetadataError,
@@ -50,6 +50,7 @@ from mirror.errors import (
     VerificationError,
 )
 from mirror.fetch import Fetcher
+from mirror.filters import TargetFilter
 from mirror.log import log
 from mirror.plan import (
     MetadataCopy,
@@ -114,6 +115,12 @@ class Published:
     previous_versions: dict[str, int] = field(default_factory=dict)
     previous_leaves: set[str] = field(default_factory=set)
     timestamp_etag: str | None = None
+    #: the target selection (``TargetFilter.fingerprint``) the published state was
+    #: made with; None when unknown
+    previous_filter: str | None = None
+    #: role -> ISO expiry recorded at the last publish (targets is not re-read on a
+    #: run with nothing new)
+    previous_expires: dict[str, str] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -210,6 +217,10 @@ def _apply_state(published: Published, raw: bytes) -> None:
         published.previous_leaves = {str(name) for name in state["leaves"]}
         etag = state.get("timestamp_etag")
         published.timestamp_etag = str(etag) if etag else None
+        selection = state.get("filter")
+        published.previous_filter = str(selection) if selection else None
+        expires = state.get("expires") or {}
+        published.previous_expires = {str(k): str(v) for k, v in dict(expires).items()}
     except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("ignoring unreadable %s", STATE_KEY)
 
@@ -265,6 +276,10 @@ class Synchronizer:
         #: the upstream URL/path worker processes open for themselves (None: no workers)
         self.upstream = upstream
         self._pools: list[ProcessPool] = []
+        self.filter = TargetFilter(settings.include, settings.exclude, settings.role)
+        self.budget = (
+            TransferBudget(settings.max_transfer) if settings.max_transfer is not None else None
+        )
         self.fetcher = fetcher
         self.now = now
         self.dry_run = dry_run
@@ -468,16 +483,26 @@ class Synchronizer:
         self.report.roles_verified += 1
         if tchange is not None:
             self._spool_role(cycle, tchange, data, present=local)
-        use_hints = published.previous_versions.get("targets") == verified.version
+        # A target selection other than the published state's (filters added,
+        # removed or changed; or unknown) means looking at every target again, not
+        # only at the new ones: presence checks keep that cheap.
+        full_pass = published.snapshot is not None and (
+            published.previous_filter != self.filter.fingerprint()
+        )
+        if full_pass:
+            log.info("target selection changed since the last run: checking every target")
+        use_hints = not full_pass and published.previous_versions.get("targets") == verified.version
         walk = DelegationWalk(
             new,
             previous_versions=published.previous_versions if use_hints else None,
             previous_leaves=published.previous_leaves if use_hints else frozenset(),
         )
         cycle.walk = walk
-        if tchange is not None:
-            old = await self._previous_targets(
-                published, "targets", tchange.old_version, consistent
+        if tchange is not None or full_pass:
+            old = (
+                await self._previous_targets(published, "targets", tchange.old_version, consistent)
+                if tchange is not None and not full_pass
+                else None
             )
             await self._send_targets(
                 walk=walk,
@@ -505,7 +530,9 @@ class Synchronizer:
             window = max(2, self.settings.transfers * 2)
             for start in range(0, len(needed), window):
                 batch = needed[start : start + window]
-                loaded = await self._load_steps(batch, changed, published, consistent)
+                loaded = await self._load_steps(
+                    batch, changed, published, consistent, full_pass=full_pass
+                )
                 for step, (data, local, old) in zip(batch, loaded, strict=True):
                     verified = walk.feed(step, data, trusted=False)
                     self.report.roles_verified += 1
@@ -515,6 +542,7 @@ class Synchronizer:
                     change = changed.get(step.role)
                     if change is not None:
                         self._spool_role(cycle, change, data, present=local)
+                    if change is not None or full_pass:
                         await self._send_targets(
                             walk=walk,
                             role=step.role,
@@ -547,6 +575,8 @@ class Synchronizer:
         changed: dict[str, RoleChange],
         published: Published,
         consistent: bool,
+        *,
+        full_pass: bool = False,
     ) -> list[tuple[bytes, bool, dict[str, TargetFile] | None]]:
         """For each step, concurrently: the role's bytes (destination or upstream),
         whether they came from the destination, and for a changed role the targets
@@ -559,7 +589,7 @@ class Synchronizer:
                 step.role, step.version, changed=change is not None, consistent=consistent
             )
             old = None
-            if change is not None and not step.repeat:
+            if change is not None and not step.repeat and not full_pass:
                 old = await self._previous_targets(
                     published, step.role, change.old_version, consistent
                 )
@@ -588,6 +618,9 @@ class Synchronizer:
                     target.path,
                 )
                 self.report.warnings.append(f"{role}: unauthorised target {target.path!r}")
+                continue
+            if not self.filter.selects(target.path, role):
+                self.report.targets_filtered += 1
                 continue
             copy = target_copy(target, role=role, consistent_snapshot=consistent)
             self.report.targets_new += 1
@@ -703,6 +736,8 @@ class Synchronizer:
             "versions": cycle.walk.versions,
             "leaves": sorted(cycle.walk.leaves),
             "timestamp_etag": cycle.timestamp_etag,
+            "filter": self.filter.fingerprint(),
+            "expires": self.report.expires,
         }
         try:
             await self.store.put_bytes(
@@ -719,6 +754,9 @@ class Synchronizer:
         started = trio.current_time()
         cycle = await self._refresh_top_level(root_bytes, published)
         new = cycle.new
+        self.report.upstream_versions = {"root": new.root.version}
+        if new.timestamp is not None:
+            self.report.upstream_versions["timestamp"] = new.timestamp.version
         log.info(
             "refreshed root v%d, timestamp %s in %.2fs",
             new.root.version,
@@ -733,7 +771,13 @@ class Synchronizer:
             if warning not in self.report.warnings:
                 log.warning("%s", warning)
                 self.report.warnings.append(warning)
-        if cycle.timestamp_changed:
+        # A target selection other than the published state's needs a walk even
+        # when the upstream has nothing new.
+        reselect = published.snapshot is not None and (
+            published.previous_filter != self.filter.fingerprint()
+        )
+        walked = cycle.timestamp_changed or reselect
+        if walked:
             await self._refresh_snapshot(cycle, published)
             await self._copy_everything(cycle, published)
             log.info(
@@ -748,9 +792,10 @@ class Synchronizer:
         self.report.expired_delegated_roles = list(new.expired_delegated)
         for role in new.expired_delegated:
             log.warning("delegated role %s has expired upstream; mirrored as is", role)
+        self._note_expiry(new, published)
         if not self.dry_run:
             await self._publish(cycle, published)
-            if cycle.timestamp_changed:
+            if walked:
                 await self._write_state(cycle)
             log.info(
                 "published %d metadata files at %.2fs",
@@ -766,6 +811,32 @@ class Synchronizer:
         if not cycle.timestamp_changed and published.timestamp is not None:
             self.report.versions_after.setdefault("timestamp", published.timestamp.version)
 
+    def _note_expiry(self, new: TrustedSet, published: Published) -> None:
+        """Record when the published top-level metadata expires, and warn when that
+        is within --expiry-warning: operators learn before clients fail."""
+        expires: dict[str, str] = dict(published.previous_expires)
+        expires["root"] = new.root.signed.expires.isoformat()
+        for role, verified in (
+            ("timestamp", new.timestamp),
+            ("snapshot", new.snapshot or published.snapshot),
+            ("targets", new.targets),
+        ):
+            if verified is not None:
+                expires[role] = verified.signed.expires.isoformat()
+        self.report.expires = expires
+        horizon = self.settings.expiry_warning
+        for role, when in sorted(expires.items()):
+            left = (datetime.fromisoformat(when) - self.now).total_seconds()
+            if left < horizon:
+                warning = (
+                    f"published {role} expires in {left / 3600:.1f} h ({when}): "
+                    "clients will refuse it unless the upstream re-signs in time"
+                    if left > 0
+                    else f"published {role} expired at {when}"
+                )
+                log.warning("%s", warning)
+                self.report.warnings.append(warning)
+
     async def _copy_everything(self, cycle: _Cycle, published: Published) -> None:
         consistent = cycle.new.consistent_snapshot
         copier = TargetCopier(
@@ -774,6 +845,7 @@ class Synchronizer:
             consistent_snapshot=consistent,
             base=self.base,
             dry_run=self.dry_run,
+            budget=self.budget,
         )
         processes = self._processes(cycle, published)
         send, receive = trio.open_memory_channel[TargetCopy](self.settings.transfers * 4)
@@ -808,6 +880,8 @@ class Synchronizer:
         export's base view or a dry run keeps everything here."""
         if self.dry_run or self.upstream is None or self.base is not self.store:
             return 0
+        if self.budget is not None:
+            return 0  # the budget is counted in this process
         if self.settings.processes is not None:
             return self.settings.processes
         assert cycle.new.snapshot is not None
@@ -887,12 +961,20 @@ async def open_endpoints(settings: Settings, upstream: str) -> AsyncIterator[tup
         await fetcher.aclose()
 
 
-async def run_sync(settings: Settings, *, now: datetime, dry_run: bool = False) -> RunReport:
-    """``tuf-mirror sync`` (or ``plan`` with ``dry_run``): one run, one report."""
+async def run_sync(
+    settings: Settings, *, now: datetime, dry_run: bool = False, report: RunReport | None = None
+) -> RunReport:
+    """``tuf-mirror sync`` (or ``plan`` with ``dry_run``): one run, one report.
+
+    ``report`` (optional) is filled in as the run goes, so a caller still has the
+    counters of a run that raised."""
     from mirror.storage.lock import acquire_lock
 
     upstream = settings.upstream[0]
-    report = RunReport(command="plan" if dry_run else "sync", upstream=upstream, dest=settings.dest)
+    if report is None:
+        report = RunReport(command="plan" if dry_run else "sync")
+    report.upstream = upstream
+    report.dest = settings.dest
     async with open_endpoints(settings, upstream) as (store, fetcher):
         sync = Synchronizer(
             settings=settings,

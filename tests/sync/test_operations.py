@@ -1,0 +1,129 @@
+"""Operating a mirror unattended: transfer budget, partial mirrors, cheap no-op runs,
+metrics and freshness warnings. Measured by counting requests and bytes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from mirror.errors import ExitStatus
+from tests.sync.conftest import Env, tree
+
+
+def target_requests(env: Env) -> list[str]:
+    return [p for p in env.requested() if p.startswith("/targets/")]
+
+
+def test_budget_stops_cleanly_and_next_run_continues(env: Env, tmp_path: Path) -> None:
+    """--max-transfer stops the run before the budget is exceeded: exit 5, nothing
+    published; the next run completes without downloading a verified file again."""
+    report = tmp_path / "report.json"
+    status = env.run("sync", "--max-transfer", "2K", "--report", str(report))
+    assert status == ExitStatus.BUDGET
+    assert not (env.dest / "metadata" / "timestamp.json").exists()
+    first = set(target_requests(env))
+    fetched = json.loads(report.read_text())["targets_fetched"]
+    assert 0 < fetched < 40
+    assert json.loads(report.read_text())["target_bytes"] <= 2048
+
+    assert env.run() == ExitStatus.OK
+    assert tree(env.dest) == tree(env.upstream)
+    second = set(target_requests(env))
+    assert len(first) + len(second) - len(first & second) == 40
+    # Everything the stopped run completed was not fetched again.
+    written_before = {p for p in first if p.lstrip("/") in tree(env.dest)}
+    assert len(written_before & second) <= len(first) - fetched
+
+
+def test_include_filter_leaves_metadata_whole(env: Env, tmp_path: Path) -> None:
+    """--include copies only matching targets; every metadata file is mirrored; the
+    report counts the targets left out on purpose. Dropping the filter later copies
+    the rest."""
+    report = tmp_path / "report.json"
+    status = env.run("sync", "--include", "files/file-000*.txt", "--report", str(report))
+    assert status == ExitStatus.OK
+    upstream = tree(env.upstream)
+    mirrored = tree(env.dest)
+    metadata = {k: v for k, v in upstream.items() if k.startswith("metadata/")}
+    assert {k: v for k, v in mirrored.items() if k.startswith("metadata/")} == metadata
+    copied = [k for k in mirrored if k.startswith("targets/")]
+    assert len(copied) == 10
+    assert all(k.endswith(tuple(f".file-000{i}.txt" for i in range(10))) for k in copied)
+    assert json.loads(report.read_text())["targets_filtered"] == 30
+
+    assert env.run() == ExitStatus.OK
+    assert tree(env.dest) == upstream
+    assert len(target_requests(env)) == 30
+
+
+def test_exclude_and_role_filters(env: Env) -> None:
+    """--exclude drops matching targets; --role keeps only targets of matching roles."""
+    bins = sorted({env.repo.role_for_target(f"files/file-{i:04d}.txt") for i in range(40)})
+    chosen = bins[0]
+    expected = {
+        f"files/file-{i:04d}.txt"
+        for i in range(40)
+        if env.repo.role_for_target(f"files/file-{i:04d}.txt") == chosen
+    } - {"files/file-0001.txt"}
+    status = env.run("sync", "--role", chosen, "--exclude", "files/file-0001.txt")
+    assert status == ExitStatus.OK
+    names = {k.rsplit(".", 2)[-2] for k in tree(env.dest) if k.startswith("targets/")}
+    assert names == {p.rsplit("/", 1)[-1].rsplit(".", 1)[0] for p in expected}
+
+
+def test_noop_run_moves_under_2kb(env: Env) -> None:
+    """A run with nothing new costs the root probe and a conditional timestamp GET:
+    under 2 KB on the wire from the upstream."""
+    assert env.run() == ExitStatus.OK
+    assert env.run() == ExitStatus.OK
+    records = env.server.requests
+    assert [r.path for r in records][-1] == "/metadata/timestamp.json"
+    assert records[-1].status == 304
+    assert sum(r.bytes_sent for r in records) < 2048
+
+
+def test_metrics_file(env: Env, tmp_path: Path) -> None:
+    """--metrics-file writes Prometheus gauges, keeping the last success time across
+    a failed run."""
+    metrics = tmp_path / "tuf_mirror.prom"
+    assert env.run("sync", "--metrics-file", str(metrics)) == ExitStatus.OK
+    text = metrics.read_text()
+    for name in (
+        "tuf_mirror_last_run_exit_status",
+        "tuf_mirror_last_success_timestamp_seconds",
+        "tuf_mirror_bytes_received",
+        "tuf_mirror_targets_copied",
+        "tuf_mirror_upstream_timestamp_version",
+        "tuf_mirror_timestamp_versions_behind",
+    ):
+        assert f"\n{name}{{" in "\n" + text, name
+    assert 'tuf_mirror_expires_in_seconds{dest="' in text
+    assert 'role="targets"' in text
+    success_line = next(
+        line for line in text.splitlines() if line.startswith("tuf_mirror_last_success")
+    )
+
+    env.repo.add_target("files/extra.txt", b"x")
+    env.repo.set_expiry("timestamp", datetime.now(UTC) - timedelta(days=1))
+    env.publish()
+    assert env.run("sync", "--metrics-file", str(metrics)) == ExitStatus.VERIFICATION_FAILED
+    text = metrics.read_text()
+    assert success_line in text.splitlines()
+    assert "tuf_mirror_last_run_exit_status" in text
+    assert next(line for line in text.splitlines() if "last_run_exit_status{" in line).endswith(
+        " 1"
+    )
+
+
+def test_freshness_warning(env: Env, tmp_path: Path) -> None:
+    """Published metadata expiring within --expiry-warning is warned about."""
+    env.repo.set_expiry("timestamp", datetime.now(UTC) + timedelta(hours=5))
+    env.repo.add_target("files/extra.txt", b"x")
+    env.publish()
+    report = tmp_path / "report.json"
+    assert env.run("sync", "--expiry-warning", "1d", "--report", str(report)) == ExitStatus.OK
+    warnings = json.loads(report.read_text())["warnings"]
+    assert any("timestamp expires in" in w for w in warnings)
+    assert env.run("sync", "--expiry-warning", "1h", "--report", str(report)) == ExitStatus.OK
+    assert not any("expires in" in w for w in json.loads(report.read_text())["warnings"])
