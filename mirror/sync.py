@@ -64,6 +64,7 @@ from mirror.plan import (
 from mirror.report import RunReport
 from mirror.storage import NotFoundInStoreError, PutOptions, Store
 from mirror.storage.headers import put_options_for
+from mirror.storage.lock import DestinationLock
 from mirror.trust import (
     DelegationWalk,
     EqualVersionError,
@@ -988,10 +989,23 @@ async def run_sync(
         if dry_run:
             await sync.run()
         else:
-            async with acquire_lock(store, break_stale=settings.break_stale_lock):
-                await sync.run()
+            async with acquire_lock(store, break_stale=settings.break_stale_lock) as lock:
+                with _one_error():
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(_keep_lock, lock)
+                        await sync.run()
+                        nursery.cancel_scope.cancel()
     report.finish()
     return report
+
+
+async def _keep_lock(lock: DestinationLock) -> None:
+    """Push the lock's expiry forward while a long run (a first sync of a large
+    repository) goes on, so it never looks stale to the next cron run."""
+    ttl = lock.info.expires - lock.info.created
+    while True:
+        await trio.sleep(ttl.total_seconds() / 3)
+        await lock.refresh()
 
 
 async def verify_destination(settings: Settings, *, now: datetime) -> RunReport:

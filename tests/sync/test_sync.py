@@ -168,3 +168,30 @@ def test_worker_process_failure_is_reported(env: Env) -> None:
     )
     assert env.run("sync", "--processes", "2") == ExitStatus.VERIFICATION_FAILED
     assert not (env.dest / "metadata" / "timestamp.json").exists()
+
+
+async def test_long_run_keeps_its_lock_fresh(tmp_path: Path, autojump_clock: object) -> None:
+    """The lock held by a run is refreshed every third of its ttl, so a long first
+    sync never looks stale to the next run."""
+    from datetime import timedelta
+
+    import trio
+
+    from mirror.storage.local import LocalStore
+    from mirror.storage.lock import acquire_lock
+    from mirror.sync import _keep_lock
+
+    store = LocalStore(tmp_path)
+    async with acquire_lock(store, ttl=timedelta(seconds=30)) as lock:
+        refreshes = 0
+        original = lock.refresh
+
+        async def counting_refresh(**kwargs: object) -> None:
+            nonlocal refreshes
+            refreshes += 1
+            await original()
+
+        lock.refresh = counting_refresh  # type: ignore[method-assign]
+        with trio.move_on_after(35):
+            await _keep_lock(lock)
+    assert refreshes == 3  # at 10 s, 20 s and 30 s of a 35 s run
