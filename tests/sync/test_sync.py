@@ -177,11 +177,11 @@ async def test_long_run_keeps_its_lock_fresh(tmp_path: Path, autojump_clock: obj
 
     import trio
 
-    from mirror.storage.local import LocalStore
     from mirror.storage.lock import acquire_lock
+    from mirror.storage.memory import MemoryStore
     from mirror.sync import _keep_lock
 
-    store = LocalStore(tmp_path)
+    store = MemoryStore()  # no worker threads: the autojump clock stays exact
     async with acquire_lock(store, ttl=timedelta(seconds=30)) as lock:
         refreshes = 0
         original = lock.refresh
