@@ -33,6 +33,7 @@ verification (``mirror.trust`` via ``mirror.sync``), the tar format
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import secrets
@@ -84,6 +85,17 @@ def default_state_dir(root_bytes: bytes, upstream: str) -> Path:
     home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     digest = hashlib.sha256(root_bytes + b"\n" + upstream.encode()).hexdigest()[:16]
     return Path(home) / "tuf-mirror" / "exports" / digest
+
+
+def _whole_selection() -> str | None:
+    """How the engine's hints name "every target" (``mirror.filters``, when this
+    version has partial mirrors; imported by name: it is an optional feature)."""
+    try:
+        filters = importlib.import_module("mirror.filters")
+        fingerprint = filters.TargetFilter().fingerprint()
+    except (ImportError, AttributeError, TypeError):
+        return None
+    return fingerprint if isinstance(fingerprint, str) else None
 
 
 def _absolute(path: str | Path) -> Path:
@@ -262,6 +274,7 @@ async def run_export(settings: Settings, *, now: datetime) -> BundleReport:
                 fetcher=fetcher,
                 cache=LocalStore(state_dir / CACHE),
                 hints=hints,
+                selection=_whole_selection(),
                 source=source,
             )
             sync = Synchronizer(

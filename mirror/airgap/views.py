@@ -68,6 +68,11 @@ class BaseView(_ReadOnly):
     engine's ``.tuf-mirror/state.json`` of the export that brought this state).
     Targets are never "present": a target the diff names goes into the bundle.
     A metadata file of the base found nowhere is ``BaseUnavailableError``.
+
+    Without hints for the base's snapshot, the view still answers the hints file,
+    with no walk hints but the far side's target selection (``selection``: the whole
+    repository; air-gap bundles are never partial), so the engine diffs the new
+    state against the base instead of treating it as a mirror of unknown selection.
     """
 
     def __init__(
@@ -77,12 +82,14 @@ class BaseView(_ReadOnly):
         fetcher: Fetcher,
         cache: Store | None = None,
         hints: bytes | None = None,
+        selection: str | None = None,
         source: str = "the base state",
     ) -> None:
         self.record = record
         self.fetcher = fetcher
         self.cache = cache
         self.hints = hints
+        self.selection = selection
         self.source = source
         self.url = f"base view ({source})"
 
@@ -121,17 +128,28 @@ class BaseView(_ReadOnly):
         )
 
     def _hints(self, record: StateRecord) -> bytes:
+        version = record.state.snapshot_version
+        state = self._recorded_hints(version)
+        if state is None:
+            if self.selection is None:
+                raise NotFoundInStoreError(f"no walk hints for {self.url}")
+            state = {"snapshot_version": version, "versions": {}, "leaves": []}
+        # The etag is the exporter's, not the far side's: never a "not modified".
+        state.pop("timestamp_etag", None)
+        if self.selection is not None:
+            state.setdefault("filter", self.selection)
+        return json.dumps(state).encode()
+
+    def _recorded_hints(self, snapshot_version: int) -> dict[str, Any] | None:
         if self.hints is None:
-            raise NotFoundInStoreError(f"no walk hints for {self.url}")
+            return None
         try:
             state = json.loads(self.hints)
-            # The etag is the exporter's, not the far side's: never a "not modified".
-            state.pop("timestamp_etag", None)
-            if state.get("snapshot_version") != record.state.snapshot_version:
-                raise NotFoundInStoreError("walk hints of another snapshot")
-        except (ValueError, AttributeError) as exc:
-            raise NotFoundInStoreError("unreadable walk hints") from exc
-        return json.dumps(state).encode()
+        except ValueError:
+            return None
+        if not isinstance(state, dict) or state.get("snapshot_version") != snapshot_version:
+            return None
+        return state
 
     async def _cached(self, key: str, max_length: int) -> bytes | None:
         if self.cache is None:
