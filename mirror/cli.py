@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _run(settings: Settings, report: RunReport) -> RunReport:
+async def _run(settings: Settings, report: RunReport, progress: bool) -> RunReport:
     # Imported here so that `--help` and usage errors stay cheap.
     from mirror import sync
 
@@ -78,7 +78,11 @@ async def _run(settings: Settings, report: RunReport) -> RunReport:
         run = airgap.run_export if settings.command == "export" else airgap.run_import
         return await run(settings, now=datetime.now(UTC))
     return await sync.run_sync(
-        settings, now=datetime.now(UTC), dry_run=settings.command == "plan", report=report
+        settings,
+        now=datetime.now(UTC),
+        dry_run=settings.command == "plan",
+        report=report,
+        progress=progress,
     )
 
 
@@ -116,7 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return ExitStatus.USAGE
         settings = resolve(args.command, args)
         partial = RunReport(command=settings.command, started=started)
-        report = trio.run(_run, settings, partial)
+        from mirror.progress import wanted
+
+        progress = args.log_format == "text" and wanted()
+        report = trio.run(_run, settings, partial, progress)
     except MirrorError as exc:
         if settings is not None and partial is not None:
             report = partial

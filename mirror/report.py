@@ -35,6 +35,8 @@ class RunReport:
     targets_new: int = 0
     targets_fetched: int = 0
     targets_already_present: int = 0
+    #: bytes of targets found already present (not fetched)
+    present_bytes: int = 0
     #: left out on purpose by --include/--exclude/--role
     targets_filtered: int = 0
     targets_published: int = 0

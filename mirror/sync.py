@@ -25,6 +25,7 @@ writes (``storage``), argument parsing (``cli``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -640,6 +641,7 @@ class Synchronizer:
     def _count(self, result: CopyResult) -> None:
         if result.outcome is Outcome.PRESENT:
             self.report.targets_already_present += 1
+            self.report.present_bytes += result.length
         elif result.outcome is Outcome.COPIED:
             self.report.targets_fetched += 1
             self.report.targets_published += 1
@@ -963,7 +965,12 @@ async def open_endpoints(settings: Settings, upstream: str) -> AsyncIterator[tup
 
 
 async def run_sync(
-    settings: Settings, *, now: datetime, dry_run: bool = False, report: RunReport | None = None
+    settings: Settings,
+    *,
+    now: datetime,
+    dry_run: bool = False,
+    report: RunReport | None = None,
+    progress: bool = False,
 ) -> RunReport:
     """``tuf-mirror sync`` (or ``plan`` with ``dry_run``): one run, one report.
 
@@ -986,15 +993,21 @@ async def run_sync(
             report=report,
             upstream=upstream,
         )
-        if dry_run:
-            await sync.run()
-        else:
-            async with acquire_lock(store, break_stale=settings.break_stale_lock) as lock:
-                with _one_error():
-                    async with trio.open_nursery() as nursery:
+        async with contextlib.AsyncExitStack() as stack:
+            if not dry_run:
+                lock = await stack.enter_async_context(
+                    acquire_lock(store, break_stale=settings.break_stale_lock)
+                )
+            with _one_error():
+                async with trio.open_nursery() as nursery:
+                    if not dry_run:
                         nursery.start_soon(_keep_lock, lock)
-                        await sync.run()
-                        nursery.cancel_scope.cancel()
+                    if progress:
+                        from mirror.progress import show_progress
+
+                        nursery.start_soon(show_progress, report)
+                    await sync.run()
+                    nursery.cancel_scope.cancel()
     report.finish()
     return report
 
