@@ -67,6 +67,7 @@ from mirror.storage import NotFoundInStoreError, PutOptions, Store
 from mirror.storage.headers import put_options_for
 from mirror.storage.lock import DestinationLock
 from mirror.trust import (
+    Authority,
     DelegationWalk,
     EqualVersionError,
     Limits,
@@ -278,6 +279,8 @@ class Synchronizer:
         #: the upstream URL/path worker processes open for themselves (None: no workers)
         self.upstream = upstream
         self._pools: list[ProcessPool] = []
+        #: targets whose authority could only be decided after the walk
+        self._undecided: list[tuple[str, TargetFile]] = []
         self.filter = TargetFilter(settings.include, settings.exclude, settings.role)
         self.budget = (
             TransferBudget(settings.max_transfer) if settings.max_transfer is not None else None
@@ -555,6 +558,11 @@ class Synchronizer:
                         )
                     if not verified.signed.delegations:
                         new.forget_role(step.role)
+        undecided, self._undecided = self._undecided, []
+        for role, target in undecided:
+            await self._send_target(
+                walk.authority(target.path, role), role, target, send, consistent
+            )
         unreached = [c.name for c in cycle.changes if c.name != "targets" and c.name not in visited]
         if unreached and walk.missing:
             raise DelegationError(f"delegated roles missing from snapshot: {walk.missing}")
@@ -613,21 +621,38 @@ class Synchronizer:
         consistent: bool,
     ) -> None:
         for target in diff_targets(old, targets.targets):
-            if not walk.is_authorized(target.path, role):
-                log.warning(
-                    "%s lists %r, which the delegation search gives to another role: not mirrored",
-                    role,
-                    target.path,
-                )
-                self.report.warnings.append(f"{role}: unauthorised target {target.path!r}")
+            verdict = walk.authority(target.path, role)
+            if verdict is Authority.UNDECIDED:
+                # A role earlier in this path's search is not known yet (a diamond
+                # graph): ask again once the walk is complete.
+                self._undecided.append((role, target))
                 continue
-            if not self.filter.selects(target.path, role):
-                self.report.targets_filtered += 1
-                continue
-            copy = target_copy(target, role=role, consistent_snapshot=consistent)
-            self.report.targets_new += 1
-            self.report.planned_bytes += target.length
-            await send.send(copy)
+            await self._send_target(verdict, role, target, send, consistent)
+
+    async def _send_target(
+        self,
+        verdict: Authority,
+        role: str,
+        target: TargetFile,
+        send: trio.MemorySendChannel[TargetCopy],
+        consistent: bool,
+    ) -> None:
+        if verdict is not Authority.AUTHORIZED:
+            log.warning(
+                "%s lists %r, which the delegation search gives to another role (%s): not mirrored",
+                role,
+                target.path,
+                verdict.value,
+            )
+            self.report.warnings.append(f"{role}: unauthorised target {target.path!r}")
+            return
+        if not self.filter.selects(target.path, role):
+            self.report.targets_filtered += 1
+            return
+        copy = target_copy(target, role=role, consistent_snapshot=consistent)
+        self.report.targets_new += 1
+        self.report.planned_bytes += target.length
+        await send.send(copy)
 
     # -- target workers ----------------------------------------------------------------
 
