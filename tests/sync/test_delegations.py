@@ -66,3 +66,17 @@ def test_target_outside_the_delegation_is_not_mirrored(graph: Env) -> None:
     assert graph.run() == ExitStatus.OK
     assert name_of("elsewhere/y", b"outside") not in names(graph)
     assert name_of("files/x", b"from B") in names(graph)
+
+
+def test_expired_delegated_role_is_mirrored_with_a_warning(graph: Env, tmp_path: Path) -> None:
+    """A delegated role past its expiry is verified in every other respect, mirrored
+    byte for byte and reported; expired top-level metadata would stop the run."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    graph.repo.set_expiry("B", datetime.now(UTC) - timedelta(days=30))
+    graph.publish()
+    report = tmp_path / "report.json"
+    assert graph.run("sync", "--report", str(report)) == ExitStatus.OK
+    assert tree(graph.dest) == tree(graph.upstream)
+    assert json.loads(report.read_text())["expired_delegated_roles"] == ["B"]
