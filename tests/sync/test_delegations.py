@@ -74,6 +74,7 @@ def test_expired_delegated_role_is_mirrored_with_a_warning(graph: Env, tmp_path:
     import json
     from datetime import UTC, datetime, timedelta
 
+    assert graph.run() == ExitStatus.OK
     graph.repo.set_expiry("B", datetime.now(UTC) - timedelta(days=30))
     graph.publish()
     report = tmp_path / "report.json"
