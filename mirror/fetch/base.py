@@ -23,36 +23,68 @@ Namespace = Literal["metadata", "targets"]
 
 @dataclass(frozen=True, slots=True)
 class FetchedFile:
-    """A file streamed to disk: where, how long, and its digests (hex) per algorithm."""
+    """A file streamed to disk: where, how long, and its digests (hex) per algorithm.
+
+    ``resumed_from``: bytes at the start of the file that the final request did not
+    fetch, because an earlier attempt or run had (HTTP Range); 0 for a whole fetch.
+    """
 
     path: Path
     length: int
     digests: dict[str, str] = field(default_factory=dict)
+    resumed_from: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class FetchedBytes:
-    """A small file fetched into memory, with the validators for a conditional GET."""
+    """A small file fetched into memory, with the validators for a conditional GET.
+
+    ``upstream`` names the upstream that served it when a ``FailoverFetcher`` chose
+    among several (validators only make sense to the server that gave them)."""
 
     data: bytes
     etag: str | None = None
     last_modified: str | None = None
+    upstream: str | None = None
+
+
+@dataclass(slots=True)
+class UpstreamStats:
+    """What one of several upstreams did for a run (``FailoverFetcher``): fetches it
+    answered (a file or a 304), fetches it failed (handed to the next upstream),
+    and its own request and byte counters."""
+
+    served: int = 0
+    failed: int = 0
+    requests: int = 0
+    bytes_received: int = 0
 
 
 @dataclass(slots=True)
 class FetchStats:
-    """Counters a run report shows: requests made and bytes received."""
+    """Counters a run report shows: requests made and bytes received.
+
+    ``resumed``: downloads continued with an HTTP Range request instead of from
+    the start. ``failovers``: fetches one upstream failed and another was asked.
+    ``per_upstream``: by upstream (URL or path), filled in by ``FailoverFetcher``
+    only."""
 
     requests: int = 0
     bytes_received: int = 0
     not_modified: int = 0
     retries: int = 0
+    resumed: int = 0
+    failovers: int = 0
+    per_upstream: dict[str, UpstreamStats] = field(default_factory=dict)
 
 
 class Fetcher(Protocol):
     """Fetches upstream files by relative name."""
 
-    stats: FetchStats
+    @property
+    def stats(self) -> FetchStats:
+        """The counters so far (read them; only the fetcher updates them)."""
+        ...
 
     async def fetch_bytes(
         self,
@@ -78,8 +110,11 @@ class Fetcher(Protocol):
         algorithms: tuple[str, ...],
     ) -> FetchedFile:
         """Stream ``name`` into the new file ``dest``, never past ``length`` bytes,
-        computing the digests of ``algorithms`` on the fly. A shorter body is a
-        ``LengthOrHashMismatchError``; the caller compares the digests."""
+        computing the digests of ``algorithms`` (over the whole file) on the fly. A
+        shorter body is a ``LengthOrHashMismatchError``; the caller compares the
+        digests. A fetcher may resume a download that an earlier attempt or run left
+        unfinished (``HttpFetcher`` with ``partial_dir``); ``dest`` is only written
+        once complete in that case."""
         ...
 
     async def aclose(self) -> None:

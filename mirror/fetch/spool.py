@@ -1,16 +1,37 @@
 """Writing one download to a spool file: a hard length cap, digests computed on the
-fly, ``fsync`` before the file is handed over, removal of partial files.
+fly, ``fsync`` before the file is handed over, removal of partial files, and
+partial files that a later attempt or run can resume.
 
 Shared by every fetcher. Writes and hashing run in worker threads in batches of
 about 1 MiB, so the event loop never blocks on the disk and a cancelled download
-stops between batches. What it does not do: compare digests with expected values
-(the caller does) or decide where spool files live (the store's ``spool_dir``).
+stops between batches.
+
+A spool file can be taken up again (``restart`` from zero, or carry on appending
+after the bytes it holds: the fetcher asks the server for the rest with an HTTP
+Range request), and digests always cover the whole file. A *resumable* spool file
+(``SpoolFile.open_partial``) lives under a deterministic name (``partial_name``)
+beside a small sidecar, ``<partial>.partial.json``, which records the download's
+source URL, its expected length, the validators (ETag, Last-Modified) of the
+response the bytes came from, and how many bytes are durable (``fsync``ed before
+the sidecar was written). Checkpoints happen every ``CHECKPOINT_BYTES`` and when a
+download is given up (``keep``); so a run killed at any instant leaves either no
+sidecar or one that vouches only for bytes on disk, and a later open re-hashes
+exactly those bytes and drops the rest. A ``restart`` removes the sidecar before it
+truncates. An ``flock`` on the partial file keeps two downloads (threads or
+processes) from sharing it.
+
+What it does not do: compare digests with expected values (the caller does), talk
+HTTP (the fetcher decides whether the server's answer continues the bytes held),
+decide where spool files live (the store's ``spool_dir``), or remove partial files
+that no later run will want (``remove_partials``, for the engine to call).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,11 +40,28 @@ from typing import Protocol
 import trio
 
 from mirror.errors import LengthOrHashMismatchError, OversizeError, StorageError
-from mirror.fetch.base import FetchedFile
+from mirror.fetch.base import FetchedFile, Namespace
 
-__all__ = ["SUPPORTED_ALGORITHMS", "Hasher", "SpoolFile", "check_algorithms", "new_hasher"]
+__all__ = [
+    "CHECKPOINT_BYTES",
+    "SIDECAR_SUFFIX",
+    "SUPPORTED_ALGORITHMS",
+    "Hasher",
+    "SpoolFile",
+    "check_algorithms",
+    "new_hasher",
+    "partial_name",
+    "remove_partials",
+]
 
 _BATCH = 1 << 20
+_HASH_BATCH = 4 << 20
+#: a resumable download records a checkpoint (fsync + sidecar) after this many bytes
+CHECKPOINT_BYTES = 8 << 20
+SIDECAR_SUFFIX = ".partial.json"
+_PARTIAL_PREFIX = "partial-"
+#: how long giving up a download may spend saving its checkpoint (shielded)
+_KEEP_TIMEOUT = 10.0
 
 
 class Hasher(Protocol):
@@ -69,35 +107,64 @@ def new_hasher(algorithm: str) -> Hasher:
     return SUPPORTED_ALGORITHMS[algorithm]()
 
 
+def partial_name(namespace: Namespace, name: str, length: int) -> str:
+    """The file name of the resumable partial download of ``name`` (``length``
+    bytes): the same in every run, different for another file or length."""
+    key = hashlib.sha256(f"{namespace}\0{name}\0{length}".encode()).hexdigest()
+    return f"{_PARTIAL_PREFIX}{key}"
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
 class SpoolFile:
-    """One download being written to ``dest`` (created exclusively).
+    """One download being written to ``path``; ``dest`` is where ``finish`` leaves
+    the complete file (``path`` itself, or another name on the same filesystem).
 
     ``write`` refuses (``OversizeError``) a chunk that would go past ``length``
     without writing it; ``finish`` checks the total (``LengthOrHashMismatchError``
     when short), ``fsync``s, closes and returns the ``FetchedFile``; ``discard``
-    removes the partial file. Use ``async with SpoolFile.create(...)``: leaving the
-    block without ``finish`` discards the file. Disk errors are ``StorageError``.
+    removes the partial file; ``restart`` empties it; ``keep`` (resumable files only)
+    checkpoints and closes it for a later ``open_partial``. Use ``async with``:
+    leaving the block without ``finish`` or ``keep`` discards the file. Disk errors
+    are ``StorageError``.
+
+    ``received`` counts the bytes held (written or buffered); ``etag`` and
+    ``last_modified`` are the validators of the response they came from (set by the
+    fetcher, restored by ``open_partial``); ``resumed_from`` is where the fetcher
+    last continued the file with a Range request.
     """
 
     def __init__(
         self,
-        dest: Path,
+        path: Path,
         fd: int,
         *,
         length: int,
         algorithms: tuple[str, ...],
         name: str,
         limiter: trio.CapacityLimiter | None,
+        dest: Path | None = None,
+        source: str | None = None,
     ) -> None:
-        self.dest = dest
+        self.path = path
+        self.dest = dest if dest is not None else path
         self.received = 0
+        self.resumed_from = 0
+        self.etag: str | None = None
+        self.last_modified: str | None = None
         self._fd: int | None = fd
         self._length = length
         self._name = name
         self._limiter = limiter
+        self._algorithms = algorithms
         self._hashers = {algorithm: new_hasher(algorithm) for algorithm in algorithms}
         self._buffer = bytearray()
         self._finished = False
+        #: the source URL of a resumable file (None: not resumable)
+        self._source = source
+        self._checkpointed = 0
 
     @classmethod
     async def create(
@@ -121,6 +188,83 @@ class SpoolFile:
             raise StorageError(f"cannot create the spool file {dest} for {name}: {exc}") from exc
         return cls(dest, fd, length=length, algorithms=algorithms, name=name, limiter=limiter)
 
+    @classmethod
+    async def open_partial(
+        cls,
+        path: Path,
+        *,
+        dest: Path,
+        source: str,
+        length: int,
+        algorithms: tuple[str, ...],
+        name: str,
+        limiter: trio.CapacityLimiter | None = None,
+    ) -> SpoolFile | None:
+        """Open the resumable partial file ``path`` (created if missing) for a
+        download of ``length`` bytes from ``source``, finished into ``dest``.
+
+        When its sidecar vouches for a prefix of a download from the same ``source``
+        and ``length``, that prefix is kept (one byte short of a complete file, so
+        that the server still confirms the validator) and re-hashed, and the
+        validators are restored; otherwise the file is emptied. None when another
+        download holds the file."""
+        check_algorithms(algorithms, name=name)
+        if length < 0:
+            raise ValueError("length must be >= 0")
+        try:
+            opened = await trio.to_thread.run_sync(
+                _open_partial_sync, path, source, length, limiter=limiter
+            )
+        except OSError as exc:
+            raise StorageError(f"cannot open the spool file {path} for {name}: {exc}") from exc
+        if opened is None:
+            return None
+        fd, held, etag, last_modified = opened
+        spool = cls(
+            path,
+            fd,
+            length=length,
+            algorithms=algorithms,
+            name=name,
+            limiter=limiter,
+            dest=dest,
+            source=source,
+        )
+        try:
+            offset = 0
+            while offset < held:
+                size = min(_HASH_BATCH, held - offset)
+                await trio.to_thread.run_sync(
+                    spool._hash_from_disk, fd, offset, size, limiter=limiter
+                )
+                offset += size
+        except OSError as exc:
+            await spool.discard()
+            raise StorageError(f"cannot read the spool file {path}: {exc}") from exc
+        except BaseException:
+            await spool._close()
+            raise
+        spool.received = spool._checkpointed = held
+        spool.etag, spool.last_modified = etag, last_modified
+        return spool
+
+    @property
+    def resumable(self) -> bool:
+        """Whether ``keep`` can save this file for a later run."""
+        return self._source is not None
+
+    @property
+    def validator(self) -> str | None:
+        """What to send as ``If-Range`` to continue this file: a strong ETag, else
+        the Last-Modified date, else None (the file cannot be continued safely)."""
+        if self.etag is not None and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+    def set_validators(self, *, etag: str | None, last_modified: str | None) -> None:
+        """Record the validators of the response whose body is being written."""
+        self.etag, self.last_modified = etag, last_modified
+
     async def __aenter__(self) -> SpoolFile:
         return self
 
@@ -139,9 +283,68 @@ class SpoolFile:
         self._buffer += chunk
         if len(self._buffer) >= _BATCH:
             await self._flush()
+            if self._source is not None and self.received - self._checkpointed >= CHECKPOINT_BYTES:
+                await self.checkpoint()
+
+    async def restart(self) -> None:
+        """Drop every byte held (and the sidecar first): the download starts over."""
+        self._buffer = bytearray()
+        self._hashers = {algorithm: new_hasher(algorithm) for algorithm in self._algorithms}
+        self.received = self._checkpointed = self.resumed_from = 0
+        self.etag = self.last_modified = None
+        fd = self._fd
+        assert fd is not None, "restart after discard"
+        sidecar = _sidecar(self.path) if self._source is not None else None
+        try:
+            await trio.to_thread.run_sync(_truncate, fd, sidecar, limiter=self._limiter)
+        except OSError as exc:
+            raise StorageError(f"cannot empty the spool file {self.path}: {exc}") from exc
+
+    async def checkpoint(self) -> None:
+        """Make the bytes held durable and record them in the sidecar (resumable
+        files with a validator only; otherwise nothing)."""
+        if self._source is None or self.validator is None or self.received == 0:
+            return
+        await self._flush()
+        if self.received == self._checkpointed:
+            return
+        fd = self._fd
+        assert fd is not None, "checkpoint after discard"
+        state = {
+            "source": self._source,
+            "length": self._length,
+            "bytes": self.received,
+            "etag": self.etag,
+            "last_modified": self.last_modified,
+        }
+        try:
+            await trio.to_thread.run_sync(
+                _checkpoint_sync, fd, _sidecar(self.path), state, limiter=self._limiter
+            )
+        except OSError as exc:
+            raise StorageError(f"cannot record a checkpoint of {self.path}: {exc}") from exc
+        self._checkpointed = self.received
+
+    async def keep(self) -> None:
+        """Give the download up for now: checkpoint and close a resumable file with
+        bytes worth continuing, discard any other (shielded and time-bounded: runs
+        even when cancelled)."""
+        with trio.CancelScope(shield=True):
+            saved = False
+            if self._source is not None and self.validator is not None and self.received:
+                # On failure an older checkpoint, if any, still holds.
+                with trio.move_on_after(_KEEP_TIMEOUT), contextlib.suppress(StorageError):
+                    await self.checkpoint()
+                saved = self._checkpointed > 0
+            if saved:
+                self._finished = True
+                await self._close()
+            else:
+                await self.discard()
 
     async def finish(self) -> FetchedFile:
-        """Check the length, make the file durable, close it; return what was written."""
+        """Check the length, make the file durable, move it to ``dest``, close it;
+        return what was written."""
         if self.received != self._length:
             raise LengthOrHashMismatchError(
                 f"{self._name}: {self.received} bytes, expected {self._length}"
@@ -151,18 +354,34 @@ class SpoolFile:
         assert fd is not None, "finish after discard"
         try:
             await trio.to_thread.run_sync(os.fsync, fd, limiter=self._limiter)
+            if self.dest != self.path:
+                await trio.to_thread.run_sync(
+                    os.replace, self.path, self.dest, limiter=self._limiter
+                )
         except OSError as exc:
-            raise StorageError(f"cannot sync the spool file {self.dest}: {exc}") from exc
+            raise StorageError(f"cannot sync the spool file {self.path}: {exc}") from exc
+        if self._source is not None:
+            await trio.to_thread.run_sync(
+                _unlink_quietly, _sidecar(self.path), limiter=self._limiter
+            )
         await self._close()
         self._finished = True
         digests = {algorithm: h.hexdigest() for algorithm, h in self._hashers.items()}
-        return FetchedFile(path=self.dest, length=self.received, digests=digests)
+        return FetchedFile(
+            path=self.dest, length=self.received, digests=digests, resumed_from=self.resumed_from
+        )
 
     async def discard(self) -> None:
-        """Close and delete the partial file (shielded: runs even when cancelled)."""
+        """Close and delete the partial file and its sidecar (shielded: runs even
+        when cancelled)."""
         with trio.CancelScope(shield=True):
+            self._finished = True
             await self._close()
-            await trio.to_thread.run_sync(_unlink_quietly, self.dest, limiter=self._limiter)
+            await trio.to_thread.run_sync(_unlink_quietly, self.path, limiter=self._limiter)
+            if self._source is not None:
+                await trio.to_thread.run_sync(
+                    _unlink_quietly, _sidecar(self.path), limiter=self._limiter
+                )
 
     async def _flush(self) -> None:
         if not self._buffer:
@@ -173,7 +392,7 @@ class SpoolFile:
         try:
             await trio.to_thread.run_sync(self._write_and_hash, fd, data, limiter=self._limiter)
         except OSError as exc:
-            raise StorageError(f"cannot write the spool file {self.dest}: {exc}") from exc
+            raise StorageError(f"cannot write the spool file {self.path}: {exc}") from exc
 
     def _write_and_hash(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
@@ -182,11 +401,127 @@ class SpoolFile:
         for hasher in self._hashers.values():
             hasher.update(data)
 
+    def _hash_from_disk(self, fd: int, offset: int, size: int) -> None:
+        end = offset + size
+        while offset < end:
+            data = os.pread(fd, min(_BATCH, end - offset), offset)
+            if not data:
+                raise OSError(f"the file ended at byte {offset}, expected {end}")
+            for hasher in self._hashers.values():
+                hasher.update(data)
+            offset += len(data)
+
     async def _close(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
             with contextlib.suppress(OSError):
                 await trio.to_thread.run_sync(os.close, fd, limiter=self._limiter)
+
+
+async def remove_partials(directory: Path) -> int:
+    """Delete every resumable partial file in ``directory`` (and its sidecar) that
+    no download holds; return how many were deleted. For the engine, after a run
+    that copied every target: partial files left then will never be continued."""
+    return await trio.to_thread.run_sync(_remove_partials_sync, directory)
+
+
+# -- run in worker threads -----------------------------------------------------------
+
+
+def _open_partial_sync(
+    path: Path, source: str, length: int
+) -> tuple[int, int, str | None, str | None] | None:
+    """Open (or create) and lock ``path``; keep the prefix its sidecar vouches for.
+    Returns (fd, bytes kept, etag, last_modified), or None when it is locked."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        size = os.fstat(fd).st_size
+        sidecar = _sidecar(path)
+        held, etag, last_modified = 0, None, None
+        state = _read_sidecar(sidecar) if size > 0 else None
+        if state is not None and state.get("source") == source and state.get("length") == length:
+            vouched = state.get("bytes")
+            etag = _optional_str(state.get("etag"))
+            last_modified = _optional_str(state.get("last_modified"))
+            if isinstance(vouched, int) and vouched > 0 and (etag or last_modified):
+                # One byte short of complete: the Range request then still asks the
+                # server to confirm the validator, however much is held.
+                held = min(vouched, size, length - 1)
+        if held <= 0:
+            held, etag, last_modified = 0, None, None
+            _unlink_quietly(sidecar)
+        if size != held:
+            os.ftruncate(fd, held)
+        os.lseek(fd, held, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, held, etag, last_modified
+
+
+def _read_sidecar(sidecar: Path) -> dict[str, object] | None:
+    try:
+        state = json.loads(sidecar.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _optional_str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _truncate(fd: int, sidecar: Path | None) -> None:
+    if sidecar is not None:
+        _unlink_quietly(sidecar)
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+
+
+def _checkpoint_sync(fd: int, sidecar: Path, state: dict[str, object]) -> None:
+    """Data first (fsync), then the sidecar that vouches for it (atomic replace)."""
+    os.fsync(fd)
+    temporary = sidecar.with_name(sidecar.name + ".tmp")
+    temporary.write_text(json.dumps(state), encoding="utf-8")
+    os.replace(temporary, sidecar)
+
+
+def _remove_partials_sync(directory: Path) -> int:
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        if not name.startswith(_PARTIAL_PREFIX) or name.endswith((SIDECAR_SUFFIX, ".tmp")):
+            continue
+        path = directory / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a download holds it
+        try:
+            _unlink_quietly(_sidecar(path))
+            _unlink_quietly(path)
+            removed += 1
+        finally:
+            os.close(fd)
+    for name in names:  # sidecars whose partial file is gone
+        if name.startswith(_PARTIAL_PREFIX) and name.endswith(SIDECAR_SUFFIX):
+            partial = directory / name.removesuffix(SIDECAR_SUFFIX)
+            if not partial.exists():
+                _unlink_quietly(directory / name)
+    return removed
 
 
 def _unlink_quietly(path: Path) -> None:
