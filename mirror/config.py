@@ -18,10 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from mirror.errors import UsageError
+
+if TYPE_CHECKING:
+    from mirror.fetch.ratelimit import BandwidthSchedule
 
 ENV_PREFIX = "TUF_MIRROR_"
 
@@ -101,6 +104,15 @@ def _addressing_style(text: str) -> str:
 def _max_age(text: str) -> int:
     """A Cache-Control max-age: whole seconds (``60``, ``30s``, ``5m``), at least 0."""
     return int(parse_duration(text))
+
+
+def _bwlimit(text: str) -> BandwidthSchedule | None:
+    """``--bwlimit``: a rate or a timetable (``mirror.fetch.ratelimit``); None when
+    it never caps anything (``off``)."""
+    from mirror.fetch.ratelimit import BandwidthSchedule
+
+    schedule = BandwidthSchedule.parse(text)
+    return None if schedule.unlimited else schedule
 
 
 def _bool(text: str) -> bool:
@@ -189,6 +201,17 @@ OPTIONS: tuple[Option, ...] = (
         commands=_SYNCISH,
     ),
     Option("retries", _positive_int, 4, "attempts per transfer", "N", commands=_SYNCISH),
+    Option(
+        "bwlimit",
+        _bwlimit,
+        None,
+        "download bandwidth cap in BYTES per second, not bits (K/M/G = 1024, 1024^2,"
+        " 1024^3), shared by all downloads; or a daily timetable in local time,"
+        " 'HH:MM,RATE ...' (e.g. '08:00,512K 19:00,10M 23:30,off'): from each time on"
+        " that rate applies; off = no cap",
+        "RATE",
+        commands=_SYNCISH,
+    ),
     Option(
         "max_snapshot_size",
         parse_size,
@@ -405,6 +428,7 @@ class Settings:
     processes: int | None = None
     timeout: float = 120.0
     retries: int = 4
+    bwlimit: BandwidthSchedule | None = None
     max_snapshot_size: int = 32 * 1024**2
     max_targets_size: int = 64 * 1024**2
     break_stale_lock: bool = False
