@@ -963,30 +963,38 @@ def _open_destination(settings: Settings) -> Store:
 
 @asynccontextmanager
 async def open_endpoints(settings: Settings, upstream: str) -> AsyncIterator[tuple[Store, Fetcher]]:
-    """The destination store and the upstream fetcher of a run, closed on exit."""
-    from mirror.fetch import RetryPolicy, open_fetcher
+    """The destination store and the upstream fetcher of a run, closed on exit.
 
-    http_options: dict[str, Any] = {}
-    if upstream.startswith(("http://", "https://")):
-        http_options = {
-            "transfer_timeout": settings.timeout,
-            "retry": RetryPolicy(attempts=settings.retries),
-            "max_connections": settings.transfers,
-        }
-    fetcher = open_fetcher(
-        upstream,
-        metadata_url=settings.metadata_url,
-        targets_url=settings.targets_url,
-        **http_options,
-    )
+    The fetcher reads ``upstream`` and fails over to the other ``--upstream`` values
+    in their order (``FailoverFetcher``) when there are several. HTTP upstreams share
+    one ``--bwlimit`` bucket (per process) and, except for ``plan``, keep resumable
+    partial downloads in the store's spool directory."""
+    from mirror.fetch import RetryPolicy, TokenBucket, is_http, open_fetcher
+
+    upstreams = [upstream, *(other for other in settings.upstream if other != upstream)]
+    store = _open_destination(settings)
     try:
-        store = _open_destination(settings)
+        http_options: dict[str, Any] = {}
+        if any(is_http(each) for each in upstreams):
+            http_options = {
+                "transfer_timeout": settings.timeout,
+                "retry": RetryPolicy(attempts=settings.retries),
+                "max_connections": settings.transfers,
+                "bandwidth": TokenBucket(settings.bwlimit) if settings.bwlimit else None,
+                "partial_dir": store.spool_dir() if settings.command != "plan" else None,
+            }
+        fetcher = open_fetcher(
+            upstreams,
+            metadata_url=settings.metadata_url,
+            targets_url=settings.targets_url,
+            **http_options,
+        )
         try:
             yield store, fetcher
         finally:
-            await store.aclose()
+            await fetcher.aclose()
     finally:
-        await fetcher.aclose()
+        await store.aclose()
 
 
 async def run_sync(
