@@ -81,7 +81,7 @@ async def audit(settings: Settings, *, now: datetime) -> RunReport:
         max_snapshot_length=settings.max_snapshot_size,
         max_targets_length=settings.max_targets_size,
     )
-    store = open_store(settings.dest)
+    store = open_store(settings.dest, **settings.s3_store_options())
     try:
         await _audit(store, settings, limits, now, report)
     finally:

@@ -149,6 +149,8 @@ class Option:
 _SYNCISH = frozenset({"sync", "plan", "export"})
 _EXPORT = frozenset({"export"})
 _IMPORT = frozenset({"import"})
+#: options about the destination store, for every command that opens one
+_DESTINATION = _SYNCISH | {"verify", "import"}
 
 OPTIONS: tuple[Option, ...] = (
     Option("root", _str, None, "pinned trusted root.json of the upstream", "FILE"),
@@ -296,7 +298,7 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "S3-compatible endpoint for an s3:// destination (boto3 also reads AWS_ENDPOINT_URL)",
         "URL",
-        commands=_SYNCISH,
+        commands=_DESTINATION,
     ),
     Option(
         "s3_region",
@@ -304,7 +306,7 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "region of the s3:// bucket (else boto3's chain: AWS_DEFAULT_REGION, config)",
         "REGION",
-        commands=_SYNCISH,
+        commands=_DESTINATION,
     ),
     Option(
         "s3_addressing_style",
@@ -312,7 +314,7 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "S3 addressing style: path, virtual or auto",
         "STYLE",
-        commands=_SYNCISH,
+        commands=_DESTINATION,
     ),
     Option(
         "s3_storage_class",
@@ -320,7 +322,7 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "storage class of uploaded objects (STANDARD, INTELLIGENT_TIERING, ...)",
         "CLASS",
-        commands=_SYNCISH,
+        commands=_DESTINATION,
     ),
     Option(
         "uploads",
@@ -328,7 +330,7 @@ OPTIONS: tuple[Option, ...] = (
         16,
         "S3 requests in flight at once (upload concurrency)",
         "N",
-        commands=_SYNCISH,
+        commands=_DESTINATION,
     ),
     Option(
         "timestamp_max_age",
@@ -337,7 +339,7 @@ OPTIONS: tuple[Option, ...] = (
         "Cache-Control max-age of timestamp.json and other files replaced in place"
         " (seconds or 30s/5m)",
         "DURATION",
-        commands=_SYNCISH,
+        commands=_DESTINATION,
     ),
     Option(
         "sample",

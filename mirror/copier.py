@@ -87,7 +87,9 @@ class TargetCopier:
         base: Store | None = None,
         dry_run: bool = False,
         budget: TransferBudget | None = None,
+        short_max_age: int = 60,
     ) -> None:
+        self.short_max_age = short_max_age
         self.store = store
         self.budget = budget
         self.base = base if base is not None else store
@@ -162,7 +164,12 @@ class TargetCopier:
         # syncfs instead of two fsyncs per target (which cap a local disk at a few
         # thousand files/s). A target lost to a power cut before that flush is
         # found wrong by the next run's presence check and fetched again.
-        options = put_options_for(key, consistent_snapshot=self.consistent_snapshot, sha256=sha256)
+        options = put_options_for(
+            key,
+            consistent_snapshot=self.consistent_snapshot,
+            sha256=sha256,
+            short_max_age=self.short_max_age,
+        )
         return dataclasses.replace(options, durable=False)
 
     def _spool_path(self) -> Path:

@@ -707,12 +707,22 @@ class Synchronizer:
     async def _publish(self, cycle: _Cycle, published: Published) -> None:
         new = cycle.new
         consistent = new.consistent_snapshot
+        # Root versions to publish: the pinned root itself on a first sync (clients
+        # bootstrapping from it start there), then the new ones, in order.
+        roots: dict[str, bytes] = {}
+        if not published.pinned_root_published:
+            roots[f"{published.pinned_version}.root.json"] = self.settings.root_bytes()
+        for root in cycle.new_roots:
+            roots[f"{root.version}.root.json"] = root.raw
+        root_versions = [int(name.split(".", 1)[0]) for name in roots]
+        if roots:
+            roots["root.json"] = roots[f"{root_versions[-1]}.root.json"]
         order = metadata_publish_order(
             changed_roles=cycle.changes if cycle.snapshot_changed else [],
             snapshot_version=(
                 new.snapshot.version if cycle.snapshot_changed and new.snapshot else None
             ),
-            new_root_versions=[root.version for root in cycle.new_roots],
+            new_root_versions=root_versions,
             timestamp_changed=cycle.timestamp_changed,
             consistent_snapshot=consistent,
         )
@@ -720,20 +730,6 @@ class Synchronizer:
         # any metadata that references them is published.
         if self.report.targets_fetched:
             await self.store.flush()
-        roots = {f"{root.version}.root.json": root.raw for root in cycle.new_roots}
-        if cycle.new_roots:
-            roots["root.json"] = cycle.new_roots[-1].raw
-        if not published.pinned_root_published:
-            # The pinned root itself: clients bootstrapping from it start here.
-            pinned = self.settings.root_bytes()
-            key = _meta_key(f"{published.pinned_version}.root.json")
-            await self.store.put_bytes(key, pinned, self._put_options(key, consistent))
-            if not cycle.new_roots:
-                await self.store.put_bytes(
-                    _meta_key("root.json"),
-                    pinned,
-                    self._put_options(_meta_key("root.json"), consistent),
-                )
         for item in order:
             key = _meta_key(item.name)
             options = self._put_options(key, consistent)
@@ -874,6 +870,7 @@ class Synchronizer:
             base=self.base,
             dry_run=self.dry_run,
             budget=self.budget,
+            short_max_age=self.settings.timestamp_max_age,
         )
         processes = self._processes(cycle, published)
         send, receive = trio.open_memory_channel[TargetCopy](self.settings.transfers * 4)

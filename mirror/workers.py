@@ -179,7 +179,12 @@ async def _serve() -> None:
     jobs_send, jobs_receive = trio.open_memory_channel[tuple[int, TargetCopy]](0)
 
     async with open_endpoints(settings, upstream) as (store, fetcher):
-        copier = TargetCopier(store=store, fetcher=fetcher, consistent_snapshot=consistent)
+        copier = TargetCopier(
+            store=store,
+            fetcher=fetcher,
+            consistent_snapshot=consistent,
+            short_max_age=settings.timestamp_max_age,
+        )
 
         async def work(
             jobs: trio.MemoryReceiveChannel[tuple[int, TargetCopy]],

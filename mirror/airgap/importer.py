@@ -135,7 +135,7 @@ async def run_import(settings: Settings, *, now: datetime) -> BundleReport:
         max_snapshot_length=settings.max_snapshot_size,
         max_targets_length=settings.max_targets_size,
     )
-    store = open_store(settings.dest)
+    store = open_store(settings.dest, **settings.s3_store_options())
     try:
         async with acquire_lock(store, break_stale=settings.break_stale_lock):
             bundle = await open_bundle(settings.bundle)

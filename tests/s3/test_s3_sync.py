@@ -76,8 +76,8 @@ def test_headers_and_checksums(s3env: S3Env) -> None:
 
 def test_first_sync_publish_order(s3env: S3Env) -> None:
     """PUTs happen in DESIGN.md order: every target upload has completed before the
-    first metadata upload starts; then the pinned root (the bootstrap a client
-    starts from), delegated roles, targets, snapshot and timestamp.json last."""
+    first metadata upload starts; then delegated roles, targets, snapshot, the
+    pinned root (the bootstrap a client starts from) and timestamp.json last."""
     assert s3env.run() == ExitStatus.OK
     calls = [
         c
@@ -92,11 +92,12 @@ def test_first_sync_publish_order(s3env: S3Env) -> None:
 
     metadata = [k for k in puts if k and k.startswith("metadata/")]
     bins = sorted(f"metadata/1.bins-{i}.json" for i in range(BINS))
-    assert metadata[:2] == ["metadata/1.root.json", "metadata/root.json"]
-    assert sorted(metadata[2 : 2 + BINS]) == bins
-    assert metadata[2 + BINS :] == [
+    assert sorted(metadata[:BINS]) == bins
+    assert metadata[BINS:] == [
         "metadata/1.targets.json",
         "metadata/1.snapshot.json",
+        "metadata/1.root.json",
+        "metadata/root.json",
         "metadata/timestamp.json",
     ]
     assert puts[-1] == "metadata/timestamp.json"
