@@ -53,6 +53,9 @@ class RunReport:
     missing: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
     nothing_new: bool = False
+    #: peak resident memory of this process (VmHWM), and of the largest worker process
+    peak_rss_bytes: int = 0
+    worker_peak_rss_bytes: int = 0
 
     @classmethod
     def failed(cls, *, command: str, error: MirrorError, started: datetime) -> RunReport:
@@ -64,6 +67,7 @@ class RunReport:
     def finish(self, error: MirrorError | None = None) -> None:
         """Stamp the end time and, on failure, the error and its exit status."""
         self.finished = datetime.now(UTC)
+        self.peak_rss_bytes = peak_rss_bytes()
         if error is not None:
             self.exit_status = error.exit_status
             self.error = error.diagnostics()
@@ -117,3 +121,16 @@ class RunReport:
 
 def _version(version: int | None) -> str:
     return "none" if version is None else f"v{version}"
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (Linux ``VmHWM``: since its last exec,
+    unlike ``getrusage``, which carries a forked parent's peak over), or 0."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0
+    return 0

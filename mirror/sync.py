@@ -323,6 +323,7 @@ class Synchronizer:
             p.bytes_received for p in self._pools
         )
         self.report.retries = stats.retries + sum(p.retries for p in self._pools)
+        self.report.worker_peak_rss_bytes = max((p.peak_rss for p in self._pools), default=0)
 
     # -- refresh ------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ Protocol: length-prefixed pickle frames on stdin/stdout between our own two
 processes (never from the network). Parent → child: first ``(settings, upstream,
 consistent_snapshot, concurrency)``, then ``(job_id, TargetCopy)`` frames. Child →
 parent: ``("ok", job_id, outcome, length)``, ``("error", job_id, class_name,
-message)``, and a final ``("stats", requests, bytes_received, retries)``.
+message)``, and a final ``("stats", requests, bytes_received, retries, peak_rss)``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from mirror.config import Settings
 from mirror.copier import CopyResult, Outcome, TargetCopier
 from mirror.errors import MirrorError
 from mirror.plan import TargetCopy
+from mirror.report import peak_rss_bytes
 
 _HEADER = struct.Struct("!I")
 #: jobs handed to one child and not yet answered (bounds memory in both processes)
@@ -103,6 +104,7 @@ class ProcessPool:
         self.requests = 0
         self.bytes_received = 0
         self.retries = 0
+        self.peak_rss = 0
 
     async def run(self, jobs: trio.MemoryReceiveChannel[TargetCopy]) -> None:
         """Copy every job received on ``jobs``; raise the first failure."""
@@ -158,10 +160,11 @@ class ProcessPool:
                 _, _, name, message = frame
                 raise _error_from(name, message)
             elif kind == "stats":
-                _, requests, received, retries = frame
+                _, requests, received, retries, rss = frame
                 self.requests += requests
                 self.bytes_received += received
                 self.retries += retries
+                self.peak_rss = max(self.peak_rss, rss)
 
 
 # -- the child --------------------------------------------------------------------------
@@ -207,7 +210,9 @@ async def _serve() -> None:
                 async for frame in results:
                     await frames.write(frame)
             stats = fetcher.stats
-            await frames.write(("stats", stats.requests, stats.bytes_received, stats.retries))
+            await frames.write(
+                ("stats", stats.requests, stats.bytes_received, stats.retries, peak_rss_bytes())
+            )
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(answer, results_receive)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -73,20 +72,24 @@ def serve(root: Path) -> Iterator[tuple[str, str]]:
 
 
 def run(args: list[str]) -> tuple[dict[str, object], float, int]:
-    """Run tuf-mirror; return (report, wall seconds, peak RSS bytes of that process)."""
+    """Run tuf-mirror; return (report, wall seconds, peak RSS bytes).
+
+    The peak RSS is the largest of the sync process and its worker processes as the
+    run report gives them (VmHWM, measured since exec: wait4's figure would carry
+    over this generator process's memory through fork)."""
     start = time.perf_counter()
     proc = subprocess.Popen([TOOL, *args, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None
     assert proc.stderr is not None
     out = proc.stdout.read()
     err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc.wait()
     wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         sys.stderr.write(err.decode())
         sys.exit(f"tuf-mirror failed with exit status {proc.returncode}")
-    return json.loads(out), wall, usage.ru_maxrss * 1024
+    report = json.loads(out)
+    return report, wall, max(report["peak_rss_bytes"], report["worker_peak_rss_bytes"])
 
 
 def figure(
