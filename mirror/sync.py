@@ -254,6 +254,9 @@ class _Cycle:
     spooled: dict[str, _Spooled] = field(default_factory=dict)
     walk: DelegationWalk | None = None
     timestamp_etag: str | None = None
+    #: root versions older than the pinned one (a first sync), verified as a chain
+    #: that ends in the pinned root
+    root_history: list[bytes] = field(default_factory=list)
 
 
 class Synchronizer:
@@ -332,6 +335,34 @@ class Synchronizer:
         assert got is not None  # not a conditional request
         self.report.roles_fetched += 1
         return got.data
+
+    async def _root_history(self, root_bytes: bytes, pinned_version: int) -> list[bytes]:
+        """Root versions 1 .. pinned-1 from the upstream, for a first sync: clients
+        that pinned an older root need the whole chain. They are trusted only as a
+        chain of root updates (each signed by its predecessor's and its own keys)
+        that ends in exactly the pinned bytes; an upstream that no longer serves
+        them leaves the history out, with a warning."""
+        history: list[bytes] = []
+        for version in range(1, pinned_version):
+            try:
+                history.append(
+                    await self._fetch_meta(f"{version}.root.json", self.limits.max_root_length)
+                )
+            except NotFoundError:
+                warning = (
+                    f"the upstream does not serve {version}.root.json: root versions "
+                    f"before the pinned v{pinned_version} are not mirrored"
+                )
+                log.warning("%s", warning)
+                self.report.warnings.append(warning)
+                return []
+        chain = TrustedSet(history[0], now=self.now, limits=self.limits)
+        for data in history[1:]:
+            chain.update_root(data)
+        verified = chain.update_root(root_bytes)
+        if verified.raw != root_bytes:  # pragma: no cover - update_root keeps the bytes
+            raise RuntimeError("root chain did not end in the pinned root")
+        return history
 
     async def _refresh_top_level(self, root_bytes: bytes, published: Published) -> _Cycle:
         new = TrustedSet(root_bytes, now=self.now, limits=self.limits, expired_delegated_ok=True)
@@ -711,6 +742,8 @@ class Synchronizer:
         # Root versions to publish: the pinned root itself on a first sync (clients
         # bootstrapping from it start there), then the new ones, in order.
         roots: dict[str, bytes] = {}
+        for version, data in enumerate(cycle.root_history, start=1):
+            roots[f"{version}.root.json"] = data
         if not published.pinned_root_published:
             roots[f"{published.pinned_version}.root.json"] = self.settings.root_bytes()
         for root in cycle.new_roots:
@@ -779,6 +812,8 @@ class Synchronizer:
         started = trio.current_time()
         cycle = await self._refresh_top_level(root_bytes, published)
         new = cycle.new
+        if not published.pinned_root_published and published.pinned_version > 1:
+            cycle.root_history = await self._root_history(root_bytes, published.pinned_version)
         self.report.upstream_versions = {"root": new.root.version}
         if new.timestamp is not None:
             self.report.upstream_versions["timestamp"] = new.timestamp.version

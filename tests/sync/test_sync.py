@@ -195,3 +195,31 @@ async def test_long_run_keeps_its_lock_fresh(tmp_path: Path, autojump_clock: obj
         with trio.move_on_after(35):
             await _keep_lock(lock)
     assert refreshes == 3  # at 10 s, 20 s and 30 s of a 35 s run
+
+
+def test_first_sync_mirrors_root_history_before_the_pin(tmp_path: Path) -> None:
+    """Pinning root v3: the first sync also mirrors 1.root.json and 2.root.json,
+    verified as a chain ending in the pinned bytes; a forged old root is refused."""
+    from mirror.testing.server import serve_directory
+    from tests.sync.conftest import make_repo
+
+    repo = make_repo()
+    upstream = tmp_path / "up"
+    repo.publish(upstream)
+    repo.bump_root()
+    repo.publish(upstream)
+    repo.bump_root()
+    repo.publish(upstream)
+    root_file = tmp_path / "root.json"
+    root_file.write_bytes(repo.root_bytes(3))
+    with serve_directory(upstream) as server:
+        env = Env(repo, upstream, server, root_file, tmp_path / "dest")
+        good = (upstream / "metadata/1.root.json").read_bytes()
+        tamper_published(upstream, "metadata/1.root.json", lambda d: d.replace(b'"1', b'"2', 1))
+        assert env.run() == ExitStatus.VERIFICATION_FAILED
+        assert not (env.dest / "metadata" / "timestamp.json").exists()
+        (upstream / "metadata/1.root.json").write_bytes(good)
+        assert env.run() == ExitStatus.OK
+        for version in (1, 2, 3):
+            name = f"metadata/{version}.root.json"
+            assert (env.dest / name).read_bytes() == repo.root_bytes(version)
