@@ -63,24 +63,21 @@ def parse_time(text: str) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise UsageError(f"not a whole number: {text!r}") from exc
-    if value < 1:
-        raise UsageError(f"must be at least 1: {text!r}")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError as exc:
+            raise UsageError(f"not a whole number: {text!r}") from exc
+        if value < minimum:
+            raise UsageError(f"must be at least {minimum}: {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise UsageError(f"not a whole number: {text!r}") from exc
-    if value < 0:
-        raise UsageError(f"must not be negative: {text!r}")
-    return value
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def _sha256_hex(text: str) -> str:
