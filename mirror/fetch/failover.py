@@ -83,6 +83,11 @@ class FailoverFetcher:
         return list(self._labels)
 
     @property
+    def fetchers(self) -> dict[str, Fetcher]:
+        """Each upstream's own fetcher, by label, primary first."""
+        return dict(zip(self._labels, self._fetchers, strict=True))
+
+    @property
     def current(self) -> str:
         """The upstream the next fetch goes to first."""
         return self._labels[self._current]

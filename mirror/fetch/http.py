@@ -209,6 +209,16 @@ class HttpFetcher:
     def __repr__(self) -> str:
         return f"HttpFetcher({self._bases['metadata']!r}, {self._bases['targets']!r})"
 
+    @property
+    def transfer_timeout(self) -> float | None:
+        """Seconds per attempt before the throughput allowance (None: no deadline)."""
+        return self._transfer_timeout
+
+    @property
+    def partial_dir(self) -> Path | None:
+        """Where resumable partial downloads are kept (None: not across runs)."""
+        return self._partial_dir
+
     def url_for(self, namespace: Namespace, name: str) -> str:
         """The URL that serves ``name`` (``UnsafeNameError`` for an unsafe name)."""
         return join_url(self._bases[namespace], url_path(namespace, name))
