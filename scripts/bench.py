@@ -1,5 +1,7 @@
 """Driver of scripts/bench: prints wall time, files/s, MB/s, requests and bytes
-against the minimum, and peak RSS of each ``tuf-mirror sync`` run.
+against the minimum, and peak RSS of each ``tuf-mirror sync`` run; then a small
+sync under ``--bwlimit`` (default 2M) with the rate achieved against the configured
+one (``--bwlimit off`` skips it).
 
 ``--s3`` syncs into a bucket on a ``moto_server`` process on 127.0.0.1 instead of a
 directory and prints objects/s (targets and metadata uploaded) and MB/s; moto's own
@@ -154,6 +156,14 @@ def main() -> None:
     )
     parser.add_argument("--s3-endpoint", help="sync into this S3-compatible server instead")
     parser.add_argument("--s3-bucket", default="tuf-mirror-bench")
+    parser.add_argument(
+        "--bwlimit",
+        default="2M",
+        help="rate of the extra capped sync (bytes/s, K/M/G = 1024^n); 'off' skips it",
+    )
+    parser.add_argument(
+        "--capped-mib", type=int, default=6, help="MiB of 1 MiB targets for the capped sync"
+    )
     parser.add_argument("sync_args", nargs="*", help="extra arguments for tuf-mirror sync")
     opts = parser.parse_args()
     s3 = opts.s3 or opts.s3_endpoint is not None
@@ -226,6 +236,38 @@ def main() -> None:
 
         report, wall, rss = run(common)
         figure("no-op", report, wall, rss, files=0, size=opts.size, min_requests=2, s3=s3)
+
+    if opts.bwlimit.strip().lower() != "off":
+        capped_sync(work, opts.bwlimit, opts.capped_mib)
+
+
+def capped_sync(work: Path, bwlimit: str, mib: int) -> None:
+    """A first sync of a small repository of 1 MiB targets under ``--bwlimit``: the
+    rate achieved (bytes received over the run's own duration, from its report)
+    against the configured one, with the time the same sync takes without a cap
+    (into another directory) for the fixed cost of a run. Always into a local
+    directory: it measures the download side."""
+    from mirror.config import parse_size
+
+    rate = parse_size(bwlimit)
+    upstream, root = work / "capped-upstream", work / "capped-root.json"
+    repo = generate_bins_repository(upstream, bins=4, targets=mib, size=1 << 20, seed=2)
+    root.write_bytes(repo.root_bytes(1))
+    with serve(upstream) as (url, _):
+        flags = ["--root", str(root), "--upstream", url]
+        free, _, _ = run(["sync", *flags, "--dest", str(work / "uncapped-dest")])
+        report, wall, _ = run(
+            ["sync", *flags, "--dest", str(work / "capped-dest"), "--bwlimit", bwlimit]
+        )
+    received = int(report["bytes_received"])
+    seconds = float(report["seconds"])
+    achieved = received / seconds if seconds else 0.0
+    print(
+        f"{'capped':<12} {wall:7.2f} s  --bwlimit {bwlimit} = {rate / 2**20:.2f} MiB/s: "
+        f"{received / 2**20:.2f} MiB in {seconds:.2f} s, achieved {achieved / 2**20:.2f} MiB/s "
+        f"({100 * achieved / rate:.1f} % of the cap; {received / rate:.2f} s at exactly the cap, "
+        f"{float(free['seconds']):.2f} s without a cap)"
+    )
 
 
 if __name__ == "__main__":
