@@ -350,21 +350,21 @@ class SpoolFile:
                 f"{self._name}: {self.received} bytes, expected {self._length}"
             )
         await self._flush()
-        fd = self._fd
+        fd, self._fd = self._fd, None
         assert fd is not None, "finish after discard"
+        # One thread hop: fsync, move into place, drop the sidecar (if one was
+        # written), close.
         try:
-            await trio.to_thread.run_sync(os.fsync, fd, limiter=self._limiter)
-            if self.dest != self.path:
-                await trio.to_thread.run_sync(
-                    os.replace, self.path, self.dest, limiter=self._limiter
-                )
+            await trio.to_thread.run_sync(
+                _finish_sync,
+                fd,
+                self.path,
+                self.dest if self.dest != self.path else None,
+                _sidecar(self.path) if self._checkpointed else None,
+                limiter=self._limiter,
+            )
         except OSError as exc:
             raise StorageError(f"cannot sync the spool file {self.path}: {exc}") from exc
-        if self._source is not None:
-            await trio.to_thread.run_sync(
-                _unlink_quietly, _sidecar(self.path), limiter=self._limiter
-            )
-        await self._close()
         self._finished = True
         digests = {algorithm: h.hexdigest() for algorithm, h in self._hashers.items()}
         return FetchedFile(
@@ -489,6 +489,17 @@ def _checkpoint_sync(fd: int, sidecar: Path, state: dict[str, object]) -> None:
     temporary = sidecar.with_name(sidecar.name + ".tmp")
     temporary.write_text(json.dumps(state), encoding="utf-8")
     os.replace(temporary, sidecar)
+
+
+def _finish_sync(fd: int, path: Path, dest: Path | None, sidecar: Path | None) -> None:
+    try:
+        os.fsync(fd)
+        if dest is not None:
+            os.replace(path, dest)
+    finally:
+        os.close(fd)
+    if sidecar is not None:
+        _unlink_quietly(sidecar)
 
 
 def _remove_partials_sync(directory: Path) -> int:
