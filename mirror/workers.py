@@ -16,9 +16,11 @@ SIGKILL, since the pipe then closes).
 
 Protocol: length-prefixed pickle frames on stdin/stdout between our own two
 processes (never from the network). Parent → child: first ``(settings, upstream,
-consistent_snapshot, concurrency)``, then ``(job_id, TargetCopy)`` frames. Child →
-parent: ``("ok", job_id, outcome, length)``, ``("error", job_id, class_name,
-message)``, and a final ``("stats", requests, bytes_received, retries, peak_rss)``.
+consistent_snapshot, concurrency)``, then frames holding lists of ``(job_id,
+TargetCopy)``. Child → parent: frames holding lists of ``("ok", job_id, outcome,
+length)`` and ``("error", job_id, class_name, message)``, and last
+``[("stats", requests, bytes_received, retries, peak_rss)]``. Batching keeps pipe
+writes (a fifth of a millisecond each here) well below one per file.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from mirror.report import peak_rss_bytes
 _HEADER = struct.Struct("!I")
 #: jobs handed to one child and not yet answered (bounds memory in both processes)
 IN_FLIGHT = 64
+#: jobs or results sent in one frame at most
+BATCH = 32
 
 
 class _Frames:
@@ -132,9 +136,24 @@ class ProcessPool:
                 async with jobs:
                     job_id = 0
                     async for copy in jobs:
+                        # Batch what is ready: one frame (one pipe write) for many jobs.
                         await slots.acquire()
-                        job_id += 1
-                        await to_child.write((job_id, copy))
+                        batch = [copy]
+                        while len(batch) < BATCH:
+                            try:
+                                slots.acquire_nowait()
+                            except trio.WouldBlock:
+                                break
+                            try:
+                                batch.append(jobs.receive_nowait())
+                            except (trio.WouldBlock, trio.EndOfChannel):
+                                slots.release()
+                                break
+                        frame = []
+                        for item in batch:
+                            job_id += 1
+                            frame.append((job_id, item))
+                        await to_child.write(frame)
                 await process.stdin.aclose()  # EOF: the child finishes and reports stats
             code = await process.wait()
             if code != 0:
@@ -148,23 +167,27 @@ class ProcessPool:
     async def _collect(self, from_child: _Frames, slots: trio.Semaphore) -> None:
         while True:
             try:
-                frame = await from_child.read()
+                frames = await from_child.read()
             except EOFError:
                 return
-            kind = frame[0]
-            if kind == "ok":
-                _, _, outcome, length = frame
-                self.on_result(CopyResult(Outcome(outcome), length))
-                slots.release()
-            elif kind == "error":
-                _, _, name, message = frame
-                raise _error_from(name, message)
-            elif kind == "stats":
-                _, requests, received, retries, rss = frame
-                self.requests += requests
-                self.bytes_received += received
-                self.retries += retries
-                self.peak_rss = max(self.peak_rss, rss)
+            for frame in frames:
+                self._handle(frame, slots)
+
+    def _handle(self, frame: tuple[Any, ...], slots: trio.Semaphore) -> None:
+        kind = frame[0]
+        if kind == "ok":
+            _, _, outcome, length = frame
+            self.on_result(CopyResult(Outcome(outcome), length))
+            slots.release()
+        elif kind == "error":
+            _, _, name, message = frame
+            raise _error_from(name, message)
+        elif kind == "stats":
+            _, requests, received, retries, rss = frame
+            self.requests += requests
+            self.bytes_received += received
+            self.retries += retries
+            self.peak_rss = max(self.peak_rss, rss)
 
 
 # -- the child --------------------------------------------------------------------------
@@ -208,10 +231,16 @@ async def _serve() -> None:
         async def answer(results: trio.MemoryReceiveChannel[tuple[Any, ...]]) -> None:
             async with results:
                 async for frame in results:
-                    await frames.write(frame)
+                    batch = [frame]
+                    while len(batch) < BATCH:
+                        try:
+                            batch.append(results.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    await frames.write(batch)
             stats = fetcher.stats
             await frames.write(
-                ("stats", stats.requests, stats.bytes_received, stats.retries, peak_rss_bytes())
+                [("stats", stats.requests, stats.bytes_received, stats.retries, peak_rss_bytes())]
             )
 
         async with trio.open_nursery() as nursery:
@@ -222,10 +251,11 @@ async def _serve() -> None:
             async with jobs_send:
                 while True:
                     try:
-                        job = await frames.read()
+                        batch = await frames.read()
                     except EOFError:
                         break
-                    await jobs_send.send(job)
+                    for job in batch:
+                        await jobs_send.send(job)
 
 
 def main() -> None:
