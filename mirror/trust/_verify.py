@@ -8,6 +8,8 @@ the canonical bytes). Workflow rules (versions, rollback, expiry) live in
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +20,7 @@ from tuf.api.serialization import DeserializationError, SerializationError
 from mirror.errors import MalformedMetadataError, SignatureError
 from mirror.trust._tuf import Key, Metadata, Role, Signature
 
-__all__ = ["check_threshold", "parse", "signed_payload"]
+__all__ = ["check_threshold", "fast_canonical_signed", "parse", "signed_payload"]
 
 
 def _cause(exc: BaseException) -> str:
@@ -45,8 +47,62 @@ def parse(data: bytes, expected_type: str, what: str) -> Metadata[Any]:
     return metadata
 
 
-def signed_payload(metadata: Metadata[Any], what: str) -> bytes:
-    """The canonical JSON bytes of ``signed`` (all fields, unknown ones included)."""
+class _NotCanonicalizable(Exception):
+    """The fast path cannot canonicalize these bytes; take the general one."""
+
+
+def _no_floats(text: str) -> float:
+    raise _NotCanonicalizable(text)
+
+
+# Every backslash in the standard library's output starts an escape. OLPC canonical
+# JSON escapes only '"' and the backslash itself and writes every other character
+# raw, so the other escapes are turned back into their characters.
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
+_UNESCAPE = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", "/": "/"}
+
+
+def _olpc_escape(match: re.Match[str]) -> str:
+    code = match.group(1)
+    if code in ('"', "\\"):
+        return match.group(0)
+    if len(code) == 5:
+        return chr(int(code[1:], 16))
+    return _UNESCAPE[code]
+
+
+def fast_canonical_signed(raw: bytes) -> bytes | None:
+    """OLPC canonical JSON of the ``signed`` object of ``raw``, from the C JSON
+    codec: about ten times cheaper than python-tuf's pure-Python encoder, which
+    dominates verifying a large role. ``None`` where it cannot answer (floats, which
+    canonical JSON does not have, or text that is not UTF-8): the caller then takes
+    the general path. The result must equal python-tuf's
+    ``Metadata.signed_bytes`` (a test compares them)."""
+    try:
+        document = json.loads(raw, parse_float=_no_floats, parse_constant=_no_floats)
+    except (_NotCanonicalizable, ValueError, RecursionError):
+        return None
+    signed = document.get("signed") if isinstance(document, dict) else None
+    if not isinstance(signed, dict):
+        return None
+    text = json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if "\\" in text:
+        text = _ESCAPE.sub(_olpc_escape, text)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: let the general path report it
+        return None
+
+
+def signed_payload(metadata: Metadata[Any], what: str, raw: bytes | None = None) -> bytes:
+    """The canonical JSON bytes of ``signed`` (all fields, unknown ones included).
+
+    With ``raw`` (the bytes ``metadata`` was parsed from) the fast path is tried
+    first; the signatures are checked over exactly what python-tuf would sign."""
+    if raw is not None:
+        fast = fast_canonical_signed(raw)
+        if fast is not None:
+            return fast
     try:
         return metadata.signed_bytes
     except (SerializationError, RepositoryError, ValueError, TypeError) as exc:
@@ -103,12 +159,19 @@ def check_threshold(
     payload: bytes,
     signatures: Mapping[str, Signature],
     by: str,
+    metadata: Metadata[Any] | None = None,
 ) -> None:
     """Raise ``SignatureError`` unless ``role``'s threshold of keys signed ``payload``.
 
     ``by`` names whose keys were used, for the message ("root v3", "delegator A").
+    With ``metadata``, a threshold missed over a fast-path payload is counted again
+    over python-tuf's own canonical bytes, should the two ever differ.
     """
     valid = count_valid(keys, role, payload, signatures)
+    if valid < role.threshold and metadata is not None:
+        general = signed_payload(metadata, what)
+        if general != payload:
+            valid = count_valid(keys, role, general, signatures)
     if valid < role.threshold:
         raise SignatureError(
             f"{what}: {valid} valid signature(s) of the {role.threshold} required "

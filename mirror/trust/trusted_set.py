@@ -94,7 +94,7 @@ class TrustedSet:
         self._check_cap("root", root_bytes, self.limits.max_root_length)
         root: Metadata[Root] = parse(root_bytes, "root", "root")
         what = f"root v{root.signed.version}"
-        payload = signed_payload(root, what)
+        payload = signed_payload(root, what, root_bytes)
         self._check_root_signatures(what, root, payload, root.signed, by=what)
         self._root: Verified[Root] = Verified(root_bytes, root, "root")
 
@@ -165,7 +165,7 @@ class TrustedSet:
             )
         self._check_cap(what, data, self.limits.max_root_length)
         new: Metadata[Root] = parse(data, "root", what)
-        payload = signed_payload(new, what)
+        payload = signed_payload(new, what, data)
         self._check_root_signatures(what, new, payload, old, by=f"trusted root v{old.version}")
         if new.signed.version != expected:
             raise BadVersionError(
@@ -202,7 +202,7 @@ class TrustedSet:
         self._check_cap(what, data, self.limits.max_timestamp_length)
         new: Metadata[Timestamp] = parse(data, "timestamp", what)
         what = f"timestamp v{new.signed.version}"
-        self._check_top_level_signatures(what, new, "timestamp")
+        self._check_top_level_signatures(what, new, "timestamp", data)
         if self._timestamp is not None:
             old = self._timestamp.signed
             if new.signed.version < old.version:
@@ -247,7 +247,7 @@ class TrustedSet:
             check_meta(f"snapshot v{meta.version}", meta, data)
         new: Metadata[Snapshot] = parse(data, "snapshot", what)
         what = f"snapshot v{new.signed.version}"
-        self._check_top_level_signatures(what, new, "snapshot")
+        self._check_top_level_signatures(what, new, "snapshot", data)
         if self._snapshot is not None:
             old = self._snapshot.signed
             for filename, old_meta in old.meta.items():
@@ -313,7 +313,7 @@ class TrustedSet:
             check_meta(f"{role_name} v{meta.version}", meta, data)
         new: Metadata[Targets] = parse(data, "targets", what)
         what = f"{role_name} v{new.signed.version}"
-        payload = signed_payload(new, what)
+        payload = signed_payload(new, what, data)
         if delegator is None:
             root = self._root.signed
             check_threshold(
@@ -322,6 +322,7 @@ class TrustedSet:
                 role=root.roles["targets"],
                 payload=payload,
                 signatures=new.signatures,
+                metadata=new,
                 by=f"root v{root.version}",
             )
         else:
@@ -336,6 +337,7 @@ class TrustedSet:
                 role=role,
                 payload=payload,
                 signatures=new.signatures,
+                metadata=new,
                 by=f"delegator {delegator_name}",
             )
         if new.signed.version != meta.version:
@@ -379,17 +381,21 @@ class TrustedSet:
             role=signer.roles["root"],
             payload=payload,
             signatures=new.signatures,
+            metadata=new,
             by=by,
         )
 
-    def _check_top_level_signatures(self, what: str, new: Metadata[Any], role: str) -> None:
+    def _check_top_level_signatures(
+        self, what: str, new: Metadata[Any], role: str, data: bytes
+    ) -> None:
         root = self._root.signed
         check_threshold(
             what,
             keys=root.keys,
             role=root.roles[role],
-            payload=signed_payload(new, what),
+            payload=signed_payload(new, what, data),
             signatures=new.signatures,
+            metadata=new,
             by=f"root v{root.version}",
         )
 
