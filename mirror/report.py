@@ -45,6 +45,11 @@ class RunReport:
     requests: int = 0
     bytes_received: int = 0
     retries: int = 0
+    #: downloads continued with HTTP Range, and fetches handed to another upstream
+    resumed: int = 0
+    failovers: int = 0
+    #: with several --upstream: what each served (served, failed, requests, bytes)
+    upstreams: dict[str, dict[str, int]] = field(default_factory=dict)
     restarts: int = 0
     expired_delegated_roles: list[str] = field(default_factory=list)
     #: role -> ISO expiry of the published (or, on failure, last verified) metadata

@@ -26,6 +26,7 @@ writes (``storage``), argument parsing (``cli``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -51,6 +52,7 @@ from mirror.errors import (
     VerificationError,
 )
 from mirror.fetch import Fetcher
+from mirror.fetch.spool import remove_partials
 from mirror.filters import TargetFilter
 from mirror.log import log
 from mirror.plan import (
@@ -118,6 +120,7 @@ class Published:
     previous_versions: dict[str, int] = field(default_factory=dict)
     previous_leaves: set[str] = field(default_factory=set)
     timestamp_etag: str | None = None
+    timestamp_last_modified: str | None = None
     #: the target selection (``TargetFilter.fingerprint``) the published state was
     #: made with; None when unknown
     previous_filter: str | None = None
@@ -220,6 +223,8 @@ def _apply_state(published: Published, raw: bytes) -> None:
         published.previous_leaves = {str(name) for name in state["leaves"]}
         etag = state.get("timestamp_etag")
         published.timestamp_etag = str(etag) if etag else None
+        modified = state.get("timestamp_last_modified")
+        published.timestamp_last_modified = str(modified) if modified else None
         selection = state.get("filter")
         published.previous_filter = str(selection) if selection else None
         expires = state.get("expires") or {}
@@ -254,6 +259,7 @@ class _Cycle:
     spooled: dict[str, _Spooled] = field(default_factory=dict)
     walk: DelegationWalk | None = None
     timestamp_etag: str | None = None
+    timestamp_last_modified: str | None = None
     #: root versions older than the pinned one (a first sync), verified as a chain
     #: that ends in the pinned root
     root_history: list[bytes] = field(default_factory=list)
@@ -303,20 +309,23 @@ class Synchronizer:
         upstream garbage-collects a versioned file under our feet."""
         root_bytes = self.settings.root_bytes()
         restarts = 0
-        while True:
-            published = await load_published(self.base, root_bytes, self.limits)
-            self.report.versions_before = published.versions()
-            try:
-                await self._cycle(root_bytes, published)
-            except NotFoundError as exc:
-                if restarts >= MAX_RESTARTS:
-                    raise
-                restarts += 1
-                self.report.restarts = restarts
-                log.warning("%s; restarting from a fresh timestamp (%d)", exc, restarts)
-                continue
-            break
-        self._count_fetches()
+        try:
+            while True:
+                published = await load_published(self.base, root_bytes, self.limits)
+                self.report.versions_before = published.versions()
+                try:
+                    await self._cycle(root_bytes, published)
+                except NotFoundError as exc:
+                    if restarts >= MAX_RESTARTS:
+                        raise
+                    restarts += 1
+                    self.report.restarts = restarts
+                    log.warning("%s; restarting from a fresh timestamp (%d)", exc, restarts)
+                    continue
+                break
+        finally:
+            # Also for a failed run: the report says what it cost.
+            self._count_fetches()
         return self.report
 
     def _count_fetches(self) -> None:
@@ -327,6 +336,11 @@ class Synchronizer:
         )
         self.report.retries = stats.retries + sum(p.retries for p in self._pools)
         self.report.worker_peak_rss_bytes = max((p.peak_rss for p in self._pools), default=0)
+        self.report.resumed = stats.resumed
+        self.report.failovers = stats.failovers
+        self.report.upstreams = {
+            name: dataclasses.asdict(upstream) for name, upstream in stats.per_upstream.items()
+        }
 
     # -- refresh ------------------------------------------------------------------
 
@@ -385,12 +399,18 @@ class Synchronizer:
             except (VerificationError, EqualVersionError) as exc:
                 # New root rotated the timestamp keys (fast-forward) or it expired.
                 log.info("published timestamp is no rollback floor any more: %s", exc)
+        # A conditional GET: a run with nothing new moves a few hundred bytes. It
+        # only makes sense while the published timestamp is still trusted.
+        conditional = new.timestamp is not None
+        etag = published.timestamp_etag if conditional else None
+        modified = published.timestamp_last_modified if conditional and not etag else None
         try:
             got = await self.fetcher.fetch_bytes(
                 METADATA,
                 "timestamp.json",
                 max_length=self.limits.max_timestamp_length,
-                if_none_match=published.timestamp_etag,
+                if_none_match=etag,
+                if_modified_since=modified,
             )
         except NotFoundError as exc:
             # Not a garbage-collected versioned file: no restart can help.
@@ -400,9 +420,11 @@ class Synchronizer:
         if got is None:
             # 304: the upstream's timestamp is the one we published.
             cycle.timestamp_etag = published.timestamp_etag
+            cycle.timestamp_last_modified = published.timestamp_last_modified
             self._check_published_fresh(new)
             return cycle
         cycle.timestamp_etag = got.etag
+        cycle.timestamp_last_modified = got.last_modified
         self.report.roles_fetched += 1
         try:
             new.update_timestamp(got.data)
@@ -794,6 +816,7 @@ class Synchronizer:
             "versions": cycle.walk.versions,
             "leaves": sorted(cycle.walk.leaves),
             "timestamp_etag": cycle.timestamp_etag,
+            "timestamp_last_modified": cycle.timestamp_last_modified,
             "filter": self.filter.fingerprint(),
             "expires": self.report.expires,
         }
@@ -857,6 +880,9 @@ class Synchronizer:
             await self._publish(cycle, published)
             if walked:
                 await self._write_state(cycle)
+                # Every target is in place: partial downloads left from earlier
+                # interrupted runs will never be continued.
+                await remove_partials(self.store.spool_dir())
             log.info(
                 "published %d metadata files at %.2fs",
                 self.report.roles_published,
@@ -941,8 +967,13 @@ class Synchronizer:
         export's base view or a dry run keeps everything here."""
         if self.dry_run or self.upstream is None or self.base is not self.store:
             return 0
-        if self.budget is not None:
-            return 0  # the budget is counted in this process
+        if self.budget is not None or self.settings.bwlimit is not None:
+            # The budget and the bandwidth bucket are counted in this process.
+            if self.settings.processes:
+                log.warning(
+                    "--processes ignored: --max-transfer and --bwlimit are counted in one process"
+                )
+            return 0
         if self.settings.processes is not None:
             return self.settings.processes
         assert cycle.new.snapshot is not None

@@ -127,3 +127,19 @@ def test_freshness_warning(env: Env, tmp_path: Path) -> None:
     assert any("timestamp expires in" in w for w in warnings)
     assert env.run("sync", "--expiry-warning", "1h", "--report", str(report)) == ExitStatus.OK
     assert not any("expires in" in w for w in json.loads(report.read_text())["warnings"])
+
+
+def test_noop_run_uses_last_modified_without_an_etag(env: Env) -> None:
+    """With no ETag recorded, the timestamp request is conditional on Last-Modified."""
+    assert env.run() == ExitStatus.OK
+    state_file = env.dest / ".tuf-mirror" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["timestamp_last_modified"]
+    state["timestamp_etag"] = None
+    state_file.write_text(json.dumps(state))
+    assert env.run() == ExitStatus.OK
+    last = env.server.requests[-1]
+    assert last.path == "/metadata/timestamp.json"
+    assert "if-modified-since" in last.headers
+    assert "if-none-match" not in last.headers
+    assert last.status == 304

@@ -1,0 +1,95 @@
+"""Several upstreams: failover on transient errors, and a hostile secondary cannot
+change a byte of the mirror (everything is verified against the same pinned root)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mirror.cli import main
+from mirror.errors import ExitStatus
+from mirror.testing.repo import tamper_published
+from mirror.testing.server import Fault, RepoServer, serve_directory
+from tests.sync.conftest import Env, tree
+
+
+@pytest.fixture
+def secondary(env: Env, tmp_path: Path) -> Iterator[tuple[RepoServer, Path]]:
+    """A second upstream serving a copy of the first one's files."""
+    copy = tmp_path / "secondary"
+    shutil.copytree(env.upstream, copy)
+    with serve_directory(copy) as server:
+        yield server, copy
+
+
+def run_both(env: Env, second: RepoServer, *extra: str) -> int:
+    env.server.wait_idle()
+    second.wait_idle()
+    env.server.clear_log()
+    second.clear_log()
+    return main(env.args("sync", "--upstream", second.url, *extra))
+
+
+def test_failover_to_secondary_when_primary_fails(
+    env: Env, secondary: tuple[RepoServer, Path], tmp_path: Path
+) -> None:
+    """A primary answering 503 to everything: the secondary serves the run, the
+    mirror is byte-identical and the report says who served what."""
+    second, _ = secondary
+    env.server.faults.add("/*", Fault.status(503))
+    report = tmp_path / "report.json"
+    assert run_both(env, second, "--report", str(report)) == ExitStatus.OK
+    assert tree(env.dest) == tree(env.upstream)
+    data = json.loads(report.read_text())
+    assert data["failovers"] >= 1
+    served = {name: stats["served"] for name, stats in data["upstreams"].items()}
+    assert served[second.url] > 0
+    assert served[env.server.url] == 0
+
+
+def test_hostile_secondary_cannot_change_a_byte(
+    env: Env, secondary: tuple[RepoServer, Path]
+) -> None:
+    """The primary fails for targets; the secondary serves a forged target: exit 1,
+    the published mirror unchanged. Once the primary is back, the run converges."""
+    assert env.run() == ExitStatus.OK
+    before = tree(env.dest)
+    second, copy = secondary
+    env.repo.add_target("files/late.txt", b"late and genuine")
+    written = env.publish()
+    shutil.copytree(env.upstream, copy, dirs_exist_ok=True)
+    new_target = next(w for w in written if w.startswith("targets/"))
+    tamper_published(copy, new_target, lambda data: b"forged" + data[6:])
+    env.server.faults.add("/targets/*", Fault.status(503))
+
+    assert run_both(env, second, "--retries", "1") == ExitStatus.VERIFICATION_FAILED
+    after = tree(env.dest)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert "metadata/timestamp.json" in after
+    assert after["metadata/timestamp.json"] == before["metadata/timestamp.json"]
+    assert new_target not in after
+
+    env.server.faults.clear()
+    assert run_both(env, second) == ExitStatus.OK
+    assert tree(env.dest) == tree(env.upstream)
+
+
+def test_hostile_secondary_metadata_is_refused(
+    env: Env, secondary: tuple[RepoServer, Path]
+) -> None:
+    """A secondary serving a rolled-back timestamp while the primary is down: exit 1
+    and nothing published."""
+    old_timestamp = env.repo.metadata_bytes("timestamp")
+    env.repo.add_target("files/x.txt", b"x")
+    env.publish()
+    assert env.run() == ExitStatus.OK
+    before = tree(env.dest)
+    second, copy = secondary
+    (copy / "metadata" / "timestamp.json").write_bytes(old_timestamp)
+    env.server.faults.add("/metadata/timestamp.json", Fault.status(503))
+    assert run_both(env, second, "--retries", "1") == ExitStatus.VERIFICATION_FAILED
+    assert tree(env.dest) == before
