@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -120,7 +121,6 @@ class Published:
     previous_versions: dict[str, int] = field(default_factory=dict)
     previous_leaves: set[str] = field(default_factory=set)
     timestamp_etag: str | None = None
-    timestamp_last_modified: str | None = None
     #: the target selection (``TargetFilter.fingerprint``) the published state was
     #: made with; None when unknown
     previous_filter: str | None = None
@@ -221,10 +221,13 @@ def _apply_state(published: Published, raw: bytes) -> None:
             return
         published.previous_versions = {str(k): int(v) for k, v in state["versions"].items()}
         published.previous_leaves = {str(name) for name in state["leaves"]}
-        etag = state.get("timestamp_etag")
-        published.timestamp_etag = str(etag) if etag else None
-        modified = state.get("timestamp_last_modified")
-        published.timestamp_last_modified = str(modified) if modified else None
+        # The validators of a conditional GET describe the timestamp they were
+        # recorded with: only when that is the published one may a 304 stand for it.
+        assert published.timestamp is not None
+        recorded = state.get("timestamp_sha256")
+        if recorded == hashlib.sha256(published.timestamp.raw).hexdigest():
+            etag = state.get("timestamp_etag")
+            published.timestamp_etag = str(etag) if etag else None
         selection = state.get("filter")
         published.previous_filter = str(selection) if selection else None
         expires = state.get("expires") or {}
@@ -259,7 +262,6 @@ class _Cycle:
     spooled: dict[str, _Spooled] = field(default_factory=dict)
     walk: DelegationWalk | None = None
     timestamp_etag: str | None = None
-    timestamp_last_modified: str | None = None
     #: root versions older than the pinned one (a first sync), verified as a chain
     #: that ends in the pinned root
     root_history: list[bytes] = field(default_factory=list)
@@ -400,17 +402,17 @@ class Synchronizer:
                 # New root rotated the timestamp keys (fast-forward) or it expired.
                 log.info("published timestamp is no rollback floor any more: %s", exc)
         # A conditional GET: a run with nothing new moves a few hundred bytes. It
-        # only makes sense while the published timestamp is still trusted.
-        conditional = new.timestamp is not None
-        etag = published.timestamp_etag if conditional else None
-        modified = published.timestamp_last_modified if conditional and not etag else None
+        # only makes sense while the published timestamp is still trusted. ETag only:
+        # Last-Modified has one-second granularity, and a timestamp re-signed within
+        # the second of our previous fetch would then look unchanged until it
+        # changes again.
+        etag = published.timestamp_etag if new.timestamp is not None else None
         try:
             got = await self.fetcher.fetch_bytes(
                 METADATA,
                 "timestamp.json",
                 max_length=self.limits.max_timestamp_length,
                 if_none_match=etag,
-                if_modified_since=modified,
             )
         except NotFoundError as exc:
             # Not a garbage-collected versioned file: no restart can help.
@@ -420,11 +422,9 @@ class Synchronizer:
         if got is None:
             # 304: the upstream's timestamp is the one we published.
             cycle.timestamp_etag = published.timestamp_etag
-            cycle.timestamp_last_modified = published.timestamp_last_modified
             self._check_published_fresh(new)
             return cycle
         cycle.timestamp_etag = got.etag
-        cycle.timestamp_last_modified = got.last_modified
         self.report.roles_fetched += 1
         try:
             new.update_timestamp(got.data)
@@ -816,7 +816,9 @@ class Synchronizer:
             "versions": cycle.walk.versions,
             "leaves": sorted(cycle.walk.leaves),
             "timestamp_etag": cycle.timestamp_etag,
-            "timestamp_last_modified": cycle.timestamp_last_modified,
+            "timestamp_sha256": (
+                hashlib.sha256(new.timestamp.raw).hexdigest() if new.timestamp else None
+            ),
             "filter": self.filter.fingerprint(),
             "expires": self.report.expires,
         }

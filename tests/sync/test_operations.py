@@ -129,17 +129,20 @@ def test_freshness_warning(env: Env, tmp_path: Path) -> None:
     assert not any("expires in" in w for w in json.loads(report.read_text())["warnings"])
 
 
-def test_noop_run_uses_last_modified_without_an_etag(env: Env) -> None:
-    """With no ETag recorded, the timestamp request is conditional on Last-Modified."""
+def test_recorded_etag_only_stands_for_its_own_timestamp(env: Env) -> None:
+    """The ETag kept in state.json is used only while the published timestamp is the
+    one it was recorded with; otherwise the timestamp is fetched unconditionally."""
     assert env.run() == ExitStatus.OK
     state_file = env.dest / ".tuf-mirror" / "state.json"
     state = json.loads(state_file.read_text())
-    assert state["timestamp_last_modified"]
-    state["timestamp_etag"] = None
+    assert state["timestamp_etag"]
+    assert env.run() == ExitStatus.OK
+    assert "if-none-match" in env.server.requests[-1].headers
+    state["timestamp_sha256"] = "0" * 64
     state_file.write_text(json.dumps(state))
     assert env.run() == ExitStatus.OK
     last = env.server.requests[-1]
     assert last.path == "/metadata/timestamp.json"
-    assert "if-modified-since" in last.headers
     assert "if-none-match" not in last.headers
-    assert last.status == 304
+    assert "if-modified-since" not in last.headers
+    assert last.status == 200
