@@ -82,7 +82,7 @@ def test_s3_options_do_not_apply_to_a_directory() -> None:
 async def test_an_s3_destination_is_opened_with_its_options(tmp_path: Path) -> None:
     """An s3:// destination opens as an S3Store on that bucket and prefix, with the
     upload concurrency as its capacity limiter, behind a ListingStore; a directory
-    opens as a plain LocalStore."""
+    opens as a LocalStore behind one too (a first sync's stats are listings)."""
     s = settings("--dest", "s3://bucket/some/prefix", "--uploads", "3")
     store = _open_destination(s)
     try:
@@ -98,5 +98,6 @@ async def test_an_s3_destination_is_opened_with_its_options(tmp_path: Path) -> N
     finally:
         await store.aclose()
     local = _open_destination(settings("--dest", str(tmp_path)))
-    assert isinstance(local, LocalStore)
+    assert isinstance(local, ListingStore)
+    assert isinstance(local.inner, LocalStore)
     await local.aclose()
