@@ -80,6 +80,9 @@ class LocalStore:
         self.root = Path(os.path.abspath(root))
         self.url = str(self.root)
         self._limiter = trio.CapacityLimiter(max_threads)
+        #: directories known to exist (read and added from worker threads: a set's
+        #: add and membership test are atomic under the GIL)
+        self._known_dirs: set[Path] = set()
         self._check_root()
 
     def __repr__(self) -> str:
@@ -385,8 +388,13 @@ class LocalStore:
             raise self._error(exc, key, "create the directory of") from exc
 
     def _ensure_dir(self, directory: Path) -> None:
-        """Create ``directory`` and missing parents, syncing each new entry's parent."""
+        """Create ``directory`` and missing parents, syncing each new entry's parent.
+        Directories seen once are remembered: a first sync writes thousands of files
+        into each, and a stat per file is measurable (scripts/bench)."""
+        if directory in self._known_dirs:
+            return
         if directory.is_dir():
+            self._known_dirs.add(directory)
             return
         missing: list[Path] = []
         current = directory
@@ -407,6 +415,7 @@ class LocalStore:
                 os.close(fd)
         if not directory.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory))
+        self._known_dirs.add(directory)
 
     # -- validation and errors --------------------------------------------------------
 

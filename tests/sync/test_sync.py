@@ -23,12 +23,47 @@ def test_first_sync_is_byte_identical(env: Env) -> None:
     assert tree(env.dest) == upstream_referenced(env)
 
 
-def test_first_sync_publishes_timestamp_last(env: Env, tmp_path: Path) -> None:
-    """timestamp.json is the last file written (it is the atomic switch)."""
-    assert env.run() == ExitStatus.OK
-    files = [p for p in env.dest.rglob("*") if p.is_file() and ".tuf-mirror" not in p.parts]
-    newest = max(files, key=lambda p: p.stat().st_mtime_ns)
-    assert newest.name in {"timestamp.json"}
+async def test_publish_order_is_invariant_4(tmp_path: Path) -> None:
+    """Writes happen in DESIGN.md order: every target, then delegated roles, targets,
+    snapshot, root, and timestamp.json last (recorded by a MemoryStore)."""
+    from datetime import UTC, datetime
+
+    from mirror.config import Settings
+    from mirror.fetch.http import HttpFetcher
+    from mirror.storage.memory import MemoryStore
+    from mirror.sync import Synchronizer
+    from mirror.testing.server import serve_directory
+    from tests.sync.conftest import make_repo
+
+    repo = make_repo()
+    upstream = tmp_path / "up"
+    repo.publish(upstream)
+    root = tmp_path / "root.json"
+    root.write_bytes(repo.root_bytes(1))
+    settings = Settings(
+        command="sync", root=root, dest="memory://", upstream=("unused",), processes=0
+    )
+    store = MemoryStore()
+    with serve_directory(upstream) as server:
+        fetcher = HttpFetcher(server.url + "/metadata/", server.url + "/targets/")
+        sync = Synchronizer(settings=settings, store=store, fetcher=fetcher, now=datetime.now(UTC))
+        await sync.run()
+        await fetcher.aclose()
+    writes = [key for key in store.writes if not key.startswith(".tuf-mirror/")]
+    first_metadata = next(i for i, key in enumerate(writes) if key.startswith("metadata/"))
+    assert all(key.startswith("targets/") for key in writes[:first_metadata])
+    assert len(writes[:first_metadata]) == 40
+    metadata = writes[first_metadata:]
+    assert all(key.startswith("metadata/") for key in metadata)
+    bins = [k for k in metadata if ".bins-" in k]
+    assert metadata[: len(bins)] == bins
+    assert metadata[len(bins) :] == [
+        "metadata/1.targets.json",
+        "metadata/1.snapshot.json",
+        "metadata/1.root.json",
+        "metadata/root.json",
+        "metadata/timestamp.json",
+    ]
 
 
 def test_incremental_sync_fetches_only_the_change(env: Env) -> None:
