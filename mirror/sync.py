@@ -99,10 +99,6 @@ def _meta_key(name: str) -> str:
     return f"{METADATA}/{name}"
 
 
-def _target_key(name: str) -> str:
-    return f"{TARGETS}/{name}"
-
-
 # -- the published state ------------------------------------------------------------
 
 
@@ -127,10 +123,6 @@ class Published:
     #: role -> ISO expiry recorded at the last publish (targets is not re-read on a
     #: run with nothing new)
     previous_expires: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def empty(self) -> bool:
-        return self.timestamp is None
 
     def versions(self) -> dict[str, int]:
         out = {"root": self.trusted.root.version}
