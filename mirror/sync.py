@@ -120,6 +120,8 @@ class Published:
     #: the target selection (``TargetFilter.fingerprint``) the published state was
     #: made with; None when unknown
     previous_filter: str | None = None
+    #: the state.json document these hints came from (None: absent or stale)
+    state: dict[str, Any] | None = None
     #: role -> ISO expiry recorded at the last publish (targets is not re-read on a
     #: run with nothing new)
     previous_expires: dict[str, str] = field(default_factory=dict)
@@ -211,6 +213,7 @@ def _apply_state(published: Published, raw: bytes) -> None:
         state = json.loads(raw)
         if state.get("snapshot_version") != published.snapshot.version:
             return
+        published.state = state
         published.previous_versions = {str(k): int(v) for k, v in state["versions"].items()}
         published.previous_leaves = {str(name) for name in state["leaves"]}
         # The validators of a conditional GET describe the timestamp they were
@@ -799,6 +802,27 @@ class Synchronizer:
                     await self.store.put_bytes(key, spooled.data, options)
             self.report.roles_published += 1
 
+    async def _refresh_validators(self, cycle: _Cycle, published: Published) -> None:
+        """Nothing new, but the timestamp's ETag changed (or was not usable): record
+        the new one, so later runs with nothing new stay conditional GETs."""
+        new = cycle.new
+        if published.state is None or new.timestamp is None:
+            return
+        state = dict(published.state)
+        state["timestamp_etag"] = cycle.timestamp_etag
+        state["timestamp_sha256"] = hashlib.sha256(new.timestamp.raw).hexdigest()
+        await self._put_state(state)
+
+    async def _put_state(self, state: dict[str, Any]) -> None:
+        try:
+            await self.store.put_bytes(
+                STATE_KEY,
+                json.dumps(state, sort_keys=True).encode(),
+                put_options_for(STATE_KEY, consistent_snapshot=False),
+            )
+        except StorageError as exc:
+            log.warning("could not record %s (next run is slower): %s", STATE_KEY, exc)
+
     async def _write_state(self, cycle: _Cycle) -> None:
         new = cycle.new
         if cycle.walk is None or new.snapshot is None:
@@ -814,14 +838,7 @@ class Synchronizer:
             "filter": self.filter.fingerprint(),
             "expires": self.report.expires,
         }
-        try:
-            await self.store.put_bytes(
-                STATE_KEY,
-                json.dumps(state, sort_keys=True).encode(),
-                put_options_for(STATE_KEY, consistent_snapshot=False),
-            )
-        except StorageError as exc:
-            log.warning("could not record %s (next run is slower): %s", STATE_KEY, exc)
+        await self._put_state(state)
 
     # -- one cycle ---------------------------------------------------------------------
 
@@ -877,6 +894,8 @@ class Synchronizer:
                 # Every target is in place: partial downloads left from earlier
                 # interrupted runs will never be continued.
                 await remove_partials(self.store.spool_dir())
+            elif cycle.timestamp_etag != published.timestamp_etag:
+                await self._refresh_validators(cycle, published)
             log.info(
                 "published %d metadata files at %.2fs",
                 self.report.roles_published,

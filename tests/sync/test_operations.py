@@ -145,3 +145,6 @@ def test_recorded_etag_only_stands_for_its_own_timestamp(env: Env) -> None:
     assert "if-none-match" not in last.headers
     assert "if-modified-since" not in last.headers
     assert last.status == 200
+    # That run recorded the validators again: the next one is conditional.
+    assert env.run() == ExitStatus.OK
+    assert env.server.requests[-1].status == 304
