@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "exit status: 0 ok, 1 verification failed (security event), 2 usage or "
             "configuration error, 3 transient failure (retry later), 4 destination "
-            "locked by another run"
+            "locked by another run, 5 --max-transfer budget reached (run again)"
         ),
     )
     parser.add_argument("--version", action="version", version=f"tuf-mirror {__version__}")
@@ -111,9 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     settings: Settings | None = None
     partial: RunReport | None = None
+    command = "run"
     started = datetime.now(UTC)
     try:
         args = parser.parse_args(argv)
+        command = args.command or "run"
         configure_logging(fmt=args.log_format, verbose=args.verbose)
         if args.command is None:
             parser.print_help(sys.stderr)
@@ -130,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report.finish(exc)
         else:
             report = RunReport.failed(
-                command=settings.command if settings else "tuf-mirror",
+                command=settings.command if settings else command,
                 error=exc,
                 started=started,
             )

@@ -83,3 +83,14 @@ def test_bad_root_pin(tmp_path: Path) -> None:
     )
     with pytest.raises(UsageError, match="not the pinned"):
         settings.root_bytes()
+
+
+def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """Unknown flags and missing required settings are exit 2 with one clear line."""
+    from mirror.cli import main
+
+    assert main(["sync"]) == 2
+    assert "--root is required" in capsys.readouterr().err
+    assert main(["sync", "--no-such-flag"]) == 2
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+    assert main([]) == 2
