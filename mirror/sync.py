@@ -781,9 +781,19 @@ class Synchronizer:
         # any metadata that references them is published.
         if self.report.targets_fetched:
             await self.store.flush()
+        # Versioned targets roles are referenced by nothing until the snapshot that
+        # names them is published: they are written with deferred durability and
+        # made durable by one flush before the snapshot (not two fsyncs each).
+        deferred = 0
         for item in order:
             key = _meta_key(item.name)
             options = self._put_options(key, consistent)
+            if consistent and item.role not in ("snapshot", "root", "timestamp"):
+                options = dataclasses.replace(options, durable=False)
+                deferred += 1
+            elif deferred:
+                await self.store.flush()
+                deferred = 0
             if item.name in roots:
                 await self.store.put_bytes(key, roots[item.name], options)
             elif item.name == "timestamp.json":
@@ -801,6 +811,8 @@ class Synchronizer:
                     assert spooled.data is not None
                     await self.store.put_bytes(key, spooled.data, options)
             self.report.roles_published += 1
+        if deferred:
+            await self.store.flush()
 
     async def _refresh_validators(self, cycle: _Cycle, published: Published) -> None:
         """Nothing new, but the timestamp's ETag changed (or was not usable): record

@@ -25,7 +25,9 @@ def test_first_sync_is_byte_identical(env: Env) -> None:
 
 async def test_publish_order_is_invariant_4(tmp_path: Path) -> None:
     """Writes happen in DESIGN.md order: every target, then delegated roles, targets,
-    snapshot, root, and timestamp.json last (recorded by a MemoryStore)."""
+    snapshot, root, and timestamp.json last (recorded by a MemoryStore); the
+    deferred-durability writes (targets, then roles) are flushed before anything
+    that references them is written."""
     from datetime import UTC, datetime
 
     from mirror.config import Settings
@@ -43,22 +45,29 @@ async def test_publish_order_is_invariant_4(tmp_path: Path) -> None:
     settings = Settings(
         command="sync", root=root, dest="memory://", upstream=("unused",), processes=0
     )
-    store = MemoryStore()
+
+    class RecordingStore(MemoryStore):
+        async def flush(self) -> None:
+            self.writes.append("FLUSH")
+
+    store = RecordingStore()
     with serve_directory(upstream) as server:
         fetcher = HttpFetcher(server.url + "/metadata/", server.url + "/targets/")
         sync = Synchronizer(settings=settings, store=store, fetcher=fetcher, now=datetime.now(UTC))
         await sync.run()
         await fetcher.aclose()
     writes = [key for key in store.writes if not key.startswith(".tuf-mirror/")]
-    first_metadata = next(i for i, key in enumerate(writes) if key.startswith("metadata/"))
+    first_metadata = next(i for i, key in enumerate(writes) if not key.startswith("targets/"))
     assert all(key.startswith("targets/") for key in writes[:first_metadata])
     assert len(writes[:first_metadata]) == 40
     metadata = writes[first_metadata:]
-    assert all(key.startswith("metadata/") for key in metadata)
+    assert metadata[0] == "FLUSH", "targets are durable before any metadata"
+    metadata = metadata[1:]
     bins = [k for k in metadata if ".bins-" in k]
     assert metadata[: len(bins)] == bins
     assert metadata[len(bins) :] == [
         "metadata/1.targets.json",
+        "FLUSH",
         "metadata/1.snapshot.json",
         "metadata/1.root.json",
         "metadata/root.json",
