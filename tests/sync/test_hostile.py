@@ -211,3 +211,23 @@ def test_second_run_is_locked_out(env: Env) -> None:
     assert env.run() == ExitStatus.LOCKED
     assert tree(env.dest) == {}
     assert lock.read_bytes() == held.to_json(), "the other run's lock was left alone"
+
+
+def test_damaged_previous_role_only_costs_presence_checks(env: Env) -> None:
+    """A published (old) role version that no longer parses is not trusted as the
+    diff base: the run checks every target of the new version for presence instead,
+    fetches only the new ones, and converges to the upstream's bytes."""
+    assert env.run() == ExitStatus.OK
+    path = "files/extra-1.txt"
+    env.repo.add_target(path, b"extra one")
+    changed_bin = env.repo.role_for_target(path)
+    old_version = env.repo.version(changed_bin)
+    written = env.publish()
+    old_name = env.dest / "metadata" / metadata_file_name(changed_bin, old_version)
+    old_name.write_bytes(b"not json")
+    assert env.run() == ExitStatus.OK
+    fetched = [p for p in env.requested() if p.startswith("/targets/")]
+    assert fetched == ["/" + w for w in written if w.startswith("targets/")]
+    upstream = tree(env.upstream)
+    upstream[f"metadata/{metadata_file_name(changed_bin, old_version)}"] = b"not json"
+    assert tree(env.dest) == upstream
