@@ -87,7 +87,8 @@ METADATA: Final = "metadata"
 TARGETS: Final = "targets"
 STATE_KEY = ".tuf-mirror/state.json"
 MAX_RESTARTS = 3
-#: a first sync of a repository with at least this many roles uses worker processes
+#: worker processes are used when a first sync's snapshot lists, or an incremental
+#: sync's snapshot diff changes, at least this many roles
 AUTO_PROCESSES_MIN_ROLES = 64
 #: a reference time before any expiry: loading the published state checks
 #: signatures, versions and hashes, not freshness (a mirror may lag its upstream)
@@ -993,11 +994,12 @@ class Synchronizer:
     def _processes(self, cycle: _Cycle, published: Published) -> int:
         """How many worker processes copy targets (0: this process does).
 
-        Worker processes pay ~0.3 s of start-up each and win when there are many
-        targets to copy, which the snapshot alone tells for a first sync of a large
-        repository; incremental syncs stay in this process unless --processes says
-        otherwise. Children open the upstream and destination by themselves, so an
-        export's base view or a dry run keeps everything here."""
+        Worker processes pay ~0.3 s of start-up each (while this process walks) and
+        win when there are many targets to copy: a first sync of a repository with
+        many roles, or a change touching many roles (+500 targets over ~400 of 1024
+        bins: 2.42 s in one process, 1.73 s with two workers). Children open the
+        upstream and destination by themselves, so an export's base view or a dry
+        run keeps everything here."""
         if self.dry_run or self.upstream is None or self.base is not self.store:
             return 0
         if self.budget is not None or self.settings.bwlimit is not None:
@@ -1011,7 +1013,14 @@ class Synchronizer:
             return self.settings.processes
         assert cycle.new.snapshot is not None
         first_sync = published.snapshot is None
-        if not first_sync or len(cycle.new.snapshot.signed.meta) < AUTO_PROCESSES_MIN_ROLES:
+        if first_sync:
+            roles = len(cycle.new.snapshot.signed.meta)
+        else:
+            assert published.snapshot is not None
+            roles = len(
+                diff_snapshot(published.snapshot.signed.meta, cycle.new.snapshot.signed.meta)
+            )
+        if roles < AUTO_PROCESSES_MIN_ROLES:
             return 0
         return max(1, min(os.cpu_count() or 1, 4))
 
