@@ -187,7 +187,7 @@ OPTIONS: tuple[Option, ...] = (
         _non_negative_int,
         None,
         "worker processes for target copies: 0 = none; default: one per CPU (at most 4)"
-        " when many roles changed",
+        " when 64 or more roles are new or changed",
         "N",
         commands=_SYNCISH,
     ),
