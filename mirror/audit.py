@@ -16,12 +16,13 @@ from datetime import datetime
 import trio
 
 from mirror.config import Settings
+from mirror.copier import stored_state
 from mirror.errors import ExitStatus, TamperedDestinationError, VerificationError
 from mirror.log import log
 from mirror.report import RunReport
 from mirror.storage import NotFoundInStoreError, Store
 from mirror.sync import METADATA, TARGETS, load_published
-from mirror.trust import DelegationWalk, Limits, metadata_filename, new_hasher, target_filenames
+from mirror.trust import DelegationWalk, Limits, metadata_filename, target_filenames
 from mirror.trust._tuf import Targets
 
 #: at most this many names are kept in the report's missing/corrupt lists
@@ -53,23 +54,6 @@ class _Sampler:
         index = self._random.randrange(self.seen)
         if index < self.size:
             self.kept[index] = check
-
-
-async def _file_matches(store: Store, key: str, check: _Check) -> bool | None:
-    """True if ``key`` holds the target, False if corrupt, None if missing."""
-    info = await store.head(key)
-    if info is None:
-        return None
-    if info.size != check.length:
-        return False
-    hashers = {alg: new_hasher(alg) for alg in check.hashes}
-    try:
-        async for chunk in store.iter_chunks(key):
-            for hasher in hashers.values():
-                hasher.update(chunk)
-    except NotFoundInStoreError:
-        return None
-    return all(hashers[alg].hexdigest() == value for alg, value in check.hashes.items())
 
 
 async def audit(settings: Settings, *, now: datetime) -> RunReport:
@@ -166,7 +150,9 @@ async def _audit(
         async with limiter:
             for name in check.names:
                 key = f"{TARGETS}/{name}"
-                result = await _file_matches(store, key, check)
+                result = await stored_state(
+                    store, key, check.length, check.hashes, trust_checksum=False
+                )
                 if result is None:
                     _note(report, report.missing, key)
                 elif not result:

@@ -178,11 +178,24 @@ class TargetCopier:
         return self.store.spool_dir() / f"target-{suffix}"
 
 
-async def _holds(store: Store, length: int, hashes: Mapping[str, str], key: str) -> bool:
+async def stored_state(
+    store: Store,
+    key: str,
+    length: int,
+    hashes: Mapping[str, str],
+    *,
+    trust_checksum: bool = True,
+) -> bool | None:
+    """Whether ``key`` holds exactly a target of ``length`` and ``hashes``: None when
+    absent, False when it holds other bytes, True when it matches. With
+    ``trust_checksum`` a SHA-256 the store recorded at upload (S3) stands for
+    reading the object; otherwise (an audit) the bytes are read and hashed."""
     info = await store.head(key)
-    if info is None or info.size != length:
+    if info is None:
+        return None
+    if info.size != length:
         return False
-    if info.sha256 is not None and "sha256" in hashes:
+    if trust_checksum and info.sha256 is not None and "sha256" in hashes:
         return info.sha256 == hashes["sha256"]
     hashers = {alg: new_hasher(alg) for alg in hashes}
     try:
@@ -190,8 +203,12 @@ async def _holds(store: Store, length: int, hashes: Mapping[str, str], key: str)
             for hasher in hashers.values():
                 hasher.update(chunk)
     except NotFoundInStoreError:
-        return False
+        return None
     return all(hashers[alg].hexdigest() == value for alg, value in hashes.items())
+
+
+async def _holds(store: Store, length: int, hashes: Mapping[str, str], key: str) -> bool:
+    return await stored_state(store, key, length, hashes) is True
 
 
 def _copy_file(source: Path, dest: Path) -> None:

@@ -18,10 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from mirror.trust import encode_role_name, metadata_filename, target_filenames
+from mirror.trust import metadata_filename, target_filenames
 from mirror.trust._tuf import MetaFile, TargetFile
-
-TOP_LEVEL = ("root", "timestamp", "snapshot", "targets")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,19 +83,6 @@ def diff_snapshot(
                 )
             )
     return changes
-
-
-def unchanged_roles(
-    old_meta: Mapping[str, MetaFile] | None, new_meta: Mapping[str, MetaFile]
-) -> set[str]:
-    """Roles listed with the same version in both snapshots."""
-    if old_meta is None:
-        return set()
-    return {
-        role_of_meta_key(key)
-        for key, meta in new_meta.items()
-        if (old := old_meta.get(key)) is not None and old.version == meta.version
-    }
 
 
 def _same_target(old: TargetFile, new: TargetFile) -> bool:
@@ -167,15 +152,12 @@ def metadata_publish_order(
 
 
 __all__ = [
-    "TOP_LEVEL",
     "MetadataCopy",
     "RoleChange",
     "TargetCopy",
     "diff_snapshot",
     "diff_targets",
-    "encode_role_name",
     "metadata_publish_order",
     "role_of_meta_key",
     "target_copy",
-    "unchanged_roles",
 ]
