@@ -272,6 +272,15 @@ OPTIONS: tuple[Option, ...] = (
         commands=_SYNCISH,
     ),
     Option(
+        "policy",
+        _str,
+        None,
+        "trust policy (TOML, or a TAP 4 map.json): publish a target only when the"
+        " repositories it names agree on it; held-back targets are reported",
+        "FILE",
+        commands=frozenset({"sync", "plan"}),
+    ),
+    Option(
         "metrics_file",
         _str,
         None,
@@ -437,6 +446,7 @@ class Settings:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     role: tuple[str, ...] = ()
+    policy: str | None = None
     metrics_file: Path | None = None
     expiry_warning: float = 2 * 86400.0
     s3_endpoint_url: str | None = None
@@ -585,6 +595,10 @@ def resolve(
         else:
             values[option.name] = option.default
 
+    if values.get("policy"):
+        from mirror.policy.source import primary_settings
+
+        values = primary_settings(values)
     if not values.get("root"):
         raise UsageError("--root is required (the upstream's trusted root.json, pinned)")
     if not values.get("dest") and command not in _EXPORT:

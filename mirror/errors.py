@@ -20,6 +20,7 @@
     │   ├── UnsafeNameError                  a role name or target path that could escape
     │   ├── DelegationError                  target not authorised / role not in snapshot
     │   ├── TamperedDestinationError         the destination holds unverifiable data
+    │   ├── PolicyConflictError              --policy: parties vouch for different files
     │   └── BundleError                      air-gap bundle missing, truncated or altered
     ├── TransientError               exit 3  worth retrying later
     │   ├── FetchError                       network, HTTP 5xx, timeouts
@@ -119,6 +120,12 @@ class DelegationError(VerificationError):
 
 class TamperedDestinationError(VerificationError):
     """The destination holds metadata or targets that do not verify."""
+
+
+class PolicyConflictError(VerificationError):
+    """Under a trust policy (--policy), two groups of repositories reach the score
+    for different files of one target path (or agree on a file the primary does not
+    serve): nothing new is published."""
 
 
 class BundleError(VerificationError):

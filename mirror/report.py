@@ -39,6 +39,8 @@ class RunReport:
     present_bytes: int = 0
     #: left out on purpose by --include/--exclude/--role
     targets_filtered: int = 0
+    #: not published because the trust policy's parties do not agree (--policy)
+    targets_held_back: int = 0
     targets_published: int = 0
     target_bytes: int = 0
     planned_bytes: int = 0
@@ -61,6 +63,8 @@ class RunReport:
     #: peak resident memory of this process (VmHWM), and of the largest worker process
     peak_rss_bytes: int = 0
     worker_peak_rss_bytes: int = 0
+    #: --policy: per mapping counts, held-back targets, conflicts, alarms
+    policy: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def failed(cls, *, command: str, error: MirrorError, started: datetime) -> RunReport:
@@ -112,6 +116,12 @@ class RunReport:
             f"{_version(self.versions_before.get('timestamp'))} -> {_version(ts)}; "
             f"{self.requests} requests, {self.bytes_received} bytes in {self.seconds:.1f}s"
             + (f"; {self.targets_filtered} left out by filters" if self.targets_filtered else "")
+            + (
+                f"; {self.targets_held_back} held back by the trust policy"
+                if self.targets_held_back
+                else ""
+            )
+            + (_policy_counts(self.policy) if self.command == "plan" else "")
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,6 +132,16 @@ class RunReport:
         data["exit_status"] = int(self.exit_status)
         data["seconds"] = round(self.seconds, 3)
         return data
+
+
+def _policy_counts(policy: dict[str, Any]) -> str:
+    """``plan`` under a trust policy: per mapping, targets published / held back."""
+    parts = [
+        f"mapping {index} ({', '.join(m['paths'])}): {m['published']} published, "
+        f"{m['held_back']} held back"
+        for index, m in enumerate(policy.get("mappings", []))
+    ]
+    return "; policy " + "; ".join(parts) if parts else ""
 
 
 def _version(version: int | None) -> str:

@@ -36,7 +36,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -82,6 +82,9 @@ from mirror.trust import (
 )
 from mirror.trust._tuf import MetaFile, Snapshot, TargetFile, Targets, Timestamp
 from mirror.workers import ProcessPool
+
+if TYPE_CHECKING:
+    from mirror.policy import PolicyGate
 
 METADATA: Final = "metadata"
 TARGETS: Final = "targets"
@@ -288,6 +291,8 @@ class Synchronizer:
         #: targets whose authority could only be decided after the walk
         self._undecided: list[tuple[str, TargetFile]] = []
         self.filter = TargetFilter(settings.include, settings.exclude, settings.role)
+        #: --policy: decides which targets are published (None: every selected one)
+        self.policy: PolicyGate | None = None
         self.budget = (
             TransferBudget(settings.max_transfer) if settings.max_transfer is not None else None
         )
@@ -550,7 +555,7 @@ class Synchronizer:
         # removed or changed; or unknown) means looking at every target again, not
         # only at the new ones: presence checks keep that cheap.
         full_pass = published.snapshot is not None and (
-            published.previous_filter != self.filter.fingerprint()
+            published.previous_filter != self._selection()
         )
         if full_pass:
             log.info("target selection changed since the last run: checking every target")
@@ -707,6 +712,8 @@ class Synchronizer:
         if not self.filter.selects(target.path, role):
             self.report.targets_filtered += 1
             return
+        if self.policy is not None and not self.policy.admit(role, target):
+            return
         copy = target_copy(target, role=role, consistent_snapshot=consistent)
         self.report.targets_new += 1
         self.report.planned_bytes += target.length
@@ -856,7 +863,7 @@ class Synchronizer:
             "timestamp_sha256": (
                 hashlib.sha256(new.timestamp.raw).hexdigest() if new.timestamp else None
             ),
-            "filter": self.filter.fingerprint(),
+            "filter": self._selection(),
             "expires": self.report.expires,
         }
         await self._put_state(state)
@@ -889,7 +896,7 @@ class Synchronizer:
         # A target selection other than the published state's needs a walk even
         # when the upstream has nothing new.
         reselect = published.snapshot is not None and (
-            published.previous_filter != self.filter.fingerprint()
+            published.previous_filter != self._selection()
         )
         walked = cycle.timestamp_changed or reselect
         if walked:
@@ -908,6 +915,8 @@ class Synchronizer:
         for role in new.expired_delegated:
             log.warning("delegated role %s has expired upstream; mirrored as is", role)
         self._note_expiry(new, published)
+        if self.policy is not None:
+            await self.policy.before_publish()
         if not self.dry_run:
             await self._publish(cycle, published)
             if walked:
@@ -930,6 +939,13 @@ class Synchronizer:
         }
         if not cycle.timestamp_changed and published.timestamp is not None:
             self.report.versions_after.setdefault("timestamp", published.timestamp.version)
+
+    def _selection(self) -> str:
+        """Fingerprint of what this run selects: the filters and, under --policy,
+        the policy and the other repositories' snapshots (a change re-decides every
+        target)."""
+        extra = f"+policy:{self.policy.fingerprint()}" if self.policy is not None else ""
+        return self.filter.fingerprint() + extra
 
     def _note_expiry(self, new: TrustedSet, published: Published) -> None:
         """Record when the published top-level metadata expires, and warn when that
@@ -1133,6 +1149,12 @@ async def run_sync(
             if not dry_run:
                 lock = await stack.enter_async_context(
                     acquire_lock(store, break_stale=settings.break_stale_lock)
+                )
+            if settings.policy is not None:
+                from mirror.policy import open_gate
+
+                sync.policy = await stack.enter_async_context(
+                    open_gate(settings, store, now=now, report=report, dry_run=dry_run)
                 )
             with _one_error():
                 async with trio.open_nursery() as nursery:

@@ -1,0 +1,325 @@
+"""The trust policy in a sync run: refresh the other repositories, then decide, for
+every target of the primary the sync would copy, whether the parties agree on it.
+
+``open_gate`` (an async context manager, entered after the destination's lock)
+refreshes every secondary repository with the full TUF workflow and yields a
+``PolicyGate``, which the ``Synchronizer`` consults through three hooks:
+
+* ``fingerprint()`` joins the target selection's fingerprint: when a secondary
+  repository's snapshot or the policy changes, the sync re-decides every target of
+  the primary (held-back targets are published by the run in which their score is
+  reached, even when the primary did not change), presence checks keeping the
+  already published ones cheap;
+* ``admit(role, target)``: publish, hold back (absent, listed in the report with its
+  score and missing votes) or conflict (not copied; the run fails);
+* ``before_publish()``: a conflict is ``PolicyConflictError`` (exit 1) before any
+  metadata is published; otherwise the secondaries' verified metadata is published
+  under ``DEST/repositories/<name>/``, before the primary's.
+
+After a successful run the gate records, in ``DEST/.tuf-mirror/policy.json``, the
+held-back targets and each repository's votes: a repository that stops vouching for
+a target it vouched for (and that the mirror serves) is an alarm in the report,
+never a deletion. The state is bookkeeping only: a lost or altered file costs
+report detail, never admits a target (every decision is made from verified
+metadata).
+
+What this module does not do: the consensus rule itself (``model.decide``), the
+TUF workflow (``trust``, ``sync``), copying targets (``sync``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mirror.errors import PolicyConflictError
+from mirror.log import log
+from mirror.policy.model import Decision, Listing, TrustPolicy, Verdict, decide
+from mirror.policy.secondary import PrefixStore, SecondaryRepository
+from mirror.policy.source import load_policy_digest, repository_root
+from mirror.report import RunReport
+from mirror.storage import NotFoundInStoreError, PutOptions, Store
+from mirror.storage.headers import put_options_for
+
+if TYPE_CHECKING:
+    from mirror.config import Settings
+    from mirror.trust._tuf import TargetFile
+
+__all__ = ["POLICY_STATE_KEY", "PolicyGate", "open_gate"]
+
+POLICY_STATE_KEY = ".tuf-mirror/policy.json"
+_MAX_STATE = 256 * 1024 * 1024
+#: conflicts and alarms listed in full in the report; the rest are counted
+_REPORT_LIMIT = 1000
+
+
+@dataclasses.dataclass(slots=True)
+class _PreviousState:
+    fingerprint: str | None = None
+    held_back: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    votes: dict[str, dict[str, Listing]] = dataclasses.field(default_factory=dict)
+
+
+def _parse_state(raw: bytes) -> _PreviousState:
+    try:
+        data = json.loads(raw)
+        return _PreviousState(
+            fingerprint=str(data["fingerprint"]),
+            held_back={str(k): dict(v) for k, v in dict(data["held_back"]).items()},
+            votes={
+                str(repo): {
+                    str(path): Listing.from_json(item) for path, item in dict(paths).items()
+                }
+                for repo, paths in dict(data["votes"]).items()
+            },
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.warning("ignoring unreadable %s", POLICY_STATE_KEY)
+        return _PreviousState()
+
+
+class PolicyGate:
+    """The policy's decisions for one run; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        policy: TrustPolicy,
+        policy_digest: str,
+        secondaries: list[SecondaryRepository],
+        votes: dict[str, dict[str, Listing]],
+        previous: _PreviousState,
+        store: Store,
+        report: RunReport,
+        dry_run: bool,
+    ) -> None:
+        self.policy = policy
+        self.secondaries = secondaries
+        self.votes = votes
+        self.previous = previous
+        self.store = store
+        self.report = report
+        self.dry_run = dry_run
+        digests = [f"{sec.name}={sec.snapshot_digest}" for sec in secondaries]
+        self._fingerprint = hashlib.sha256(
+            "\n".join([policy_digest, *digests]).encode()
+        ).hexdigest()[:16]
+        self.decisions: dict[str, Decision] = {}
+        self.alarms: dict[str, dict[str, Any]] = {}
+
+    # -- hooks -----------------------------------------------------------------------
+
+    def fingerprint(self) -> str:
+        """Changes when the policy or any secondary repository's snapshot changes."""
+        return self._fingerprint
+
+    def admit(self, role: str, target: TargetFile) -> bool:
+        """Whether the primary's ``target`` (listed by ``role``) is copied."""
+        listing = Listing.of(target.length, target.hashes)
+        decision = decide(self.policy, target.path, listing, self.votes)
+        self.decisions[target.path] = decision
+        withdrawn = [
+            repo
+            for repo, paths in self.previous.votes.items()
+            if target.path in paths
+            and self.votes.get(repo, {}).get(target.path) not in (paths[target.path], listing)
+        ]
+        if withdrawn and target.path not in self.previous.held_back:
+            message = (
+                f"{', '.join(withdrawn)} no longer vouch{'es' if len(withdrawn) == 1 else ''} "
+                f"for {target.path!r}, which the mirror published; it is kept, never deleted"
+            )
+            log.warning("trust policy alarm: %s (now %s)", message, decision.verdict.value)
+            self.alarms[target.path] = {
+                "path": target.path,
+                "repositories": withdrawn,
+                "verdict": decision.verdict.value,
+                "message": message,
+            }
+        if decision.verdict is Verdict.HOLD:
+            log.debug("holding back %s (%s)", target.path, decision.reason)
+        return decision.verdict is Verdict.PUBLISH
+
+    async def before_publish(self) -> None:
+        """Refuse to publish anything when parties conflict; else publish the
+        secondaries' metadata (not in a dry run)."""
+        conflicts = {p: d for p, d in self.decisions.items() if d.verdict is Verdict.CONFLICT}
+        self._fill_report()
+        if conflicts:
+            path, decision = sorted(conflicts.items())[0]
+            raise PolicyConflictError(
+                f"{len(conflicts)} target(s) in conflict, nothing new published; "
+                f"first: {path!r}: {decision.reason}"
+            )
+        if not self.dry_run:
+            for secondary in self.secondaries:
+                await secondary.publish()
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    def _held_back(self) -> dict[str, dict[str, Any]]:
+        """Held-back targets after this run: a full re-decision (the selection
+        changed) replaces the previous list; an incremental one updates it."""
+        full = self.previous.fingerprint != self._fingerprint
+        held = {} if full else dict(self.previous.held_back)
+        for path, decision in self.decisions.items():
+            if decision.verdict is Verdict.HOLD and path not in self.alarms:
+                held[path] = decision.to_json(path)
+            else:
+                held.pop(path, None)
+        return held
+
+    def _fill_report(self) -> None:
+        names = {Verdict.PUBLISH: "published", Verdict.HOLD: "held_back"}
+        tallies = [
+            dict.fromkeys(("published", "held_back", "conflicts"), 0)
+            for _ in range(len(self.policy.mappings) + 1)
+        ]
+        for decision in self.decisions.values():
+            index = decision.mapping if decision.mapping is not None else -1
+            tallies[index][names.get(decision.verdict, "conflicts")] += 1
+        counts: list[dict[str, Any]] = [
+            {"paths": list(mapping.paths), **tally}
+            for mapping, tally in zip(self.policy.mappings, tallies, strict=False)
+        ]
+        unmatched = tallies[-1]
+        held = self._held_back()
+        conflicts = [
+            d.to_json(p) for p, d in sorted(self.decisions.items()) if d.verdict is Verdict.CONFLICT
+        ]
+        self.report.targets_held_back = len(held)
+        self.report.policy = {
+            "primary": self.policy.primary,
+            "repositories": {
+                sec.name: {
+                    "versions": sec.versions_after,
+                    "targets": len(self.votes.get(sec.name, {})),
+                    "requests": sec.fetcher.stats.requests,
+                    "bytes_received": sec.fetcher.stats.bytes_received,
+                    "warnings": list(sec.report.warnings),
+                }
+                for sec in self.secondaries
+            },
+            "mappings": counts,
+            "unmatched": unmatched,
+            "held_back": [held[path] for path in sorted(held)][:_REPORT_LIMIT],
+            "conflicts": conflicts[:_REPORT_LIMIT],
+            "alarms": [self.alarms[path] for path in sorted(self.alarms)][:_REPORT_LIMIT],
+        }
+        for alarm in sorted(self.alarms):
+            warning = f"trust policy alarm: {self.alarms[alarm]['message']}"
+            if warning not in self.report.warnings:
+                self.report.warnings.append(warning)
+
+    async def finish(self) -> None:
+        """After a successful run: the report, and (not in a dry run) the state."""
+        self._fill_report()
+        for index, mapping in enumerate(self.report.policy["mappings"]):
+            log.info(
+                "policy mapping %d (%s): %d published, %d held back",
+                index,
+                ", ".join(mapping["paths"]),
+                mapping["published"],
+                mapping["held_back"],
+            )
+        if self.dry_run:
+            return
+        state = {
+            "fingerprint": self._fingerprint,
+            "held_back": self._held_back(),
+            "votes": {
+                repo: {path: listing.to_json() for path, listing in sorted(paths.items())}
+                for repo, paths in sorted(self.votes.items())
+            },
+        }
+        options: PutOptions = put_options_for(POLICY_STATE_KEY, consistent_snapshot=False)
+        await self.store.put_bytes(
+            POLICY_STATE_KEY, json.dumps(state, sort_keys=True).encode(), options
+        )
+
+
+async def _previous_state(store: Store) -> _PreviousState:
+    try:
+        raw = await store.get(POLICY_STATE_KEY, max_length=_MAX_STATE)
+    except NotFoundInStoreError:
+        return _PreviousState()
+    return _parse_state(raw)
+
+
+@asynccontextmanager
+async def open_gate(
+    settings: Settings,
+    store: Store,
+    *,
+    now: datetime,
+    report: RunReport,
+    dry_run: bool,
+) -> AsyncIterator[PolicyGate]:
+    """Load the policy, refresh every secondary repository, yield the gate; on a
+    successful exit, record the policy state."""
+    from mirror.fetch import RetryPolicy, is_http, open_fetcher
+
+    assert settings.policy is not None
+    policy_file = Path(settings.policy)
+    policy, digest = load_policy_digest(policy_file, primary_upstreams=settings.upstream)
+    async with AsyncExitStack() as stack:
+        secondaries: list[SecondaryRepository] = []
+        votes: dict[str, dict[str, Listing]] = {}
+        for repo in policy.secondaries:
+            options: dict[str, Any] = {}
+            if any(is_http(url) for url in repo.upstream):
+                options = {
+                    "transfer_timeout": settings.timeout,
+                    "retry": RetryPolicy(attempts=settings.retries),
+                    "max_connections": settings.transfers,
+                }
+            fetcher = open_fetcher(list(repo.upstream), **options)
+            stack.push_async_callback(fetcher.aclose)
+            secondary = SecondaryRepository(
+                settings=dataclasses.replace(
+                    settings,
+                    root=repository_root(policy_file, repo),
+                    root_sha256=repo.root_sha256,
+                    upstream=repo.upstream,
+                    metadata_url=None,
+                    targets_url=None,
+                    include=(),
+                    exclude=(),
+                    role=(),
+                    processes=0,
+                    max_transfer=None,
+                    policy=None,
+                ),
+                store=PrefixStore(store, repo.name),
+                fetcher=fetcher,
+                now=now,
+                dry_run=dry_run,
+                report=RunReport(command=report.command),
+            )
+            secondary.name = repo.name
+            votes[repo.name] = await secondary.refresh()
+            log.info(
+                "policy repository %s: snapshot %s, %d targets vouched for",
+                repo.name,
+                secondary.snapshot_digest,
+                len(votes[repo.name]),
+            )
+            secondaries.append(secondary)
+        gate = PolicyGate(
+            policy=policy,
+            policy_digest=digest,
+            secondaries=secondaries,
+            votes=votes,
+            previous=await _previous_state(store),
+            store=store,
+            report=report,
+            dry_run=dry_run,
+        )
+        yield gate
+        await gate.finish()

@@ -1,0 +1,214 @@
+"""End-to-end: a sync under a trust policy with several repositories on 127.0.0.1."""
+
+from __future__ import annotations
+
+from mirror.errors import ExitStatus
+from tests.policy.conftest import AGREED, CONTENT, CONTESTED, PolicyEnv, weights_env
+from tests.sync.conftest import tree
+from tests.sync.test_hostile import assert_published_unchanged
+
+
+def test_weights_boundary(penv: PolicyEnv) -> None:
+    """0.5 + 1.0 + 2.0 = 3.5 is held back (absent, reported with score and missing
+    votes, exit 0); 0.5 + 1.0 + 2.0 + 2.0 = 5.5 reaches min-score 5.5 and is
+    published. The primary's metadata is mirrored whole, every other repository's
+    under DEST/repositories/<name>/."""
+    weights_env(penv)
+    assert penv.run() == ExitStatus.OK
+    assert penv.published(AGREED)
+    assert not penv.published(CONTESTED)
+    held = penv.held_back()
+    assert set(held) == {CONTESTED}
+    assert held[CONTESTED]["score"] == 3.5
+    assert held[CONTESTED]["min_score"] == 5.5
+    assert held[CONTESTED]["missing"] == ["team-b"]
+    report = penv.report()
+    assert report["targets_held_back"] == 1
+    assert report["policy"]["mappings"][0]["published"] == 1
+    assert report["policy"]["mappings"][0]["held_back"] == 1
+    pypi_meta = penv.repos["pypi"].metadata_files()
+    for name, data in pypi_meta.items():
+        assert (penv.dest / name).read_bytes() == data, name
+    for name in ("curator", "team-a", "team-b"):
+        published = penv.dest / "repositories" / name / "metadata"
+        for file, data in penv.repos[name].metadata_files().items():
+            assert (published / file.removeprefix("metadata/")).read_bytes() == data
+        assert not (penv.dest / "repositories" / name / "targets").exists()
+    # Bookkeeping stays out of clients' sight.
+    assert (penv.dest / ".tuf-mirror" / "repositories" / "curator" / "state.json").exists()
+    assert not (penv.dest / "repositories" / "curator" / ".tuf-mirror").exists()
+
+
+def test_held_back_published_when_curator_adds_it(penv: PolicyEnv) -> None:
+    """A held-back target is published by the run in which team-b adds it (its
+    score reaches 5.5), although the primary did not change; earlier runs with
+    nothing new keep it held back."""
+    weights_env(penv)
+    assert penv.run() == ExitStatus.OK
+    assert penv.run() == ExitStatus.OK
+    assert not penv.published(CONTESTED)
+    assert set(penv.held_back()) == {CONTESTED}
+    penv.repos["team-b"].add_target(CONTESTED, CONTENT[CONTESTED])
+    penv.publish("team-b")
+    assert penv.run() == ExitStatus.OK
+    assert penv.published(CONTESTED)
+    assert penv.held_back() == {}
+    assert penv.report()["targets_fetched"] == 1
+    # And the next run has nothing to do.
+    assert penv.run() == ExitStatus.OK
+    assert penv.report()["targets_fetched"] == 0
+
+
+def test_one_operator_counts_once(penv: PolicyEnv) -> None:
+    """team-a and team-b run by one operator cast one vote: with min-score 3.5, a
+    target vouched for by pypi, team-a and team-b scores 0.5 + 2.0 = 2.5 (not 4.5)
+    and is held back; with the curator too it scores 3.5 and is published."""
+    penv.add_repo("pypi", CONTENT)
+    penv.add_repo("curator", {AGREED: CONTENT[AGREED]})
+    penv.add_repo("team-a", CONTENT)
+    penv.add_repo("team-b", CONTENT)
+    from tests.policy.conftest import WEIGHTS_POLICY
+
+    penv.write_policy(
+        WEIGHTS_POLICY.replace("{operator_a}", "acme")
+        .replace("{operator_b}", "acme")
+        .replace("{min_score}", "3.5")
+    )
+    assert penv.run() == ExitStatus.OK
+    assert penv.published(AGREED)
+    assert not penv.published(CONTESTED)
+    held = penv.held_back()[CONTESTED]
+    assert held["score"] == 2.5
+    assert held["missing"] == ["curator"]
+
+
+REQUIRED_POLICY = """
+primary = "pypi"
+[repositories.pypi]
+weight = 0.5
+[repositories.django-project]
+upstream = "{url}/django-project"
+root = "django-project-root.json"
+[repositories.curator]
+upstream = "{url}/curator"
+root = "curator-root.json"
+[[mapping]]
+paths = ["django/*", "django-*/*"]
+repositories = ["pypi", "django-project", "curator"]
+min-score = 1.5
+required = ["django-project"]
+terminating = true
+[[mapping]]
+paths = ["*"]
+repositories = ["pypi", "curator"]
+min-score = 1.5
+"""
+
+
+def test_required_repository_missing(penv: PolicyEnv) -> None:
+    """pypi + curator score 1.5 for django/x.tgz, but the required django-project
+    does not list it: held back, while the catch-all mapping (a terminating first
+    mapping stops the search) publishes files/agreed.txt. Once django-project signs
+    the same file, it is published."""
+    django = {"django/django-5.0.tgz": b"django release\n" * 30}
+    penv.add_repo("pypi", {**django, AGREED: CONTENT[AGREED]})
+    penv.add_repo("curator", {**django, AGREED: CONTENT[AGREED]})
+    penv.add_repo("django-project", {"django/other.tgz": b"other"})
+    penv.write_policy(REQUIRED_POLICY)
+    assert penv.run() == ExitStatus.OK
+    assert penv.published(AGREED)
+    assert not penv.published("django/django-5.0.tgz")
+    held = penv.held_back()["django/django-5.0.tgz"]
+    assert held["mapping"] == 0
+    assert held["score"] == 1.5
+    assert "django-project" in held["reason"]
+    assert held["missing"] == ["django-project"]
+    penv.repos["django-project"].add_target(
+        "django/django-5.0.tgz", django["django/django-5.0.tgz"]
+    )
+    penv.publish("django-project")
+    assert penv.run() == ExitStatus.OK
+    assert penv.published("django/django-5.0.tgz")
+
+
+CONFLICT_POLICY = """
+primary = "pypi"
+[repositories.pypi]
+[repositories.curator]
+upstream = "{url}/curator"
+root = "curator-root.json"
+[repositories.team-a]
+upstream = "{url}/team-a"
+root = "team-a-root.json"
+[repositories.team-b]
+upstream = "{url}/team-b"
+root = "team-b-root.json"
+[[mapping]]
+paths = ["*"]
+repositories = ["pypi", "curator", "team-a", "team-b"]
+min-score = 2
+"""
+
+
+def test_two_groups_reach_the_score(penv: PolicyEnv) -> None:
+    """pypi + curator vouch for one file, team-a + team-b for another under the same
+    path, both groups score 2: a conflict, exit 1, the conflict in the report, and
+    nothing new published (the destination is unchanged)."""
+    penv.add_repo("pypi", {AGREED: CONTENT[AGREED]})
+    penv.add_repo("curator", {AGREED: CONTENT[AGREED]})
+    penv.add_repo("team-a", {AGREED: CONTENT[AGREED]})
+    penv.add_repo("team-b", {AGREED: CONTENT[AGREED]})
+    penv.write_policy(CONFLICT_POLICY)
+    assert penv.run() == ExitStatus.OK
+    before = tree(penv.dest)
+    new = CONTESTED
+    penv.repos["pypi"].add_target(new, b"the index's file")
+    penv.repos["curator"].add_target(new, b"the index's file")
+    penv.repos["team-a"].add_target(new, b"another file")
+    penv.repos["team-b"].add_target(new, b"another file")
+    for name in ("pypi", "curator", "team-a", "team-b"):
+        penv.publish(name)
+    assert penv.run() == ExitStatus.VERIFICATION_FAILED
+    assert_published_unchanged(before, tree(penv.dest))
+    report = penv.report()
+    assert "PolicyConflictError" in report["error"]
+    (conflict,) = report["policy"]["conflicts"]
+    assert conflict["path"] == new
+    assert sorted(tuple(g["repositories"]) for g in conflict["groups"]) == [
+        ("pypi", "curator"),
+        ("team-a", "team-b"),
+    ]
+    assert not penv.published(new)
+
+
+def test_curator_removes_its_vote(penv: PolicyEnv) -> None:
+    """team-b stops vouching for a published target: an alarm in the report (and a
+    warning), never a deletion: the target stays published, exit 0."""
+    weights_env(penv)
+    assert penv.run() == ExitStatus.OK
+    assert penv.published(AGREED)
+    penv.repos["team-b"].remove_target(AGREED)
+    penv.repos["team-b"].add_target("files/unrelated.txt", b"x")
+    penv.publish("team-b")
+    assert penv.run() == ExitStatus.OK
+    assert penv.published(AGREED)
+    report = penv.report()
+    (alarm,) = report["policy"]["alarms"]
+    assert alarm["path"] == AGREED
+    assert alarm["repositories"] == ["team-b"]
+    assert any("no longer vouches" in warning for warning in report["warnings"])
+    assert AGREED not in penv.held_back()
+
+
+def test_plan_counts_per_mapping(penv: PolicyEnv, capsys: object) -> None:
+    """``plan`` says, per mapping, how many targets would be published and held
+    back, and writes nothing."""
+    weights_env(penv)
+    assert penv.run("plan") == ExitStatus.OK
+    assert not penv.dest.exists() or not any(penv.dest.rglob("*.txt"))
+    report = penv.report()
+    assert report["policy"]["mappings"] == [
+        {"paths": ["*"], "published": 1, "held_back": 1, "conflicts": 0}
+    ]
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert "mapping 0 (*): 1 published, 1 held back" in err
