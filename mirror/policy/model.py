@@ -304,7 +304,7 @@ def _check_name(where: str, name: str) -> str:
     return name
 
 
-def _check_mappings(where: str, policy: TrustPolicy) -> None:
+def _check_mappings(where: str, policy: TrustPolicy, *, score_key: str = "min-score") -> None:
     if not policy.mappings:
         raise UsageError(f"{where}.mapping: no mapping (every target would be held back)")
     for index, mapping in enumerate(policy.mappings):
@@ -326,11 +326,13 @@ def _check_mappings(where: str, policy: TrustPolicy) -> None:
                     f"{key}.required: {name!r} is not one of the mapping's repositories"
                 )
         if mapping.min_score <= 0:
-            raise UsageError(f"{key}.min-score: must be greater than 0, got {mapping.min_score:g}")
+            raise UsageError(
+                f"{key}.{score_key}: must be greater than 0, got {mapping.min_score:g}"
+            )
         best = policy.score(mapping.repositories)
         if mapping.min_score > best:
             raise UsageError(
-                f"{key}.min-score: {mapping.min_score:g} is unreachable: every vote of "
+                f"{key}.{score_key}: {mapping.min_score:g} is unreachable: every vote of "
                 f"{', '.join(mapping.repositories)} scores {best:g}"
             )
 
@@ -471,5 +473,5 @@ def parse_map_json(
             )
         )
     policy = TrustPolicy(primary, repositories, tuple(mappings))
-    _check_mappings(where, policy)
+    _check_mappings(where, policy, score_key="threshold")
     return policy

@@ -1,0 +1,230 @@
+"""Hostile secondary repositories, TAP 4 map files, and every bad policy."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mirror.errors import ExitStatus
+from mirror.testing.repo import generate_signer
+from tests.policy.conftest import AGREED, CONTENT, CONTESTED, PolicyEnv, weights_env
+from tests.sync.conftest import tree
+from tests.sync.test_hostile import assert_published_unchanged
+
+
+def _synced_then_curator_changes(penv: PolicyEnv) -> dict[str, bytes]:
+    weights_env(penv)
+    assert penv.run() == ExitStatus.OK
+    return tree(penv.dest)
+
+
+def test_curator_forged_signature(penv: PolicyEnv) -> None:
+    """A curator's new targets role signed by a key its root does not name: exit 1,
+    the error names the repository, the destination is unchanged."""
+    before = _synced_then_curator_changes(penv)
+    penv.repos["curator"].add_target("files/new.txt", b"new")
+    penv.repos["curator"].sign_next_commit_with("targets", [generate_signer()])
+    penv.publish("curator")
+    assert penv.run() == ExitStatus.VERIFICATION_FAILED
+    assert_published_unchanged(before, tree(penv.dest))
+    error = penv.report()["error"]
+    assert "SignatureError" in error
+    assert "policy repository 'curator'" in error
+
+
+def test_curator_rollback(penv: PolicyEnv) -> None:
+    """A curator serving an older timestamp than the one the mirror verified and
+    published under repositories/curator/: exit 1 (rollback), destination unchanged."""
+    weights_env(penv)
+    old_timestamp = (penv.base / "curator/metadata/timestamp.json").read_bytes()
+    penv.repos["curator"].add_target("files/new.txt", b"new")
+    penv.publish("curator")
+    assert penv.run() == ExitStatus.OK
+    before = tree(penv.dest)
+    (penv.base / "curator/metadata/timestamp.json").write_bytes(old_timestamp)
+    assert penv.run() == ExitStatus.VERIFICATION_FAILED
+    assert_published_unchanged(before, tree(penv.dest))
+    error = penv.report()["error"]
+    assert "RollbackError" in error
+    assert "'curator'" in error
+
+
+def test_curator_freeze(penv: PolicyEnv) -> None:
+    """A curator's new timestamp that has already expired (freeze attack): exit 1,
+    destination unchanged."""
+    before = _synced_then_curator_changes(penv)
+    penv.repos["curator"].set_expiry("timestamp", datetime.now(UTC) - timedelta(days=1))
+    penv.repos["curator"].add_target("files/new.txt", b"new")
+    penv.publish("curator")
+    assert penv.run() == ExitStatus.VERIFICATION_FAILED
+    assert_published_unchanged(before, tree(penv.dest))
+    assert "ExpiredMetadataError" in penv.report()["error"]
+
+
+def test_tampered_secondary_copy_at_destination(penv: PolicyEnv) -> None:
+    """A destination copy of a secondary's metadata that no longer verifies is a
+    tampered destination (exit 1), not a trusted state."""
+    before = _synced_then_curator_changes(penv)
+    snapshot = penv.dest / "repositories/team-a/metadata/1.snapshot.json"
+    snapshot.write_bytes(snapshot.read_bytes().replace(b'"version": 1', b'"version": 7', 1))
+    before["repositories/team-a/metadata/1.snapshot.json"] = snapshot.read_bytes()
+    assert penv.run() == ExitStatus.VERIFICATION_FAILED
+    assert_published_unchanged(before, tree(penv.dest))
+    assert "TamperedDestinationError" in penv.report()["error"]
+
+
+def test_tap4_map_json_threshold_two(penv: PolicyEnv) -> None:
+    """A TAP 4 map.json (roots in NAME/root.json beside it, the primary found by
+    --upstream): threshold 2 publishes what pypi and the curator both sign and holds
+    back what only pypi signs."""
+    penv.add_repo("pypi", CONTENT)
+    penv.add_repo("curator", {AGREED: CONTENT[AGREED]})
+    penv.add_repo("other", {"files/elsewhere.txt": b"x"})
+    for name in ("pypi", "curator", "other"):
+        (penv.conf / name).mkdir()
+        (penv.conf / name / "root.json").write_bytes(penv.repos[name].root_bytes(1))
+    penv.write_policy(
+        json.dumps(
+            {
+                "repositories": {
+                    name: [penv.url(name) + "/"] for name in ("pypi", "curator", "other")
+                },
+                "mapping": [
+                    {
+                        "paths": ["*"],
+                        "repositories": ["pypi", "curator", "other"],
+                        "threshold": 2,
+                        "terminating": True,
+                    }
+                ],
+            }
+        ),
+        filename="map.json",
+    )
+    assert penv.run() == ExitStatus.OK
+    assert penv.published(AGREED)
+    assert not penv.published(CONTESTED)
+    held = penv.held_back()[CONTESTED]
+    assert held["score"] == 1
+    assert held["min_score"] == 2
+    assert held["missing"] == ["curator", "other"]
+    assert (penv.dest / "repositories/other/metadata/timestamp.json").exists()
+
+
+GOOD = """
+primary = "pypi"
+[repositories.pypi]
+weight = 1
+[repositories.curator]
+upstream = "{url}/curator"
+root = "curator-root.json"
+weight = 1
+[[mapping]]
+paths = ["*"]
+repositories = ["pypi", "curator"]
+min-score = 2
+"""
+
+BAD_POLICIES = [
+    (
+        "unknown repository",
+        GOOD.replace('["pypi", "curator"]', '["pypi", "nobody"]'),
+        "mapping[0].repositories: unknown repository 'nobody'",
+    ),
+    (
+        "unknown required repository",
+        GOOD.replace("min-score = 2", 'min-score = 2\nrequired = ["ghost"]'),
+        "mapping[0].required: unknown repository 'ghost'",
+    ),
+    (
+        "dot-dot name",
+        GOOD + '[repositories."../x"]\nupstream = "{url}/x"\nroot = "x.json"\n',
+        "repositories.../x: repository name '../x' could escape a path",
+    ),
+    (
+        "slash name",
+        GOOD + '[repositories."/"]\nupstream = "{url}/x"\nroot = "x.json"\n',
+        "repository name '/' could escape a path",
+    ),
+    (
+        "drive name",
+        GOOD + '[repositories.\'C:\\\']\nupstream = "{url}/x"\nroot = "x.json"\n',
+        "repository name 'C:\\\\' could escape a path",
+    ),
+    (
+        "unreachable min-score",
+        GOOD.replace("min-score = 2", "min-score = 2.5"),
+        "mapping[0].min-score: 2.5 is unreachable",
+    ),
+    (
+        "empty repository list",
+        GOOD.replace('["pypi", "curator"]', "[]"),
+        "mapping[0].repositories: empty repository list",
+    ),
+    (
+        "zero weight",
+        GOOD.replace("weight = 1\n[[", "weight = 0\n[["),
+        "repositories.curator.weight: must be greater than 0",
+    ),
+    (
+        "negative weight",
+        GOOD.replace("[repositories.pypi]\nweight = 1", "[repositories.pypi]\nweight = -1"),
+        "repositories.pypi.weight: must be greater than 0",
+    ),
+    (
+        "primary upstream disagrees",
+        GOOD.replace(
+            "[repositories.pypi]\n", '[repositories.pypi]\nupstream = "{url}/elsewhere"\n'
+        ),
+        "disagrees with the policy's repositories.pypi.upstream",
+    ),
+    (
+        "primary root disagrees",
+        GOOD.replace("[repositories.pypi]\n", '[repositories.pypi]\nroot = "curator-root.json"\n'),
+        "disagrees with the policy's repositories.pypi.root",
+    ),
+    (
+        "misspelt key",
+        GOOD.replace("min-score", "min_score"),
+        "mapping[0].min_score: unknown key",
+    ),
+    ("no mapping", GOOD.split("[[mapping]]", maxsplit=1)[0], "mapping: no mapping"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"), [case[1:] for case in BAD_POLICIES], ids=[c[0] for c in BAD_POLICIES]
+)
+def test_bad_policy(
+    penv: PolicyEnv, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    """Every bad policy is a configuration error (exit 2) whose one line names the
+    key, before anything is fetched or written."""
+    penv.add_repo("pypi", CONTENT)
+    penv.add_repo("curator", CONTENT)
+    penv.write_policy(text)
+    penv.server.clear_log()
+    assert penv.run() == ExitStatus.USAGE
+    lines = [line for line in capsys.readouterr().err.splitlines() if "FAILED" in line]
+    assert len(lines) == 1
+    assert message in lines[0]
+    assert not penv.dest.exists()
+    assert penv.server.requests == []
+
+
+def test_bad_map_json_threshold(penv: PolicyEnv, capsys: pytest.CaptureFixture[str]) -> None:
+    """A map.json threshold above the number of repositories is unreachable: exit 2."""
+    penv.add_repo("pypi", CONTENT)
+    penv.write_policy(
+        json.dumps(
+            {
+                "repositories": {"pypi": [penv.url("pypi")]},
+                "mapping": [{"paths": ["*"], "repositories": ["pypi"], "threshold": 2}],
+            }
+        ),
+        filename="map.json",
+    )
+    assert penv.run() == ExitStatus.USAGE
+    assert "mapping[0].threshold: 2 is unreachable" in capsys.readouterr().err
