@@ -282,6 +282,7 @@ async def open_gate(
             fetcher = open_fetcher(list(repo.upstream), **options)
             stack.push_async_callback(fetcher.aclose)
             secondary = SecondaryRepository(
+                name=repo.name,
                 settings=dataclasses.replace(
                     settings,
                     root=repository_root(policy_file, repo),
@@ -302,7 +303,6 @@ async def open_gate(
                 dry_run=dry_run,
                 report=RunReport(command=report.command),
             )
-            secondary.name = repo.name
             votes[repo.name] = await secondary.refresh()
             log.info(
                 "policy repository %s: snapshot %s, %d targets vouched for",

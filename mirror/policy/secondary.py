@@ -19,15 +19,18 @@ What this module does not do: decide anything about targets (``model``, ``gate``
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import hashlib
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from mirror.errors import DelegationError, VerificationError
 from mirror.plan import diff_snapshot
 from mirror.policy.model import Listing
 from mirror.storage import INTERNAL_PREFIX, ObjectInfo, PutOptions, Store
 from mirror.sync import Published, Synchronizer, _Cycle, load_published
-from mirror.trust import Authority, check_meta
+from mirror.trust import Authority, DelegationWalk, check_meta
+from mirror.trust._tuf import TargetFile
 
 __all__ = ["PrefixStore", "SecondaryRepository"]
 
@@ -89,9 +92,11 @@ class SecondaryRepository(Synchronizer):
     """One secondary repository's refresh and publication (see the module
     docstring). Built like a ``Synchronizer`` whose store is a ``PrefixStore``."""
 
-    name: str = ""
-    _published: Published | None = None
-    _cycle_state: _Cycle | None = None
+    def __init__(self, *, name: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.name = name
+        self._published: Published | None = None
+        self._cycle_state: _Cycle | None = None
 
     async def refresh(self) -> dict[str, Listing]:
         """Verify the repository from its published state to the upstream's newest
@@ -123,8 +128,6 @@ class SecondaryRepository(Synchronizer):
     @property
     def snapshot_digest(self) -> str:
         """Identifies the verified snapshot (version and bytes) of this run."""
-        import hashlib
-
         assert self._cycle_state is not None
         snapshot = self._cycle_state.new.snapshot
         assert snapshot is not None
@@ -144,8 +147,6 @@ class SecondaryRepository(Synchronizer):
     async def _listing(self, cycle: _Cycle, published: Published) -> dict[str, Listing]:
         """Walk every role (unchanged ones from the destination, re-verified;
         changed ones from the upstream) and collect the authorised listings."""
-        from mirror.trust import DelegationWalk
-
         new = cycle.new
         assert new.snapshot is not None
         consistent = new.consistent_snapshot
@@ -168,16 +169,16 @@ class SecondaryRepository(Synchronizer):
         walk = DelegationWalk(new)
         cycle.walk = walk
 
-        def collect(role: str, entries: dict[str, object]) -> None:
+        def collect(role: str, entries: Mapping[str, TargetFile]) -> None:
             for path, target in entries.items():
-                item = Listing.of(target.length, target.hashes)  # type: ignore[attr-defined]
+                item = Listing.of(target.length, target.hashes)
                 verdict = walk.authority(path, role)
                 if verdict is Authority.AUTHORIZED:
                     listing.setdefault(path, item)
                 elif verdict is Authority.UNDECIDED:
                     undecided.append((role, path, item))
 
-        collect("targets", dict(targets.signed.targets))
+        collect("targets", targets.signed.targets)
         visited: set[str] = set()
         while not walk.done:
             steps = walk.ready()
@@ -195,7 +196,7 @@ class SecondaryRepository(Synchronizer):
                 visited.add(step.role)
                 if change is not None:
                     await self._spool_role(cycle, change, data, present=local)
-                collect(step.role, dict(verified.signed.targets))
+                collect(step.role, verified.signed.targets)
         for role, path, item in undecided:
             if walk.authority(path, role) is Authority.AUTHORIZED:
                 listing.setdefault(path, item)

@@ -212,3 +212,30 @@ def test_plan_counts_per_mapping(penv: PolicyEnv, capsys: object) -> None:
     ]
     err = capsys.readouterr().err  # type: ignore[attr-defined]
     assert "mapping 0 (*): 1 published, 1 held back" in err
+
+
+def test_cost_follows_the_change(penv: PolicyEnv) -> None:
+    """A run with nothing new anywhere costs, per repository, the probe for a next
+    root version (404) and one conditional timestamp request (304); a change at one curator fetches that curator's new metadata only
+    (the primary's roles are re-read from the destination, not the upstream)."""
+    weights_env(penv)
+    assert penv.run() == ExitStatus.OK
+    penv.server.clear_log()
+    assert penv.run() == ExitStatus.OK
+    requested = sorted((record.path, record.status) for record in penv.server.requests)
+    assert requested == sorted(
+        (f"/{name}/metadata/{file}", status)
+        for name in ("pypi", "curator", "team-a", "team-b")
+        for file, status in (("2.root.json", 404), ("timestamp.json", 304))
+    )
+    penv.repos["team-b"].add_target("files/unrelated.txt", b"x")
+    penv.publish("team-b")
+    penv.server.clear_log()
+    assert penv.run() == ExitStatus.OK
+    fetched = {record.path for record in penv.server.requests if record.status == 200}
+    assert fetched == {
+        "/team-b/metadata/timestamp.json",
+        "/team-b/metadata/2.snapshot.json",
+        "/team-b/metadata/2.targets.json",
+    }
+    assert not any(path.startswith("/pypi/targets/") for path in fetched)
