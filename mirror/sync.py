@@ -916,7 +916,7 @@ class Synchronizer:
             log.warning("delegated role %s has expired upstream; mirrored as is", role)
         self._note_expiry(new, published)
         if self.policy is not None:
-            await self.policy.before_publish()
+            await self.policy.before_publish(self, cycle, published)
         if not self.dry_run:
             await self._publish(cycle, published)
             if walked:
@@ -942,8 +942,7 @@ class Synchronizer:
 
     def _selection(self) -> str:
         """Fingerprint of what this run selects: the filters and, under --policy,
-        the policy and the other repositories' snapshots (a change re-decides every
-        target)."""
+        the policy file (a change re-decides every target)."""
         extra = f"+policy:{self.policy.fingerprint()}" if self.policy is not None else ""
         return self.filter.fingerprint() + extra
 

@@ -5,14 +5,19 @@ every target of the primary the sync would copy, whether the parties agree on it
 refreshes every secondary repository with the full TUF workflow and yields a
 ``PolicyGate``, which the ``Synchronizer`` consults through three hooks:
 
-* ``fingerprint()`` joins the target selection's fingerprint: when a secondary
-  repository's snapshot or the policy changes, the sync re-decides every target of
-  the primary (held-back targets are published by the run in which their score is
-  reached, even when the primary did not change), presence checks keeping the
-  already published ones cheap;
-* ``admit(role, target)``: publish, hold back (absent, listed in the report with its
-  score and missing votes) or conflict (not copied; the run fails);
-* ``before_publish()``: a conflict is ``PolicyConflictError`` (exit 1) before any
+* ``fingerprint()`` joins the target selection's fingerprint: when the policy file
+  changes, the sync re-decides every target of the primary (presence checks keep
+  the already published ones cheap);
+* ``admit(role, target)``, for every target the sync would copy (new or changed in
+  the primary): publish, hold back (absent, listed in the report with its score
+  and missing votes) or conflict (not copied; the run fails);
+* ``before_publish(sync, cycle, published)``: first re-decides the paths whose votes
+  changed since the last run (a curator added, changed or withdrew one) and that
+  the primary's walk did not already decide: each is looked up in the primary with
+  the specification's target search (roles from the destination, re-verified) and
+  copied when it is now published, so a held-back target is published by the run
+  in which its score is reached, even when the primary did not change, and the cost
+  follows the change. Then a conflict is ``PolicyConflictError`` (exit 1) before any
   metadata is published; otherwise the secondaries' verified metadata is published
   under ``DEST/repositories/<name>/``, before the primary's.
 
@@ -30,7 +35,6 @@ TUF workflow (``trust``, ``sync``), copying targets (``sync``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -38,17 +42,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mirror.copier import TargetCopier
 from mirror.errors import PolicyConflictError
 from mirror.log import log
+from mirror.plan import target_copy
 from mirror.policy.model import Decision, Listing, TrustPolicy, Verdict, decide
 from mirror.policy.secondary import PrefixStore, SecondaryRepository
 from mirror.policy.source import load_policy_digest, repository_root
 from mirror.report import RunReport
 from mirror.storage import NotFoundInStoreError, PutOptions, Store
 from mirror.storage.headers import put_options_for
+from mirror.trust import TargetSearch
 
 if TYPE_CHECKING:
     from mirror.config import Settings
+    from mirror.sync import Published, Synchronizer, _Cycle
     from mirror.trust._tuf import TargetFile
 
 __all__ = ["POLICY_STATE_KEY", "PolicyGate", "open_gate"]
@@ -106,12 +114,15 @@ class PolicyGate:
         self.store = store
         self.report = report
         self.dry_run = dry_run
-        digests = [f"{sec.name}={sec.snapshot_digest}" for sec in secondaries]
-        self._fingerprint = hashlib.sha256(
-            "\n".join([policy_digest, *digests]).encode()
-        ).hexdigest()[:16]
+        self._fingerprint = policy_digest[:16]
         self.decisions: dict[str, Decision] = {}
         self.alarms: dict[str, dict[str, Any]] = {}
+        #: paths whose votes changed since the last recorded run
+        self.touched: set[str] = set()
+        for repo, paths in votes.items():
+            before = previous.votes.get(repo, {})
+            self.touched.update(path for path, item in paths.items() if before.get(path) != item)
+            self.touched.update(path for path in before if path not in paths)
 
     # -- hooks -----------------------------------------------------------------------
 
@@ -146,9 +157,10 @@ class PolicyGate:
             log.debug("holding back %s (%s)", target.path, decision.reason)
         return decision.verdict is Verdict.PUBLISH
 
-    async def before_publish(self) -> None:
-        """Refuse to publish anything when parties conflict; else publish the
-        secondaries' metadata (not in a dry run)."""
+    async def before_publish(self, sync: Synchronizer, cycle: _Cycle, published: Published) -> None:
+        """Re-decide the touched paths; refuse to publish anything when parties
+        conflict; else publish the secondaries' metadata (not in a dry run)."""
+        await self._revisit(sync, cycle, published)
         conflicts = {p: d for p, d in self.decisions.items() if d.verdict is Verdict.CONFLICT}
         self._fill_report()
         if conflicts:
@@ -160,6 +172,55 @@ class PolicyGate:
         if not self.dry_run:
             for secondary in self.secondaries:
                 await secondary.publish()
+
+    async def _revisit(self, sync: Synchronizer, cycle: _Cycle, published: Published) -> None:
+        """Look up in the primary every touched path this run has not decided yet,
+        decide it, and copy it when it is now published (see the module docstring)."""
+        paths = sorted(self.touched - self.decisions.keys())
+        new = cycle.new
+        if not paths or (new.snapshot is None and published.snapshot is None):
+            return
+        consistent = new.consistent_snapshot
+        changed = {change.name for change in cycle.changes}
+        if new.snapshot is None:
+            assert published.snapshot is not None
+            new.update_snapshot(published.snapshot.raw, trusted=True)
+        snapshot = new.snapshot
+        assert snapshot is not None
+
+        async def role_bytes(role: str) -> tuple[bytes, bool]:
+            meta = snapshot.signed.meta[f"{role}.json"]
+            fresh = role in changed
+            data, _ = await sync._role_bytes(
+                role, meta.version, changed=fresh, consistent=consistent
+            )
+            return data, not fresh
+
+        if new.targets is None:
+            data, trusted = await role_bytes("targets")
+            new.update_targets(data, trusted=trusted)
+        copier = TargetCopier(
+            store=sync.store,
+            fetcher=sync.fetcher,
+            consistent_snapshot=consistent,
+            base=sync.base,
+            dry_run=sync.dry_run,
+            budget=sync.budget,
+            short_max_age=sync.settings.timestamp_max_age,
+        )
+        for path in paths:
+            search = TargetSearch(new, path)
+            while (step := search.next_role()) is not None:
+                data, trusted = await role_bytes(step.role)
+                search.feed(data, trusted=trusted)
+            match = search.result
+            if match is None or not sync.filter.selects(path, match.role):
+                continue
+            if self.admit(match.role, match.target):
+                copy = target_copy(match.target, role=match.role, consistent_snapshot=consistent)
+                sync.report.targets_new += 1
+                sync.report.planned_bytes += copy.length
+                sync._count(await copier.copy(copy))
 
     # -- bookkeeping -------------------------------------------------------------------
 

@@ -216,8 +216,10 @@ def test_plan_counts_per_mapping(penv: PolicyEnv, capsys: object) -> None:
 
 def test_cost_follows_the_change(penv: PolicyEnv) -> None:
     """A run with nothing new anywhere costs, per repository, the probe for a next
-    root version (404) and one conditional timestamp request (304); a change at one curator fetches that curator's new metadata only
-    (the primary's roles are re-read from the destination, not the upstream)."""
+    root version (404) and one conditional timestamp request (304). A change at one
+    curator fetches that curator's new metadata only and re-decides only the paths
+    it touches: no walk of the primary (its roles are read from the destination for
+    the touched paths' lookups only), nothing from the primary's upstream."""
     weights_env(penv)
     assert penv.run() == ExitStatus.OK
     penv.server.clear_log()
@@ -239,3 +241,35 @@ def test_cost_follows_the_change(penv: PolicyEnv) -> None:
         "/team-b/metadata/2.targets.json",
     }
     assert not any(path.startswith("/pypi/targets/") for path in fetched)
+    assert penv.report()["roles_verified"] == 0
+
+
+def test_policy_change_re_decides_every_target(penv: PolicyEnv) -> None:
+    """Lowering min-score in the policy file re-decides every target of the primary
+    (nothing changed upstream): the held-back one is published."""
+    weights_env(penv)
+    assert penv.run() == ExitStatus.OK
+    assert not penv.published(CONTESTED)
+    assert penv.policy is not None
+    penv.policy.write_text(penv.policy.read_text().replace("min-score = 5.5", "min-score = 3.5"))
+    assert penv.run() == ExitStatus.OK
+    assert penv.published(CONTESTED)
+    assert penv.held_back() == {}
+    assert penv.report()["targets_fetched"] == 1
+
+
+def test_primary_change_decided_on_the_way(penv: PolicyEnv) -> None:
+    """A new target of the primary is decided when the sync walks it: published when
+    every party lists it, held back (and kept in the held-back list with the older
+    one) otherwise."""
+    weights_env(penv)
+    assert penv.run() == ExitStatus.OK
+    for name in ("pypi", "curator", "team-a", "team-b"):
+        penv.repos[name].add_target("files/new-1.txt", b"one")
+        if name != "team-b":
+            penv.repos[name].add_target("files/new-2.txt", b"two")
+        penv.publish(name)
+    assert penv.run() == ExitStatus.OK
+    assert penv.published("files/new-1.txt")
+    assert not penv.published("files/new-2.txt")
+    assert set(penv.held_back()) == {CONTESTED, "files/new-2.txt"}
