@@ -79,10 +79,13 @@ def _same_urls(left: Sequence[str], right: Sequence[str]) -> bool:
 def primary_settings(values: dict[str, Any]) -> dict[str, Any]:
     """Fill ``root`` / ``root_sha256`` / ``upstream`` of the resolved option values
     from the policy's primary repository, or check that they agree with it (else
-    ``UsageError``). Also validates the whole policy early, before any I/O."""
+    ``UsageError``). Also validates the whole policy early, every repository's root
+    file included, before any network or destination I/O."""
     policy_file = str(values["policy"])
     policy = load_policy(policy_file, primary_upstreams=tuple(values.get("upstream") or ()))
     primary = policy.repositories[policy.primary]
+    for repo in policy.secondaries:
+        read_root(policy_file, repo)
     out = dict(values)
     if primary.upstream:
         if out.get("upstream") and not _same_urls(out["upstream"], primary.upstream):

@@ -190,6 +190,18 @@ BAD_POLICIES = [
         GOOD.replace("min-score", "min_score"),
         "mapping[0].min_score: unknown key",
     ),
+    (
+        "root file missing",
+        GOOD.replace('root = "curator-root.json"', 'root = "absent.json"'),
+        "repositories.curator.root: cannot read",
+    ),
+    (
+        "root pin mismatch",
+        GOOD.replace(
+            'root = "curator-root.json"', f'root = "curator-root.json"\nroot-sha256 = "{"0" * 64}"'
+        ),
+        "repositories.curator.root-sha256: ",
+    ),
     ("no mapping", GOOD.split("[[mapping]]", maxsplit=1)[0], "mapping: no mapping"),
 ]
 
