@@ -65,6 +65,8 @@ POLICY_STATE_KEY = ".tuf-mirror/policy.json"
 _MAX_STATE = 256 * 1024 * 1024
 #: conflicts and alarms listed in full in the report; the rest are counted
 _REPORT_LIMIT = 1000
+#: roles kept in memory while touched paths are looked up in the primary
+_ROLES_KEPT = 8
 
 
 @dataclasses.dataclass(slots=True)
@@ -127,7 +129,7 @@ class PolicyGate:
     # -- hooks -----------------------------------------------------------------------
 
     def fingerprint(self) -> str:
-        """Changes when the policy or any secondary repository's snapshot changes."""
+        """Changes when the policy file changes (then every target is re-decided)."""
         return self._fingerprint
 
     def admit(self, role: str, target: TargetFile) -> bool:
@@ -144,7 +146,7 @@ class PolicyGate:
         if withdrawn and target.path not in self.previous.held_back:
             message = (
                 f"{', '.join(withdrawn)} no longer vouch{'es' if len(withdrawn) == 1 else ''} "
-                f"for {target.path!r}, which the mirror published; it is kept, never deleted"
+                f"for {target.path!r}; a published copy is kept, never deleted"
             )
             log.warning("trust policy alarm: %s (now %s)", message, decision.verdict.value)
             self.alarms[target.path] = {
@@ -188,13 +190,23 @@ class PolicyGate:
         snapshot = new.snapshot
         assert snapshot is not None
 
+        # The last few roles read are kept (the top-level targets and the delegators
+        # every search passes through): memory stays bounded by a few roles.
+        loaded: dict[str, tuple[bytes, bool]] = {}
+
         async def role_bytes(role: str) -> tuple[bytes, bool]:
+            if role in loaded:
+                loaded[role] = loaded.pop(role)
+                return loaded[role]
             meta = snapshot.signed.meta[f"{role}.json"]
             fresh = role in changed
             data, _ = await sync._role_bytes(
                 role, meta.version, changed=fresh, consistent=consistent
             )
-            return data, not fresh
+            loaded[role] = (data, not fresh)
+            if len(loaded) > _ROLES_KEPT:
+                del loaded[next(iter(loaded))]
+            return loaded[role]
 
         if new.targets is None:
             data, trusted = await role_bytes("targets")
