@@ -217,5 +217,7 @@ class SecondaryRepository(Synchronizer):
         last, and the walk hints for the next run."""
         assert self._cycle_state is not None
         assert self._published is not None
-        await self._publish(self._cycle_state, self._published)
-        await self._write_state(self._cycle_state)
+        cycle, published = self._cycle_state, self._published
+        await self._publish(cycle, published)
+        if cycle.timestamp_changed or cycle.timestamp_etag != published.timestamp_etag:
+            await self._write_state(cycle)

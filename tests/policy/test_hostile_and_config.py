@@ -240,3 +240,29 @@ def test_bad_map_json_threshold(penv: PolicyEnv, capsys: pytest.CaptureFixture[s
     )
     assert penv.run() == ExitStatus.USAGE
     assert "mapping[0].threshold: 2 is unreachable" in capsys.readouterr().err
+
+
+def test_transient_failure_at_a_curator_converges(penv: PolicyEnv) -> None:
+    """A curator answering 503 for its new snapshot: exit 3, nothing published (not
+    even the other repositories' metadata); the next run publishes what the first
+    would have, and the target the curator's change unlocks."""
+    from mirror.testing.server import Fault
+
+    weights_env(penv)
+    assert penv.run() == ExitStatus.OK
+    before = tree(penv.dest)
+    penv.repos["team-b"].add_target(CONTESTED, CONTENT[CONTESTED])
+    penv.publish("team-b")
+    penv.repos["curator"].add_target("files/unrelated.txt", b"x")
+    penv.publish("curator")
+    penv.server.faults.add("/team-b/metadata/2.snapshot.json", Fault.status(503))
+    assert penv.run() == ExitStatus.TRANSIENT
+    assert_published_unchanged(before, tree(penv.dest))
+    penv.server.faults.clear()
+    assert penv.run() == ExitStatus.OK
+    assert penv.published(CONTESTED)
+    for name in ("curator", "team-b"):
+        published = penv.dest / "repositories" / name / "metadata"
+        assert (published / "timestamp.json").read_bytes() == (
+            penv.base / name / "metadata/timestamp.json"
+        ).read_bytes()
