@@ -232,6 +232,7 @@ class PolicyGate:
                 copy = target_copy(match.target, role=match.role, consistent_snapshot=consistent)
                 sync.report.targets_new += 1
                 sync.report.planned_bytes += copy.length
+                sync.report.nothing_new = False
                 sync._count(await copier.copy(copy))
 
     # -- bookkeeping -------------------------------------------------------------------

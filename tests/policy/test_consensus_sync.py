@@ -54,6 +54,7 @@ def test_held_back_published_when_curator_adds_it(penv: PolicyEnv) -> None:
     assert penv.published(CONTESTED)
     assert penv.held_back() == {}
     assert penv.report()["targets_fetched"] == 1
+    assert penv.report()["nothing_new"] is False
     # And the next run has nothing to do.
     assert penv.run() == ExitStatus.OK
     assert penv.report()["targets_fetched"] == 0
