@@ -262,7 +262,8 @@ def test_policy_change_re_decides_every_target(penv: PolicyEnv) -> None:
 def test_primary_change_decided_on_the_way(penv: PolicyEnv) -> None:
     """A new target of the primary is decided when the sync walks it: published when
     every party lists it, held back (and kept in the held-back list with the older
-    one) otherwise."""
+    one) otherwise. In the same run, a curator's new vote for an older held-back
+    target (in a role the primary did or did not change) publishes it."""
     weights_env(penv)
     assert penv.run() == ExitStatus.OK
     for name in ("pypi", "curator", "team-a", "team-b"):
@@ -274,3 +275,13 @@ def test_primary_change_decided_on_the_way(penv: PolicyEnv) -> None:
     assert penv.published("files/new-1.txt")
     assert not penv.published("files/new-2.txt")
     assert set(penv.held_back()) == {CONTESTED, "files/new-2.txt"}
+    penv.repos["pypi"].add_target("files/new-3.txt", b"three")
+    penv.publish("pypi")
+    penv.repos["team-b"].add_target(CONTESTED, CONTENT[CONTESTED])
+    penv.repos["team-b"].add_target("files/new-2.txt", b"two")
+    penv.publish("team-b")
+    assert penv.run() == ExitStatus.OK
+    assert penv.published(CONTESTED)
+    assert penv.published("files/new-2.txt")
+    assert not penv.published("files/new-3.txt")
+    assert set(penv.held_back()) == {"files/new-3.txt"}
