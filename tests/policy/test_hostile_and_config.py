@@ -266,3 +266,40 @@ def test_transient_failure_at_a_curator_converges(penv: PolicyEnv) -> None:
         assert (published / "timestamp.json").read_bytes() == (
             penv.base / name / "metadata/timestamp.json"
         ).read_bytes()
+
+
+def test_failure_after_the_secondaries_published_converges(
+    penv: PolicyEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that fails after publishing the curators' metadata but before the
+    primary's (here a storage failure; a kill at that instant alike) leaves the
+    primary's published state whole; the rerun, which finds the curators' metadata
+    already up to date, still re-decides the paths their votes touched."""
+    from mirror.errors import StorageError
+    from mirror.sync import Synchronizer
+
+    weights_env(penv)
+    assert penv.run() == ExitStatus.OK
+    primary_before = {k: v for k, v in tree(penv.dest).items() if k.startswith("metadata/")}
+    penv.repos["team-b"].add_target(CONTESTED, CONTENT[CONTESTED])
+    penv.publish("team-b")
+    original = Synchronizer._publish
+    calls: list[str] = []
+
+    async def failing(self: Synchronizer, *args: object) -> None:
+        if type(self) is Synchronizer and not calls:
+            calls.append("failed")
+            raise StorageError("disk full (injected)")
+        await original(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Synchronizer, "_publish", failing)
+    assert penv.run() == ExitStatus.TRANSIENT
+    after = tree(penv.dest)
+    assert {k: v for k, v in after.items() if k.startswith("metadata/")} == primary_before
+    assert (
+        after["repositories/team-b/metadata/timestamp.json"]
+        == (penv.base / "team-b/metadata/timestamp.json").read_bytes()
+    )
+    assert penv.run() == ExitStatus.OK
+    assert penv.published(CONTESTED)
+    assert penv.held_back() == {}
