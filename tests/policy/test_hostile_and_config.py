@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -286,11 +287,11 @@ def test_failure_after_the_secondaries_published_converges(
     original = Synchronizer._publish
     calls: list[str] = []
 
-    async def failing(self: Synchronizer, *args: object) -> None:
+    async def failing(self: Synchronizer, *args: Any) -> None:
         if type(self) is Synchronizer and not calls:
             calls.append("failed")
             raise StorageError("disk full (injected)")
-        await original(self, *args)  # type: ignore[arg-type]
+        await original(self, *args)
 
     monkeypatch.setattr(Synchronizer, "_publish", failing)
     assert penv.run() == ExitStatus.TRANSIENT
