@@ -181,6 +181,12 @@ class Decision:
         return out
 
 
+def reaches(score: float, min_score: float) -> bool:
+    """``score >= min_score``, forgiving the rounding of decimal weights in binary
+    floating point (0.1 + 0.2 reaches 0.3)."""
+    return score >= min_score - 1e-9 * max(1.0, abs(min_score))
+
+
 def decide(
     policy: TrustPolicy,
     path: str,
@@ -201,7 +207,7 @@ def decide(
         reaching = [
             (listing, names)
             for listing, names in groups.items()
-            if policy.score(names) >= mapping.min_score
+            if reaches(policy.score(names), mapping.min_score)
         ]
         mine = groups.get(primary, [])
         score = policy.score(mine)
@@ -260,9 +266,6 @@ class _Keys:
 
     def key(self, name: str) -> str:
         return f"{self.where}.{name}"
-
-    def has(self, name: str) -> bool:
-        return name in self.table
 
     def string(self, name: str, default: str | None = None) -> str | None:
         value = self.table.get(name, default)
@@ -330,7 +333,7 @@ def _check_mappings(where: str, policy: TrustPolicy, *, score_key: str = "min-sc
                 f"{key}.{score_key}: must be greater than 0, got {mapping.min_score:g}"
             )
         best = policy.score(mapping.repositories)
-        if mapping.min_score > best:
+        if not reaches(best, mapping.min_score):
             raise UsageError(
                 f"{key}.{score_key}: {mapping.min_score:g} is unreachable: every vote of "
                 f"{', '.join(mapping.repositories)} scores {best:g}"

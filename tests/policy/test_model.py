@@ -115,3 +115,16 @@ def test_map_json_primary_by_upstream() -> None:
             {**data, "mapping": [{"paths": ["*"], "repositories": ["PyPI"], "threshold": 1.5}]},
             primary_upstreams=["https://pypi.example"],
         )
+
+
+def test_decimal_weights_reach_their_sum() -> None:
+    """Decimal weights summing to min-score reach it despite binary rounding
+    (0.7 + 0.1 is 0.7999999999999999 in floating point)."""
+    policy = _policy(
+        [{"paths": ["*"], "repositories": ["pypi", "a", "b"], "min-score": 0.8}],
+        pypi=0.7,
+        a=0.1,
+        b=0.05,
+    )
+    assert decide(policy, "f", A, {"a": {"f": A}}).verdict is Verdict.PUBLISH
+    assert decide(policy, "f", A, {"b": {"f": A}}).verdict is Verdict.HOLD
