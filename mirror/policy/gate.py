@@ -292,8 +292,13 @@ class PolicyGate:
                 self.report.warnings.append(warning)
 
     async def finish(self) -> None:
-        """After a successful run: the report, and (not in a dry run) the state."""
+        """After a successful run: the report (the run's requests and bytes include
+        the other repositories'), and (not in a dry run) the state."""
         self._fill_report()
+        for secondary in self.secondaries:
+            self.report.requests += secondary.fetcher.stats.requests
+            self.report.bytes_received += secondary.fetcher.stats.bytes_received
+            self.report.retries += secondary.fetcher.stats.retries
         for index, mapping in enumerate(self.report.policy["mappings"]):
             log.info(
                 "policy mapping %d (%s): %d published, %d held back",

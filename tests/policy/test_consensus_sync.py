@@ -231,6 +231,7 @@ def test_cost_follows_the_change(penv: PolicyEnv) -> None:
         for name in ("pypi", "curator", "team-a", "team-b")
         for file, status in (("2.root.json", 404), ("timestamp.json", 304))
     )
+    assert penv.report()["requests"] == len(requested)
     penv.repos["team-b"].add_target("files/unrelated.txt", b"x")
     penv.publish("team-b")
     penv.server.clear_log()
