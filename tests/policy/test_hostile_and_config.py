@@ -304,3 +304,24 @@ def test_failure_after_the_secondaries_published_converges(
     assert penv.run() == ExitStatus.OK
     assert penv.published(CONTESTED)
     assert penv.held_back() == {}
+
+
+def test_primary_from_the_policy_alone(penv: PolicyEnv) -> None:
+    """The primary's upstream and pinned root may come from the policy instead of
+    --upstream / --root (and agree with them when both are given)."""
+    from mirror.cli import main
+
+    penv.add_repo("pypi", CONTENT)
+    penv.add_repo("curator", {AGREED: CONTENT[AGREED]})
+    penv.write_policy(
+        GOOD.replace(
+            "[repositories.pypi]\n",
+            '[repositories.pypi]\nupstream = "{url}/pypi/"\nroot = "pypi-root.json"\n',
+        )
+    )
+    assert penv.policy is not None
+    args = ["sync", "--dest", str(penv.dest), "--policy", str(penv.policy)]
+    assert main([*args, "--report", str(penv.conf / "report.json")]) == ExitStatus.OK
+    assert penv.published(AGREED)
+    assert not penv.published(CONTESTED)
+    assert penv.run() == ExitStatus.OK  # with --root and --upstream as well: they agree
