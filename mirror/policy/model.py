@@ -222,7 +222,8 @@ def decide(
             return Decision(
                 Verdict.CONFLICT,
                 groups=tuple((tuple(names), listing) for listing, names in reaching),
-                reason="several groups of repositories reach the score with different files",
+                reason=" and ".join("+".join(names) for _, names in reaching)
+                + " reach the score with different files",
                 **common,
             )
         if reaching:

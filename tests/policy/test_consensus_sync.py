@@ -173,6 +173,7 @@ def test_two_groups_reach_the_score(penv: PolicyEnv) -> None:
     assert_published_unchanged(before, tree(penv.dest))
     report = penv.report()
     assert "PolicyConflictError" in report["error"]
+    assert "pypi+curator and team-a+team-b reach the score" in report["error"]
     (conflict,) = report["policy"]["conflicts"]
     assert conflict["path"] == new
     assert sorted(tuple(g["repositories"]) for g in conflict["groups"]) == [
