@@ -5,8 +5,9 @@ What it exports (all gauges, prefix ``tuf_mirror_``): the last run's exit status
 start time and duration; the time of the last successful run (carried over from the
 previous file when this run failed); bytes and files transferred; requests;
 published and upstream versions; seconds until the published root, timestamp,
-snapshot and targets expire (negative once expired); expired delegated roles; and
-how many timestamp versions the mirror lags behind the upstream.
+snapshot and targets expire (negative once expired); expired delegated roles; how
+many timestamp versions the mirror lags behind the upstream; and under ``--policy``
+the held-back targets, alarms and conflicts.
 """
 
 from __future__ import annotations
@@ -64,6 +65,18 @@ def render_metrics(report: RunReport, *, now: datetime, last_success: float | No
     gauge("requests", report.requests, "requests to upstreams, last run")
     gauge("targets_copied", report.targets_fetched, "targets downloaded and published, last run")
     gauge("targets_filtered", report.targets_filtered, "targets left out by filters, last run")
+    if report.policy:
+        gauge("targets_held_back", report.targets_held_back, "targets held back by --policy")
+        gauge(
+            "policy_alarms",
+            len(report.policy.get("alarms", [])),
+            "targets a --policy repository stopped vouching for, last run",
+        )
+        gauge(
+            "policy_conflicts",
+            len(report.policy.get("conflicts", [])),
+            "targets --policy repositories disagree on, last run",
+        )
     for role, version in sorted(report.versions_after.items()):
         gauge("published_version", version, "version of published metadata", f'role="{role}"')
     upstream_ts = report.upstream_versions.get("timestamp")
