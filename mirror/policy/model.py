@@ -253,20 +253,25 @@ def decide(
 # -- parsing -------------------------------------------------------------------------
 
 
+def _at(where: str, key: str) -> str:
+    """The dotted path of ``key`` inside the table at ``where`` ("" is the top)."""
+    return f"{where}.{key}" if where else key
+
+
 class _Keys:
     """Reads one table, refusing unknown keys: every error names the key."""
 
     def __init__(self, where: str, table: Any, allowed: Sequence[str]) -> None:
         if not isinstance(table, dict):
-            raise UsageError(f"{where}: must be a table")
+            raise UsageError(f"{where or 'the policy'}: must be a table")
         unknown = sorted(set(table) - set(allowed))
         if unknown:
-            raise UsageError(f"{where}.{unknown[0]}: unknown key")
+            raise UsageError(f"{_at(where, unknown[0])}: unknown key")
         self.where = where
         self.table = table
 
     def key(self, name: str) -> str:
-        return f"{self.where}.{name}"
+        return _at(self.where, name)
 
     def string(self, name: str, default: str | None = None) -> str | None:
         value = self.table.get(name, default)
@@ -310,9 +315,9 @@ def _check_name(where: str, name: str) -> str:
 
 def _check_mappings(where: str, policy: TrustPolicy, *, score_key: str = "min-score") -> None:
     if not policy.mappings:
-        raise UsageError(f"{where}.mapping: no mapping (every target would be held back)")
+        raise UsageError(f"{_at(where, 'mapping')}: no mapping (every target would be held back)")
     for index, mapping in enumerate(policy.mappings):
-        key = f"{where}.mapping[{index}]"
+        key = f"{_at(where, 'mapping')}[{index}]"
         if not mapping.paths:
             raise UsageError(f"{key}.paths: empty path list")
         if not mapping.repositories:
@@ -341,19 +346,19 @@ def _check_mappings(where: str, policy: TrustPolicy, *, score_key: str = "min-sc
             )
 
 
-def parse_policy(data: Mapping[str, Any], *, where: str = "policy") -> TrustPolicy:
+def parse_policy(data: Mapping[str, Any], *, where: str = "") -> TrustPolicy:
     """A policy from its TOML form (``tomllib`` output); ``UsageError`` naming the
     key for anything wrong."""
     top = _Keys(where, dict(data), ["primary", "repositories", "mapping"])
     primary = top.string("primary")
     if not primary:
-        raise UsageError(f"{where}.primary: missing (the repository the mirror serves)")
+        raise UsageError(f"{_at(where, 'primary')}: missing (the repository the mirror serves)")
     tables = data.get("repositories")
     if not isinstance(tables, dict) or not tables:
-        raise UsageError(f"{where}.repositories: missing or empty")
+        raise UsageError(f"{_at(where, 'repositories')}: missing or empty")
     repositories: dict[str, PolicyRepository] = {}
     for name, table in tables.items():
-        key = f"{where}.repositories.{name}"
+        key = _at(where, f"repositories.{name}")
         _check_name(key, name)
         keys = _Keys(key, table, ["upstream", "root", "root-sha256", "weight", "operator"])
         weight = keys.number("weight", 1.0)
@@ -378,14 +383,14 @@ def parse_policy(data: Mapping[str, Any], *, where: str = "policy") -> TrustPoli
                 raise UsageError(f"{keys.key('root')}: missing (each repository has a pinned root)")
         repositories[name] = repo
     if primary not in repositories:
-        raise UsageError(f"{where}.primary: unknown repository {primary!r}")
+        raise UsageError(f"{_at(where, 'primary')}: unknown repository {primary!r}")
     raw_mappings = data.get("mapping", [])
     if not isinstance(raw_mappings, list):
-        raise UsageError(f"{where}.mapping: expected [[mapping]] tables")
+        raise UsageError(f"{_at(where, 'mapping')}: expected [[mapping]] tables")
     mappings: list[PolicyMapping] = []
     for index, table in enumerate(raw_mappings):
         keys = _Keys(
-            f"{where}.mapping[{index}]",
+            _at(where, f"mapping[{index}]"),
             table,
             ["paths", "repositories", "min-score", "required", "terminating"],
         )
@@ -410,9 +415,7 @@ def _normal_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def parse_map_json(
-    data: Any, *, primary_upstreams: Sequence[str], where: str = "map.json"
-) -> TrustPolicy:
+def parse_map_json(data: Any, *, primary_upstreams: Sequence[str], where: str = "") -> TrustPolicy:
     """A policy from a TAP 4 map file: equal weights, one operator per repository,
     the threshold as the minimum score. Each repository's pinned root is
     ``NAME/root.json`` next to the map file (TAP 4: the repository name is the
@@ -421,10 +424,10 @@ def parse_map_json(
     top = _Keys(where, data, ["repositories", "mapping", "primary"])
     tables = data.get("repositories")
     if not isinstance(tables, dict) or not tables:
-        raise UsageError(f"{where}.repositories: missing or empty")
+        raise UsageError(f"{_at(where, 'repositories')}: missing or empty")
     repositories: dict[str, PolicyRepository] = {}
     for name, urls in tables.items():
-        key = f"{where}.repositories.{name}"
+        key = _at(where, f"repositories.{name}")
         _check_name(key, name)
         if (
             isinstance(urls, str)
@@ -439,7 +442,7 @@ def parse_map_json(
     primary = top.string("primary")
     if primary is None:
         if not primary_upstreams:
-            raise UsageError(f"{where}: --upstream is needed to tell which repository is served")
+            raise UsageError("--upstream is needed to tell which repository is served")
         wanted = _normal_url(primary_upstreams[0])
         found = [
             name
@@ -447,20 +450,21 @@ def parse_map_json(
             if wanted in {_normal_url(url) for url in repo.upstream}
         ]
         if len(found) != 1:
+            how_many = "no" if not found else "more than one"
             raise UsageError(
-                f"{where}.repositories: {'no' if not found else 'more than one'} repository "
+                f"{_at(where, 'repositories')}: {how_many} repository "
                 f"lists --upstream {primary_upstreams[0]}"
             )
         primary = found[0]
     elif primary not in repositories:
-        raise UsageError(f"{where}.primary: unknown repository {primary!r}")
+        raise UsageError(f"{_at(where, 'primary')}: unknown repository {primary!r}")
     raw_mappings = data.get("mapping", [])
     if not isinstance(raw_mappings, list):
-        raise UsageError(f"{where}.mapping: expected a list")
+        raise UsageError(f"{_at(where, 'mapping')}: expected a list")
     mappings: list[PolicyMapping] = []
     for index, table in enumerate(raw_mappings):
         keys = _Keys(
-            f"{where}.mapping[{index}]",
+            _at(where, f"mapping[{index}]"),
             table,
             ["paths", "repositories", "terminating", "threshold"],
         )

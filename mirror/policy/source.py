@@ -35,25 +35,31 @@ def load_policy_digest(
         raw = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read --policy {path}: {exc.strerror}") from exc
-    where = f"policy {path.name}"
+    try:
+        return _parse(path, raw, primary_upstreams)
+    except UsageError as exc:
+        raise UsageError(f"--policy {path}: {exc}") from exc
+
+
+def _parse(path: Path, raw: bytes, primary_upstreams: Sequence[str]) -> tuple[TrustPolicy, str]:
     if path.suffix.lower() == ".json":
         try:
             data: Any = json.loads(raw)
         except ValueError as exc:
-            raise UsageError(f"{where}: not valid JSON: {exc}") from exc
-        policy = parse_map_json(data, primary_upstreams=primary_upstreams, where=where)
+            raise UsageError(f"not valid JSON: {exc}") from exc
+        policy = parse_map_json(data, primary_upstreams=primary_upstreams)
         return policy, hashlib.sha256(raw).hexdigest()
     try:
         table = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"{where}: not valid TOML: {exc}") from exc
-    return parse_policy(table, where=where), hashlib.sha256(raw).hexdigest()
+        raise UsageError(f"not valid TOML: {exc}") from exc
+    return parse_policy(table), hashlib.sha256(raw).hexdigest()
 
 
 def repository_root(policy_file: str | Path, repo: PolicyRepository) -> Path:
     """The pinned root file of ``repo`` (relative to the policy file's directory)."""
     if repo.root is None:
-        raise UsageError(f"policy: repositories.{repo.name}.root: missing")
+        raise UsageError(f"--policy: repositories.{repo.name}.root: missing")
     root = Path(repo.root)
     return root if root.is_absolute() else Path(policy_file).parent / root
 
@@ -65,10 +71,12 @@ def read_root(policy_file: str | Path, repo: PolicyRepository) -> bytes:
         data = path.read_bytes()
     except OSError as exc:
         raise UsageError(
-            f"policy: repositories.{repo.name}.root: cannot read {path}: {exc.strerror}"
+            f"--policy: repositories.{repo.name}.root: cannot read {path}: {exc.strerror}"
         ) from exc
     if repo.root_sha256 is not None and hashlib.sha256(data).hexdigest() != repo.root_sha256:
-        raise UsageError(f"policy: repositories.{repo.name}.root-sha256: {path} has another sha256")
+        raise UsageError(
+            f"--policy: repositories.{repo.name}.root-sha256: {path} has another sha256"
+        )
     return data
 
 

@@ -108,9 +108,9 @@ def test_map_json_primary_by_upstream() -> None:
     assert policy.primary == "PyPI"
     assert policy.repositories["Django"].root == "Django/root.json"
     assert policy.mappings[0].min_score == 2
-    with pytest.raises(UsageError, match=r"map.json.repositories: no repository lists"):
+    with pytest.raises(UsageError, match=r"^repositories: no repository lists"):
         parse_map_json(data, primary_upstreams=["https://other.example"])
-    with pytest.raises(UsageError, match=r"mapping\[0\].threshold: expected a whole number"):
+    with pytest.raises(UsageError, match=r"^mapping\[0\].threshold: expected a whole number"):
         parse_map_json(
             {**data, "mapping": [{"paths": ["*"], "repositories": ["PyPI"], "threshold": 1.5}]},
             primary_upstreams=["https://pypi.example"],
