@@ -42,6 +42,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from mirror.copier import TargetCopier
 from mirror.errors import PolicyConflictError
 from mirror.log import log
@@ -343,6 +345,7 @@ async def open_gate(
     """Load the policy, refresh every secondary repository, yield the gate; on a
     successful exit, record the policy state."""
     from mirror.fetch import RetryPolicy, is_http, open_fetcher
+    from mirror.sync import _one_error
 
     assert settings.policy is not None
     policy_file = Path(settings.policy)
@@ -382,14 +385,23 @@ async def open_gate(
                 dry_run=dry_run,
                 report=RunReport(command=report.command),
             )
-            votes[repo.name] = await secondary.refresh()
+            secondaries.append(secondary)
+
+        async def refresh(secondary: SecondaryRepository) -> None:
+            votes[secondary.name] = await secondary.refresh()
             log.info(
                 "policy repository %s: snapshot %s, %d targets vouched for",
-                repo.name,
+                secondary.name,
                 secondary.snapshot_digest,
-                len(votes[repo.name]),
+                len(votes[secondary.name]),
             )
-            secondaries.append(secondary)
+
+        # Concurrently (round trips overlap); a verification failure wins over a
+        # transient one, as in the sync.
+        with _one_error():
+            async with trio.open_nursery() as nursery:
+                for secondary in secondaries:
+                    nursery.start_soon(refresh, secondary)
         gate = PolicyGate(
             policy=policy,
             policy_digest=digest,
