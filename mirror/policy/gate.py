@@ -121,6 +121,9 @@ class PolicyGate:
         self._fingerprint = policy_digest[:16]
         self.decisions: dict[str, Decision] = {}
         self.alarms: dict[str, dict[str, Any]] = {}
+        #: targets whose copy waits until no conflict is possible: a previously
+        #: held-back target is listed by published metadata, so its copy publishes it
+        self._deferred: dict[str, tuple[str, TargetFile]] = {}
         #: paths whose votes changed since the last recorded run
         self.touched: set[str] = set()
         for repo, paths in votes.items():
@@ -159,11 +162,16 @@ class PolicyGate:
             }
         if decision.verdict is Verdict.HOLD:
             log.debug("holding back %s (%s)", target.path, decision.reason)
+        if decision.verdict is Verdict.PUBLISH and target.path in self.previous.held_back:
+            self._deferred[target.path] = (role, target)
+            return False
+        self._deferred.pop(target.path, None)
         return decision.verdict is Verdict.PUBLISH
 
     async def before_publish(self, sync: Synchronizer, cycle: _Cycle, published: Published) -> None:
         """Re-decide the touched paths; refuse to publish anything when parties
-        conflict; else publish the secondaries' metadata (not in a dry run)."""
+        conflict; else copy the targets whose copy publishes them at once, and
+        publish the secondaries' metadata (not in a dry run)."""
         await self._revisit(sync, cycle, published)
         conflicts = {p: d for p, d in self.decisions.items() if d.verdict is Verdict.CONFLICT}
         self._fill_report()
@@ -173,13 +181,33 @@ class PolicyGate:
                 f"{len(conflicts)} target(s) in conflict, nothing new published; "
                 f"first: {path!r}: {decision.reason}"
             )
+        await self._copy_deferred(sync, cycle.new.consistent_snapshot)
         if not self.dry_run:
             for secondary in self.secondaries:
                 await secondary.publish()
 
+    async def _copy_deferred(self, sync: Synchronizer, consistent: bool) -> None:
+        if not self._deferred:
+            return
+        copier = TargetCopier(
+            store=sync.store,
+            fetcher=sync.fetcher,
+            consistent_snapshot=consistent,
+            base=sync.base,
+            dry_run=sync.dry_run,
+            budget=sync.budget,
+            short_max_age=sync.settings.timestamp_max_age,
+        )
+        for _, (role, target) in sorted(self._deferred.items()):
+            copy = target_copy(target, role=role, consistent_snapshot=consistent)
+            sync.report.targets_new += 1
+            sync.report.planned_bytes += copy.length
+            sync.report.nothing_new = False
+            sync._count(await copier.copy(copy))
+
     async def _revisit(self, sync: Synchronizer, cycle: _Cycle, published: Published) -> None:
-        """Look up in the primary every touched path this run has not decided yet,
-        decide it, and copy it when it is now published (see the module docstring)."""
+        """Look up in the primary every touched path this run has not decided yet
+        and decide it (a target now published is copied by ``_copy_deferred``)."""
         paths = sorted(self.touched - self.decisions.keys())
         new = cycle.new
         if not paths or (new.snapshot is None and published.snapshot is None):
@@ -213,15 +241,6 @@ class PolicyGate:
         if new.targets is None:
             data, trusted = await role_bytes("targets")
             new.update_targets(data, trusted=trusted)
-        copier = TargetCopier(
-            store=sync.store,
-            fetcher=sync.fetcher,
-            consistent_snapshot=consistent,
-            base=sync.base,
-            dry_run=sync.dry_run,
-            budget=sync.budget,
-            short_max_age=sync.settings.timestamp_max_age,
-        )
         for path in paths:
             search = TargetSearch(new, path)
             while (step := search.next_role()) is not None:
@@ -231,11 +250,7 @@ class PolicyGate:
             if match is None or not sync.filter.selects(path, match.role):
                 continue
             if self.admit(match.role, match.target):
-                copy = target_copy(match.target, role=match.role, consistent_snapshot=consistent)
-                sync.report.targets_new += 1
-                sync.report.planned_bytes += copy.length
-                sync.report.nothing_new = False
-                sync._count(await copier.copy(copy))
+                self._deferred[path] = (match.role, match.target)
 
     # -- bookkeeping -------------------------------------------------------------------
 

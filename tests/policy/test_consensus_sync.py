@@ -290,3 +290,32 @@ def test_primary_change_decided_on_the_way(penv: PolicyEnv) -> None:
     assert penv.published("files/new-2.txt")
     assert not penv.published("files/new-3.txt")
     assert set(penv.held_back()) == {"files/new-3.txt"}
+
+
+def test_conflict_publishes_no_held_back_target(penv: PolicyEnv) -> None:
+    """A held-back target whose score is reached in a run that also finds a conflict
+    is not copied: its copy alone would publish it (the primary's published metadata
+    already lists it), and a conflict publishes nothing new. Once the conflict is
+    resolved, the next run publishes it."""
+    penv.add_repo("pypi", CONTENT)
+    penv.add_repo("curator", {AGREED: CONTENT[AGREED]})
+    penv.add_repo("team-a", {AGREED: CONTENT[AGREED]})
+    penv.add_repo("team-b", {AGREED: CONTENT[AGREED]})
+    penv.write_policy(CONFLICT_POLICY)
+    assert penv.run() == ExitStatus.OK
+    assert set(penv.held_back()) == {CONTESTED}
+    before = tree(penv.dest)
+    penv.repos["curator"].add_target(CONTESTED, CONTENT[CONTESTED])
+    disputed = "files/disputed.txt"
+    for name, data in (("pypi", b"x"), ("curator", b"x"), ("team-a", b"y"), ("team-b", b"y")):
+        penv.repos[name].add_target(disputed, data)
+        penv.publish(name)
+    assert penv.run() == ExitStatus.VERIFICATION_FAILED
+    assert_published_unchanged(before, tree(penv.dest))
+    assert not penv.published(CONTESTED)
+    for name in ("team-a", "team-b"):
+        penv.repos[name].add_target(disputed, b"x")
+        penv.publish(name)
+    assert penv.run() == ExitStatus.OK
+    assert penv.published(CONTESTED)
+    assert penv.published(disputed)
