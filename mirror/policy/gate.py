@@ -14,12 +14,14 @@ refreshes every secondary repository with the full TUF workflow and yields a
 * ``before_publish(sync, cycle, published)``: first re-decides the paths whose votes
   changed since the last run (a curator added, changed or withdrew one) and that
   the primary's walk did not already decide: each is looked up in the primary with
-  the specification's target search (roles from the destination, re-verified) and
-  copied when it is now published, so a held-back target is published by the run
-  in which its score is reached, even when the primary did not change, and the cost
-  follows the change. Then a conflict is ``PolicyConflictError`` (exit 1) before any
-  metadata is published; otherwise the secondaries' verified metadata is published
-  under ``DEST/repositories/<name>/``, before the primary's.
+  the specification's target search (roles from the destination, re-verified), so
+  a held-back target is published by the run in which its score is reached, even
+  when the primary did not change, and the cost follows the change. Then a conflict
+  is ``PolicyConflictError`` (exit 1) before anything new is published; otherwise the
+  previously held-back targets now agreed on are copied (their copy publishes them
+  at once: the primary's published metadata already lists them, which is why it
+  waits for this point), and the secondaries' verified metadata is published under
+  ``DEST/repositories/<name>/``, before the primary's.
 
 After a successful run the gate records, in ``DEST/.tuf-mirror/policy.json``, the
 held-back targets and each repository's votes: a repository that stops vouching for
