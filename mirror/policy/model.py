@@ -153,7 +153,8 @@ class Decision:
     #: score of the group holding the primary's listing
     score: float = 0.0
     min_score: float = 0.0
-    #: repositories of the mapping that do not vote for the primary's listing
+    #: repositories of the mapping whose vote for the primary's listing would add to
+    #: its score (not of an operator that already voted for it)
     missing: tuple[str, ...] = ()
     #: for a conflict: the groups that reached the score (names, length, hashes)
     groups: tuple[tuple[tuple[str, ...], Listing], ...] = ()
@@ -211,7 +212,13 @@ def decide(
         ]
         mine = groups.get(primary, [])
         score = policy.score(mine)
-        missing = tuple(name for name in mapping.repositories if name not in mine)
+        # Votes that would add to the score: not of an operator that already voted.
+        voted = {policy.repositories[name].voter for name in mine}
+        missing = tuple(
+            name
+            for name in mapping.repositories
+            if name not in mine and policy.repositories[name].voter not in voted
+        )
         common: dict[str, Any] = {
             "mapping": index,
             "score": score,
