@@ -63,12 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
                 default=argparse.SUPPRESS,
                 help="the bundle: a directory, FILE.tar, or FILE.tar.NNN-of-MMM volumes",
             )
+    from mirror.shard.cli import add_shard_command
+
+    add_shard_command(sub, _Parser)
     return parser
 
 
 async def _run(settings: Settings, report: RunReport, progress: bool) -> RunReport:
     # Imported here so that `--help` and usage errors stay cheap.
     from mirror import sync
+
+    if settings.command.startswith("shard-"):
+        from mirror.shard.steps import run_step
+
+        return await run_step(settings, now=datetime.now(UTC), report=report)
 
     if settings.command == "verify":
         return await sync.verify_destination(settings, now=datetime.now(UTC))
@@ -120,7 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return ExitStatus.USAGE
-        settings = resolve(args.command, args)
+        if args.command == "shard":
+            from mirror.shard.cli import resolve_shard
+
+            settings = resolve_shard(args)
+        else:
+            settings = resolve(args.command, args)
         partial = RunReport(command=settings.command, started=started)
         from mirror.progress import wanted
 

@@ -27,7 +27,8 @@
     │   │   └── NotFoundError                HTTP 404 (policy decided by the caller)
     │   └── StorageError                     disk full, write failed, S3 5xx
     ├── LockHeldError                exit 4  another run holds the destination
-    └── BudgetExhaustedError         exit 5  --max-transfer reached; run again
+    ├── BudgetExhaustedError         exit 5  --max-transfer reached; run again
+    └── TerminatedError              exit 143  SIGTERM: stopped cleanly; run again
 
 Third-party exceptions are translated into this tree in the module that owns the
 library (``raise FetchError(...) from exc``) and never caught anywhere else.
@@ -49,6 +50,7 @@ class ExitStatus(IntEnum):
     TRANSIENT = 3
     LOCKED = 4
     BUDGET = 5
+    TERMINATED = 143
 
 
 class MirrorError(Exception):
@@ -175,3 +177,10 @@ class BudgetExhaustedError(MirrorError):
     """The transfer budget (--max-transfer) was reached; run again to continue."""
 
     exit_status = ExitStatus.BUDGET
+
+
+class TerminatedError(MirrorError):
+    """The run received SIGTERM (a spot interruption, a pod eviction) and stopped
+    cleanly; what it wrote is verified and kept, and a rerun continues."""
+
+    exit_status = ExitStatus.TERMINATED

@@ -279,8 +279,12 @@ class Synchronizer:
         report: RunReport | None = None,
         base: Store | None = None,
         upstream: str | None = None,
+        copier: TargetCopier | None = None,
     ) -> None:
         self.settings = settings
+        #: copies the targets the walk names instead of the default one (``shard plan``
+        #: records them in its manifest)
+        self._copier = copier
         self.store = store
         #: where the previous state is read from: the destination itself, or (for an
         #: export) a view of the far side's state while ``store`` receives the files
@@ -974,7 +978,7 @@ class Synchronizer:
 
     async def _copy_everything(self, cycle: _Cycle, published: Published) -> None:
         consistent = cycle.new.consistent_snapshot
-        copier = TargetCopier(
+        copier = self._copier or TargetCopier(
             store=self.store,
             fetcher=self.fetcher,
             consistent_snapshot=consistent,
