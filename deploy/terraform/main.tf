@@ -32,10 +32,10 @@ locals {
   # `tuf-mirror`). Ref::name is an AWS Batch parameter, set by Step Functions.
   # A test parses these with the real CLI parser: keep one list per line.
   job_commands = {
-    sync    = ["sync", "--log-format", "json"]
-    plan    = ["shard", "plan", "--log-format", "json", "--shards", "Ref::shards", "--run-id", "Ref::run_id"]
-    copy    = ["shard", "copy", "--log-format", "json", "--run-id", "Ref::run_id"]
-    publish = ["shard", "publish", "--log-format", "json", "--run-id", "Ref::run_id"]
+    sync    = ["--log-format", "json", "sync"]
+    plan    = ["--log-format", "json", "shard", "plan", "--shards", "Ref::shards", "--run-id", "Ref::run_id"]
+    copy    = ["--log-format", "json", "shard", "copy", "--run-id", "Ref::run_id"]
+    publish = ["--log-format", "json", "shard", "publish", "--run-id", "Ref::run_id"]
   }
 
   environment = merge(
