@@ -586,12 +586,23 @@ resource "aws_sfn_state_machine" "first_copy" {
   role_arn = aws_iam_role.states.arn
   tags     = local.tags
 
-  # Start an execution with input {} (or {"shards": N} to override); its name is
-  # the run id, so a retried step always means the same run.
+  # Start an execution with input {}: its name becomes the run id. To resume a
+  # failed run, start another execution with input {"run_id": "<the run id>"}:
+  # plan keeps the existing manifest, copy skips what is present, publish finishes.
   definition = jsonencode({
     Comment = "tuf-mirror sharded first copy: plan -> copy (array of N) -> publish"
-    StartAt = "Plan"
+    StartAt = "RunId"
     States = {
+      RunId = {
+        Type    = "Choice"
+        Choices = [{ Variable = "$.run_id", IsPresent = true, Next = "Plan" }]
+        Default = "NameRun"
+      }
+      NameRun = {
+        Type       = "Pass"
+        Parameters = { "run_id.$" = "$$.Execution.Name" }
+        Next       = "Plan"
+      }
       Plan = {
         Type     = "Task"
         Resource = "arn:${local.partition}:states:::batch:submitJob.sync"
@@ -600,7 +611,7 @@ resource "aws_sfn_state_machine" "first_copy" {
           "JobQueue"      = aws_batch_job_queue.mirror.arn
           "JobDefinition" = aws_batch_job_definition.plan.arn
           "Parameters" = {
-            "run_id.$" = "$$.Execution.Name"
+            "run_id.$" = "$.run_id"
             "shards"   = tostring(var.shards)
           }
         }
@@ -615,7 +626,7 @@ resource "aws_sfn_state_machine" "first_copy" {
           "JobQueue"        = aws_batch_job_queue.mirror.arn
           "JobDefinition"   = aws_batch_job_definition.copy.arn
           "ArrayProperties" = { "Size" = var.shards }
-          "Parameters"      = { "run_id.$" = "$$.Execution.Name" }
+          "Parameters"      = { "run_id.$" = "$.run_id" }
         }
         ResultPath = null
         Next       = "Publish"
@@ -627,7 +638,7 @@ resource "aws_sfn_state_machine" "first_copy" {
           "JobName"       = "${var.name}-publish"
           "JobQueue"      = aws_batch_job_queue.mirror.arn
           "JobDefinition" = aws_batch_job_definition.publish.arn
-          "Parameters"    = { "run_id.$" = "$$.Execution.Name" }
+          "Parameters"    = { "run_id.$" = "$.run_id" }
         }
         ResultPath = null
         End        = true
