@@ -128,3 +128,33 @@ def test_batch_array_simulation_is_byte_identical_to_one_sync(
     interrupted = _shard_names(upstream, killed) | _shard_names(upstream, termed)
     assert set(repeated) <= interrupted
     assert sum(repeated.values()) <= 2  # one transfer in flight per interrupted child
+
+
+def test_two_pods_for_one_index_at_once_are_harmless(upstream: Upstream, local: Dest) -> None:
+    """Two processes copy the same shard at the same time (a Kubernetes pod started
+    twice for one index): both exit 0, the shard's targets are complete and
+    verified, its marker is there, and publish gives the single-process result."""
+    assert upstream.run(local, "shard", "plan", "--shards", "4", "--run-id", RUN) == 0
+    upstream.server.faults.add("/targets/*", Fault.delay(0.02))
+    command = upstream.command(
+        local, "shard", "copy", "--run-id", RUN, "--index", "1", "--count", "4"
+    )
+    both = [
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outcomes = [(proc.wait(timeout=60), proc.communicate()[1]) for proc in both]
+    upstream.server.faults.clear()
+    assert [status for status, _ in outcomes] == [0, 0], outcomes
+    upstream_files = upstream.target_files()
+    assert {name: local.read(name) for name in local.keys("targets/")} == {
+        name: upstream_files[name] for name in _shard_names(upstream, 1)
+    }
+    assert f"{INTERNAL}runs/{RUN}/done/0001.json" in local.keys(INTERNAL)
+    for index in (0, 2, 3):
+        done = upstream.spawn(
+            local, "shard", "copy", "--run-id", RUN, "--index", str(index), "--count", "4"
+        )
+        assert done.returncode == 0, done.stderr
+    assert upstream.run(local, "shard", "publish", "--run-id", RUN) == 0
+    assert local.files() == tree(upstream.directory)

@@ -4,6 +4,7 @@ stably across processes and releases."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mirror.plan import TargetCopy
+from mirror.shard import manifest
 from mirror.shard.manifest import ManifestWriter
 from mirror.shard.partition import MAX_SHARDS, shard_of
 
@@ -131,3 +133,29 @@ def test_a_shard_count_out_of_range_is_a_bug(count: int) -> None:
 
 #: computed once with the sha256-u64be-mod scheme and pinned
 _PINNED = [2, 1, 3, 1, 0, 3, 1, 0]
+
+
+def test_the_manifest_writer_buffers_a_bounded_amount(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory stays bounded however many targets a plan records: lines wait in
+    memory only until FLUSH_BYTES are buffered (here 4 KiB), then go to the shard
+    files; the files end up complete and their recorded sha256 is theirs."""
+    monkeypatch.setattr(manifest, "FLUSH_BYTES", 4096)
+    peak = 0
+
+    async def write() -> tuple[manifest.ShardFile, ...]:
+        nonlocal peak
+        writer = ManifestWriter(tmp_path, 7)
+        for n in range(2000):
+            await writer.add(_copy(f"files/file-{n:05d}.txt"))
+            peak = max(peak, writer._buffered)  # the quantity under test
+        return await writer.finish()
+
+    files = trio.run(write)
+    assert peak < 4096 + 200  # one line over the threshold at most
+    assert sum(f.targets for f in files) == 2000
+    for f in files:
+        data = (tmp_path / f"shard-{f.index:04d}.jsonl").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == f.sha256
+        assert len(data) == f.size
