@@ -14,9 +14,9 @@ Kubernetes Indexed Job, a shell loop).
   pods at once, writes the same bytes under the same names. SIGTERM stops it
   cleanly (exit 143); the rerun continues, skipping what is present.
 - ``publish_run``: every shard's marker present and every target of the manifest
-  present with its length and hashes (else ``TransientError``, exit 3, nothing
-  published), then the normal incremental sync under the destination lock: it
-  re-verifies everything, finds every target present (fetching none again), and
+  present with its length (else ``TransientError``, exit 3, nothing published),
+  then the normal incremental sync under the destination lock: it re-verifies
+  everything, finds every target present with its hashes (fetching none again), and
   publishes the metadata in order, ``timestamp.json`` last. A newer upstream state
   since the plan is simply synced: its new targets are fetched then.
 
@@ -40,7 +40,7 @@ from typing import Any, Final
 import trio
 
 from mirror.config import Settings
-from mirror.copier import CopyResult, Outcome, TargetCopier, TransferBudget, stored_state
+from mirror.copier import CopyResult, Outcome, TargetCopier, TransferBudget
 from mirror.errors import MirrorError, TerminatedError, TransientError, UsageError
 from mirror.fetch import Fetcher
 from mirror.log import log
@@ -302,7 +302,7 @@ async def _marker(store: Store, info: RunInfo, index: int) -> dict[str, Any] | N
 
 async def check_complete(store: Store, info: RunInfo, *, concurrency: int) -> None:
     """Every shard's marker is there (for this manifest) and every target of the
-    manifest is present with its length and hashes; else ``TransientError``."""
+    manifest is present with its length; else ``TransientError``."""
     unfinished = [
         index
         for index in range(info.shards)
@@ -320,9 +320,13 @@ async def check_complete(store: Store, info: RunInfo, *, concurrency: int) -> No
     missing: list[str] = []
 
     async def present(copy: TargetCopy) -> None:
+        # Presence and length: the copy checked the hashes before it wrote, and the
+        # sync that publishes checks them again (a HEAD with S3's checksum); reading
+        # every byte here too would triple a first copy's reads on a local disk.
         for name in copy.names:
             key = f"targets/{name}"
-            if await stored_state(store, key, copy.length, copy.hashes) is not True:
+            found = await store.head(key)
+            if found is None or found.size != copy.length:
                 missing.append(key)
 
     async def batch(copies: list[TargetCopy]) -> None:
