@@ -175,24 +175,35 @@ def _describe(report: ShardReport, info: RunInfo) -> None:
 # -- copy -----------------------------------------------------------------------------
 
 
-async def _parallel(
-    items: list[TargetCopy], work: Callable[[TargetCopy], Awaitable[None]], limit: int
-) -> None:
-    """Run ``work`` on every item, at most ``limit`` at once."""
-    send, receive = trio.open_memory_channel[TargetCopy](len(items))
-    async with send:
-        for item in items:
-            send.send_nowait(item)
+async def for_each_target(
+    store: Store,
+    info: RunInfo,
+    index: int,
+    work: Callable[[TargetCopy], Awaitable[None]],
+    *,
+    limit: int,
+) -> int:
+    """Run ``work`` on every target of shard ``index``, ``limit`` at once, as the
+    manifest streams in (a bounded queue: a slow large target never holds the
+    others back); return how many targets the shard has."""
+    send, receive = trio.open_memory_channel[TargetCopy](limit * 4)
 
     async def worker(channel: trio.MemoryReceiveChannel[TargetCopy]) -> None:
         async with channel:
             async for item in channel:
                 await work(item)
 
+    async def feed(copies: list[TargetCopy]) -> None:
+        for copy in copies:
+            await send.send(copy)
+
     with first_error():
-        async with trio.open_nursery() as nursery, receive:
-            for _ in range(min(limit, len(items))):
-                nursery.start_soon(worker, receive.clone())
+        async with trio.open_nursery() as nursery:
+            async with receive:
+                for _ in range(limit):
+                    nursery.start_soon(worker, receive.clone())
+            async with send:
+                return await read_shard(store, info, index, feed)
 
 
 async def copy_shards(
@@ -229,6 +240,7 @@ async def copy_shards(
         )
 
         async def one(copy: TargetCopy) -> None:
+            report.targets_new += 1
             result = await copier.copy(copy)
             if result.outcome is Outcome.PRESENT:
                 report.targets_already_present += 1
@@ -238,43 +250,38 @@ async def copy_shards(
                 report.targets_published += 1
                 report.target_bytes += result.length
 
-        async def batch(copies: list[TargetCopy]) -> None:
-            report.targets_new += len(copies)
-            await _parallel(copies, one, settings.transfers)
-
         try:
-            async with terminates_cleanly(what=f"shard copy of run {info.run_id}"):
-                for index in indexes:
-                    before = (report.targets_fetched, report.targets_already_present)
-                    total = await read_shard(store, info, index, batch)
-                    # Deferred-durability target writes become durable before the
-                    # marker says they are there.
-                    await store.flush()
-                    marker = {
-                        "run_id": info.run_id,
-                        "index": index,
-                        "count": info.shards,
-                        "manifest_sha256": info.manifest_sha256,
-                        "shard_sha256": info.files[index].sha256,
-                        "targets": total,
-                        "copied": report.targets_fetched - before[0],
-                        "present": report.targets_already_present - before[1],
-                        "finished": datetime.now(now.tzinfo).isoformat(),
-                    }
-                    await store.put_bytes(
-                        run_key(info.run_id, marker_name(index)),
-                        json.dumps(marker, sort_keys=True).encode(),
-                        _JSON,
-                    )
-                    log.info(
-                        "shard %d/%d of run %s done: %d targets (%d copied, %d present)",
-                        index,
-                        info.shards,
-                        info.run_id,
-                        total,
-                        marker["copied"],
-                        marker["present"],
-                    )
+            for index in indexes:
+                before = (report.targets_fetched, report.targets_already_present)
+                total = await for_each_target(store, info, index, one, limit=settings.transfers)
+                # Deferred-durability target writes become durable before the
+                # marker says they are there.
+                await store.flush()
+                marker = {
+                    "run_id": info.run_id,
+                    "index": index,
+                    "count": info.shards,
+                    "manifest_sha256": info.manifest_sha256,
+                    "shard_sha256": info.files[index].sha256,
+                    "targets": total,
+                    "copied": report.targets_fetched - before[0],
+                    "present": report.targets_already_present - before[1],
+                    "finished": datetime.now(now.tzinfo).isoformat(),
+                }
+                await store.put_bytes(
+                    run_key(info.run_id, marker_name(index)),
+                    json.dumps(marker, sort_keys=True).encode(),
+                    _JSON,
+                )
+                log.info(
+                    "shard %d/%d of run %s done: %d targets (%d copied, %d present)",
+                    index,
+                    info.shards,
+                    info.run_id,
+                    total,
+                    marker["copied"],
+                    marker["present"],
+                )
         finally:
             stats = fetcher.stats
             report.requests = stats.requests
@@ -318,28 +325,29 @@ async def check_complete(store: Store, info: RunInfo, *, concurrency: int) -> No
             f"{info.shards}` for them, then publish again"
         )
     missing: list[str] = []
+    count = 0
 
     async def present(copy: TargetCopy) -> None:
         # Presence and length: the copy checked the hashes before it wrote, and the
         # sync that publishes checks them again (a HEAD with S3's checksum); reading
         # every byte here too would triple a first copy's reads on a local disk.
+        nonlocal count
         for name in copy.names:
             key = f"targets/{name}"
             found = await store.head(key)
             if found is None or found.size != copy.length:
-                missing.append(key)
-
-    async def batch(copies: list[TargetCopy]) -> None:
-        await _parallel(copies, present, concurrency)
+                count += 1
+                if len(missing) < _SHOW_MISSING:  # bounded, whatever is missing
+                    missing.append(key)
 
     for index in range(info.shards):
-        await read_shard(store, info, index, batch)
-    if missing:
-        shown = ", ".join(sorted(missing)[:_SHOW_MISSING])
+        await for_each_target(store, info, index, present, limit=concurrency)
+    if count:
         raise TransientError(
-            f"run {info.run_id}: {len(missing)} targets of the manifest are missing or "
-            f"differ at the destination although every shard completed (e.g. {shown}); "
-            "nothing published: rerun the shards' copies, then publish again"
+            f"run {info.run_id}: {count} targets of the manifest are missing or "
+            f"differ at the destination although every shard completed (e.g. "
+            f"{', '.join(missing)}); nothing published: rerun the shards' copies, "
+            "then publish again"
         )
 
 
@@ -421,6 +429,8 @@ def first_error() -> Iterator[None]:
         yield
     except BaseExceptionGroup as group:
         leaves = list(_leaves(group))
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+            raise KeyboardInterrupt from None  # main() maps it to exit 130
         errors = [leaf for leaf in leaves if isinstance(leaf, MirrorError)]
         if not leaves or len(errors) != len(leaves):
             raise
@@ -445,7 +455,9 @@ async def run_step(settings: Settings, *, now: datetime, report: RunReport) -> S
     args = settings.extra["shard"]
     assert isinstance(args, ShardArgs)
     shard_report = ShardReport(command=settings.command, started=report.started)
-    return await STEPS[args.step](settings, args, now=now, report=shard_report)
+    what = f"shard {args.step}" + (f" of run {args.run_id}" if args.run_id else "")
+    async with terminates_cleanly(what=what):
+        return await STEPS[args.step](settings, args, now=now, report=shard_report)
 
 
 __all__ = [
