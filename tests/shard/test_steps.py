@@ -12,7 +12,9 @@ import pytest
 
 from mirror.errors import ExitStatus, UsageError
 from mirror.shard.cli import shard_position
+from mirror.testing.server import serve_directory
 from tests.shard.conftest import INTERNAL, Dest, Upstream, local_dest, run_json
+from tests.sync.conftest import make_repo
 
 RUN = "r-1"
 
@@ -237,4 +239,23 @@ def test_publish_after_the_upstream_moved_on_syncs_the_rest(
     assert "the upstream moved on since the plan (timestamp v1 -> v2)" in capsys.readouterr().err
     reference = local_dest(tmp_path, "reference")
     assert upstream.run(reference, "sync") == 0
+    assert local.files() == reference.files()
+
+
+def test_a_repository_without_consistent_snapshots(tmp_path: Path, local: Dest) -> None:
+    """Targets published under their plain paths (no hash prefix): the run records
+    it, copy writes those names, and the result equals a single-process sync."""
+    repo = make_repo(bins=4, targets=20, consistent=False)
+    repo.publish(tmp_path / "plain")
+    root_file = tmp_path / "plain-root.json"
+    root_file.write_bytes(repo.root_bytes(1))
+    with serve_directory(tmp_path / "plain") as server:
+        plain = Upstream(repo, tmp_path / "plain", server, root_file)
+        assert plain.run(local, "shard", "plan", "--shards", "3", "--run-id", RUN) == 0
+        assert run_json(local, RUN)["consistent_snapshot"] is False
+        assert plain.run(local, "shard", "copy", "--run-id", RUN) == 0
+        assert "targets/files/file-0000.txt" in local.keys("targets/")
+        assert plain.run(local, "shard", "publish", "--run-id", RUN) == 0
+        reference = local_dest(tmp_path, "reference")
+        assert plain.run(reference, "sync") == 0
     assert local.files() == reference.files()
