@@ -87,6 +87,7 @@ def test_every_path_lands_in_exactly_one_shard(
         assert all(shard_of(path, shards) == index for path in listed)
 
 
+@settings(deadline=None)
 @given(path=_PATH, shards=st.integers(min_value=1, max_value=MAX_SHARDS))
 def test_the_shard_is_in_range_and_a_function_of_the_exact_bytes(path: str, shards: int) -> None:
     """``shard_of`` is in 0..N-1 and depends on the UTF-8 bytes only: the same bytes
