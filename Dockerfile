@@ -3,7 +3,7 @@
 # Final stage: the same slim Python base, that environment, a non-root user; no
 # compiler, no pip cache, no source tree.
 # Both stages use the same base, so the virtual environment's interpreter path holds.
-FROM python:3.12.8-slim-bookworm AS build
+FROM python:3.11.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -16,7 +16,7 @@ RUN python -m venv /opt/tuf-mirror \
     && /opt/tuf-mirror/bin/pip uninstall --yes pip \
     && /opt/tuf-mirror/bin/tuf-mirror --version
 
-FROM python:3.12.8-slim-bookworm
+FROM python:3.11.11-slim-bookworm
 LABEL org.opencontainers.image.title="tuf-mirror" \
       org.opencontainers.image.description="A verifying mirror for TUF repositories" \
       org.opencontainers.image.licenses="Apache-2.0"

@@ -156,7 +156,7 @@ def test_batch_job_commands_parse_and_mean_their_step(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "needle",
     [
-        "FROM python:3.12.8-slim-bookworm AS build",
+        "FROM python:3.11.11-slim-bookworm AS build",
         'ENTRYPOINT ["tuf-mirror"]',
         "USER 10001:10001",
         '".[s3]"',
