@@ -63,9 +63,10 @@ def _settings(args: list[str], environ: dict[str, str]) -> tuple[argparse.Namesp
 
 
 def test_kubernetes_container_args_parse_and_mean_their_step(tmp_path: Path) -> None:
-    """Every Job and CronJob container's args parse; plan, copy and publish resolve
-    to their step with the run id from TUF_MIRROR_RUN_ID, the Indexed Job's pod 3 to
-    shard 3 of as many shards as the plan makes and the Job completes."""
+    """Every Job and CronJob container's args parse and resolve with the ConfigMap's
+    config.toml; plan, copy and publish resolve to their step with the run id from
+    TUF_MIRROR_RUN_ID, the Indexed Job's pod 3 to shard 3 of as many shards as the
+    plan makes and the Job completes."""
     jobs = _jobs()
     assert set(jobs) == {
         "tuf-mirror-sync",
@@ -82,9 +83,25 @@ def test_kubernetes_container_args_parse_and_mean_their_step(tmp_path: Path) -> 
     copy_job = jobs["tuf-mirror-shard-copy"]
     completions = copy_job["spec"]["completions"]
     seen: dict[str, ShardArgs | str] = {}
+    # The ConfigMap's config.toml, as mounted (its root moved to a real file).
+    (config_map,) = [
+        d for d in _documents() if d["kind"] == "ConfigMap" and "config.toml" in d["data"]
+    ]
+    root = tmp_path / "root.json"
+    root.write_text(config_map["data"]["root.json"])
+    config = tmp_path / "config.toml"
+    config.write_text(
+        config_map["data"]["config.toml"].replace("/etc/tuf-mirror/root.json", str(root))
+    )
     for name, doc in jobs.items():
         (container,) = _pod_spec(doc)["containers"]
-        environ = _environ(tmp_path, TUF_MIRROR_RUN_ID=run_id, JOB_COMPLETION_INDEX="3")
+        mounted = {e["name"]: e["value"] for e in container["env"]}
+        assert mounted["TUF_MIRROR_CONFIG"] == "/etc/tuf-mirror/config.toml"
+        environ = {
+            "TUF_MIRROR_CONFIG": str(config),
+            "TUF_MIRROR_RUN_ID": run_id,
+            "JOB_COMPLETION_INDEX": "3",
+        }
         _namespace, settings = _settings(list(container["args"]), environ)
         seen[name] = settings.extra.get("shard", settings.command)
     assert seen["tuf-mirror-sync"] == "sync"
@@ -95,6 +112,8 @@ def test_kubernetes_container_args_parse_and_mean_their_step(tmp_path: Path) -> 
         step="copy", run_id=run_id, index=3, count=completions
     )
     assert seen["tuf-mirror-shard-publish"] == ShardArgs(step="publish", run_id=run_id)
+    assert settings.dest == "s3://example-tuf-mirror/mirror"
+    assert settings.upstream == ("https://tuf-repo.example.org",)
 
 
 def test_kubernetes_manifests_keep_their_promises() -> None:
