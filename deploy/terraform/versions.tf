@@ -3,8 +3,9 @@ terraform {
   required_providers {
     aws = {
       source = "hashicorp/aws"
-      # compute_environment_order in aws_batch_job_queue, aws_scheduler_schedule
-      version = ">= 5.70, < 7.0"
+      # 5.40: compute_environment_order in aws_batch_job_queue. 6.0 renames
+      # compute_environment_name_prefix and aws_region.name: not yet supported.
+      version = ">= 5.40, < 6.0"
     }
   }
 }
