@@ -158,3 +158,37 @@ def test_two_pods_for_one_index_at_once_are_harmless(upstream: Upstream, local: 
         assert done.returncode == 0, done.stderr
     assert upstream.run(local, "shard", "publish", "--run-id", RUN) == 0
     assert local.files() == tree(upstream.directory)
+
+
+def test_sigterm_during_publish_releases_the_lock(upstream: Upstream, local: Dest) -> None:
+    """A publish job stopped by SIGTERM (Spot reclaims it mid-run) exits 143, has
+    published no timestamp and released the destination lock, so the retried job
+    (in another container, where the old pid means nothing) publishes at once."""
+    assert upstream.run(local, "shard", "plan", "--shards", "4", "--run-id", RUN) == 0
+    assert upstream.run(local, "shard", "copy", "--run-id", RUN) == 0
+    rule = upstream.server.faults.add("/metadata/*", Fault.delay(0.3))
+    proc = subprocess.Popen(
+        upstream.command(local, "shard", "publish", "--run-id", RUN),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while f"{INTERNAL}lock" not in local.keys(INTERNAL):
+            assert proc.poll() is None, "publish finished before it took the lock"
+            assert time.monotonic() < deadline, "publish never took the lock"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        upstream.server.faults.remove(rule)
+    assert proc.returncode == ExitStatus.TERMINATED, stderr
+    assert "shard publish of run batch-1 stopped by SIGTERM" in stderr
+    assert f"{INTERNAL}lock" not in local.keys(INTERNAL)
+    assert "metadata/timestamp.json" not in local.keys("metadata/")
+    assert upstream.run(local, "shard", "publish", "--run-id", RUN) == 0
+    assert local.files() == tree(upstream.directory)
