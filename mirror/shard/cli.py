@@ -140,7 +140,17 @@ def resolve_shard(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         shards = _number(str(args.shard_shards), "--shards", minimum=1)
     if step == "copy":
         index, count = shard_position(args.shard_index, args.shard_count, env)
+    # The policy gate decides per target during the walk and before publishing; a
+    # sharded copy would write held-back targets where clients could fetch them.
+    no_policy = UsageError(
+        "--policy is not supported by `shard` yet: mirror a curated repository with "
+        "`tuf-mirror sync`"
+    )
+    if getattr(args, "policy", None) or env.get(ENV_PREFIX + "POLICY"):
+        raise no_policy
     settings = resolve("sync", args, environ=env)
+    if getattr(settings, "policy", None) is not None:
+        raise no_policy
     extra = {
         **settings.extra,
         "shard": ShardArgs(step=step, run_id=run_id, shards=shards, index=index, count=count),

@@ -259,3 +259,22 @@ def test_a_repository_without_consistent_snapshots(tmp_path: Path, local: Dest) 
         reference = local_dest(tmp_path, "reference")
         assert plain.run(reference, "sync") == 0
     assert local.files() == reference.files()
+
+
+def test_a_policy_is_refused(
+    upstream: Upstream, local: Dest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sharded copy cannot honour a trust policy (held-back targets would be
+    written where clients find them): every step refuses --policy with exit 2 and
+    writes nothing."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text("")
+    for step in (
+        ["plan", "--shards", "2"],
+        ["copy", "--run-id", RUN],
+        ["publish", "--run-id", RUN],
+    ):
+        status = upstream.run(local, "shard", *step, "--policy", str(policy))
+        assert status == ExitStatus.USAGE
+        assert "--policy is not supported by `shard` yet" in capsys.readouterr().err
+    assert local.files(internal=True) == {}
