@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -48,6 +48,9 @@ class _ReadOnly:
 
     async def delete(self, key: str) -> None:
         raise RuntimeError(f"{self.url} is a read-only view: cannot delete {key}")
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        raise RuntimeError(f"{self.url} is a read-only view: cannot delete {list(keys)[:3]}")
 
     def spool_dir(self) -> Path:
         raise RuntimeError(f"{self.url} is a read-only view: no spool")
@@ -259,6 +262,9 @@ class RecordingStore:
 
     async def delete(self, key: str) -> None:
         await self.inner.delete(key)
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        await self.inner.delete_many(keys)
 
     def spool_dir(self) -> Path:
         return self.inner.spool_dir()

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from mirror.errors import StorageConfigError
 from mirror.storage.base import (
+    DELETE_BATCH,
     INTERNAL_PREFIX,
     NotFoundInStoreError,
     ObjectInfo,
@@ -23,6 +24,7 @@ from mirror.storage.base import (
 )
 
 __all__ = [
+    "DELETE_BATCH",
     "INTERNAL_PREFIX",
     "NotFoundInStoreError",
     "ObjectInfo",

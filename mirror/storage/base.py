@@ -20,8 +20,9 @@ bookkeeping: they can be written, read and deleted like any other key, but
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -29,6 +30,8 @@ from mirror.errors import StorageError, UnsafeNameError
 
 #: Keys starting with this prefix are the mirror's own bookkeeping (lock, spool).
 INTERNAL_PREFIX = ".tuf-mirror/"
+#: ``Store.delete_many`` takes at most this many keys (S3 DeleteObjects' limit)
+DELETE_BATCH = 1000
 
 
 def validate_key(key: str) -> str:
@@ -84,6 +87,9 @@ class ObjectInfo:
     size: int
     #: hex sha256 of the content when the backend knows it cheaply (S3 checksum), else None
     sha256: str | None = None
+    #: (from ``list``) no earlier than the object's last write: a local file's mtime,
+    #: S3's LastModified plus the second it is truncated to; None when unknown
+    modified: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +155,12 @@ class Store(Protocol):
 
     async def delete(self, key: str) -> None:
         """Delete ``key``; deleting an absent key is not an error."""
+        ...
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete up to ``DELETE_BATCH`` keys (S3: one DeleteObjects request); absent
+        keys are not an error. Raises ``StorageError`` if any key could not be
+        deleted (the others may be gone)."""
         ...
 
     def spool_dir(self) -> Path:

@@ -42,7 +42,7 @@ while it lives (the destination lock).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,6 +191,16 @@ class ListingStore:
 
     async def delete(self, key: str) -> None:
         await self.inner.delete(key)
+        self._deleted(key)
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        # Forgotten first: a batch that fails part way leaves keys that are
+        # "maybe absent", which costs a copy at worst, never a missing file.
+        for key in keys:
+            self._deleted(key)
+        await self.inner.delete_many(keys)
+
+    def _deleted(self, key: str) -> None:
         directory, slash, _ = key.rpartition("/")
         listing = self._listings.get(directory + "/") if slash else None
         if listing is not None:

@@ -30,7 +30,8 @@ import functools
 import os
 import secrets
 import stat
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import TypeVar, TypeVarTuple, Unpack
@@ -40,6 +41,7 @@ import trio
 
 from mirror.errors import StorageConfigError, StorageError, UnsafeNameError
 from mirror.storage.base import (
+    DELETE_BATCH,
     INTERNAL_PREFIX,
     NotFoundInStoreError,
     ObjectInfo,
@@ -55,6 +57,8 @@ __all__ = ["TEMP_PREFIX", "LocalStore", "path_from_file_url"]
 TEMP_PREFIX = ".tmp-"
 _SPOOL_KEY = INTERNAL_PREFIX + "spool"
 _LIST_BATCH = 512
+#: ``ObjectInfo.modified`` of a listed file is its mtime plus this (coarse clock)
+_MTIME_SLACK = timedelta(milliseconds=20)
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
 
@@ -147,6 +151,14 @@ class LocalStore:
     async def delete(self, key: str) -> None:
         path = self._path(key)
         await self._run(self._delete_sync, key, path)
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """Unlink each file in one worker-thread call, then ``fsync`` each directory
+        touched once (not once per file)."""
+        if len(keys) > DELETE_BATCH:
+            raise ValueError(f"delete_many takes at most {DELETE_BATCH} keys")
+        paths = [(key, self._path(key)) for key in keys]
+        await self._run(self._delete_many_sync, paths)
 
     def spool_dir(self) -> Path:
         """``<root>/.tuf-mirror/spool``, created if missing (a tiny ``mkdir``)."""
@@ -307,6 +319,19 @@ class LocalStore:
             raise self._error(exc, key, "delete") from exc
         self._sync_dir(key, path.parent)
 
+    def _delete_many_sync(self, paths: Sequence[tuple[str, Path]]) -> None:
+        directories: dict[Path, str] = {}
+        for key, path in paths:
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                continue
+            except OSError as exc:
+                raise self._error(exc, key, "delete") from exc
+            directories.setdefault(path.parent, key)
+        for directory, key in directories.items():
+            self._sync_dir(key, directory)
+
     def _walk(self, directory: Path, key_prefix: str, prefix: str) -> Iterator[ObjectInfo]:
         """Yield the regular files under ``directory`` whose key starts with ``prefix``."""
         try:
@@ -324,7 +349,11 @@ class LocalStore:
                     if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
                         yield from self._walk(Path(entry.path), key + "/", prefix)
                 elif key.startswith(prefix) and entry.is_file():
-                    yield ObjectInfo(key=key, size=entry.stat().st_size)
+                    st = entry.stat()
+                    # The kernel stamps files from a coarse clock (one tick
+                    # behind a precise reading): add a margin.
+                    modified = datetime.fromtimestamp(st.st_mtime_ns / 1e9, UTC) + _MTIME_SLACK
+                    yield ObjectInfo(key=key, size=st.st_size, modified=modified)
             except FileNotFoundError:
                 continue  # deleted while listing
             except OSError as exc:

@@ -15,14 +15,16 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import trio
 
 from mirror.errors import StorageError
 from mirror.storage.base import (
+    DELETE_BATCH,
     NotFoundInStoreError,
     ObjectInfo,
     PutOptions,
@@ -42,6 +44,8 @@ class StoredObject:
     data: bytes
     options: PutOptions
     sha256: str
+    #: when it was put (the wall clock)
+    modified: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @classmethod
     def of(cls, data: bytes, options: PutOptions) -> StoredObject:
@@ -114,7 +118,7 @@ class MemoryStore:
         validate_prefix(prefix)
         # Snapshot the matches first: the dict may change while the caller iterates.
         matches = [
-            ObjectInfo(key=key, size=len(obj.data), sha256=obj.sha256)
+            ObjectInfo(key=key, size=len(obj.data), sha256=obj.sha256, modified=obj.modified)
             for key, obj in self.objects.items()
             if key.startswith(prefix) and not is_internal_key(key)
         ]
@@ -129,6 +133,13 @@ class MemoryStore:
             self.before_write(key)
         self.writes.append(key)
         self.objects.pop(key, None)
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """``delete`` each key in order (``before_write`` may stop it part way)."""
+        if len(keys) > DELETE_BATCH:
+            raise ValueError(f"delete_many takes at most {DELETE_BATCH} keys")
+        for key in keys:
+            await self.delete(key)
 
     def spool_dir(self) -> Path:
         """A private temporary directory, created on first use (a tiny ``mkdtemp``)."""

@@ -40,7 +40,8 @@ import hashlib
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 from urllib.parse import urlsplit
@@ -63,6 +64,7 @@ from botocore.loaders import Loader, create_loader
 
 from mirror.errors import StorageConfigError, StorageError
 from mirror.storage.base import (
+    DELETE_BATCH,
     NotFoundInStoreError,
     ObjectInfo,
     PutOptions,
@@ -73,7 +75,7 @@ from mirror.storage.base import (
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
+    from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef, ObjectIdentifierTypeDef
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -638,7 +640,11 @@ class S3Store:
                 full = obj.get("Key", "")
                 key = full[len(root) :]
                 if full.startswith(root) and not is_internal_key(key):
-                    yield ObjectInfo(key=key, size=int(obj.get("Size", 0)))
+                    # LastModified is truncated to the second: the write may have
+                    # happened up to a second later.
+                    stamp = obj.get("LastModified")
+                    modified = stamp + timedelta(seconds=1) if stamp is not None else None
+                    yield ObjectInfo(key=key, size=int(obj.get("Size", 0)), modified=modified)
 
     async def delete(self, key: str) -> None:
         """DeleteObject; S3 answers 204 for an absent key too."""
@@ -646,6 +652,30 @@ class S3Store:
         await self._call(
             "DeleteObject", key, lambda client: client.delete_object(Bucket=self.bucket, Key=full)
         )
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        """One DeleteObjects request (quiet mode: only failures are answered)."""
+        if len(keys) > DELETE_BATCH:
+            raise ValueError(f"delete_many takes at most {DELETE_BATCH} keys")
+        if not keys:
+            return
+        objects: list[ObjectIdentifierTypeDef] = [{"Key": self._key(key)} for key in keys]
+
+        def delete_objects(client: S3Client) -> list[str]:
+            resp = client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+            )
+            return [
+                f"{error.get('Key', '?')}: {error.get('Code', '?')}"
+                for error in resp.get("Errors", [])
+            ]
+
+        failed = await self._call("DeleteObjects", keys[0], delete_objects)
+        if failed:
+            raise StorageError(
+                f"{self.url}: DeleteObjects failed for {len(failed)} of {len(keys)} keys "
+                f"(first: {failed[0]})"
+            )
 
     def spool_dir(self) -> Path:
         """A private temporary directory, removed by ``aclose``."""

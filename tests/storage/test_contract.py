@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import pytest
 
 from mirror.errors import StorageError, UnsafeNameError
-from mirror.storage.base import NotFoundInStoreError, PutOptions, Store
+from mirror.storage.base import DELETE_BATCH, NotFoundInStoreError, PutOptions, Store
 
 OPTIONS = PutOptions()
 
@@ -202,6 +203,46 @@ async def test_delete_is_idempotent(store: Store) -> None:
     assert await listing(store, "") == {}
 
 
+async def test_delete_many_removes_exactly_the_given_keys(store: Store) -> None:
+    """delete_many removes every given key (absent ones are no error) and nothing
+    else; an empty batch does nothing."""
+    keys = [f"targets/d{index % 3}/{index}.txt" for index in range(7)]
+    for key in keys:
+        await store.put_bytes(key, b"x", OPTIONS)
+    await store.put_bytes(".tuf-mirror/state.json", b"{}", OPTIONS)
+
+    await store.delete_many([*keys[:5], "targets/never-existed.txt"])
+    await store.delete_many([])
+
+    assert await listing(store, "") == {keys[5]: 1, keys[6]: 1}
+    assert await store.head(".tuf-mirror/state.json") is not None
+
+
+async def test_delete_many_takes_a_full_batch_and_refuses_more(store: Store) -> None:
+    """A batch of DELETE_BATCH keys is one call; one more key is a caller bug."""
+    keys = [f"targets/{index}.txt" for index in range(DELETE_BATCH)]
+    for key in keys[:3]:
+        await store.put_bytes(key, b"x", OPTIONS)
+
+    await store.delete_many(keys)
+    with pytest.raises(ValueError, match="at most"):
+        await store.delete_many([*keys, "targets/extra.txt"])
+
+    assert await listing(store, "") == {}
+
+
+async def test_list_reports_a_modification_time_not_before_the_write(store: Store) -> None:
+    """list's ``modified`` is never earlier than the write it describes, so an
+    object written after a moment is never taken for an older one."""
+    before = datetime.now(UTC)
+    await store.put_bytes("targets/new.txt", b"x", OPTIONS)
+
+    [info] = [info async for info in store.list("targets/")]
+
+    assert info.modified is not None
+    assert info.modified >= before
+
+
 @pytest.mark.parametrize(
     "key",
     [
@@ -257,6 +298,7 @@ def _operations(store: Store) -> dict[str, Callable[[str], Awaitable[object]]]:
         "put_bytes": lambda key: store.put_bytes(key, b"x", OPTIONS),
         "create_exclusive": lambda key: store.create_exclusive(key, b"x"),
         "delete": store.delete,
+        "delete_many": lambda key: store.delete_many([key]),
     }
 
 
