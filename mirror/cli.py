@@ -25,6 +25,7 @@ COMMANDS = {
     "verify": "audit a published mirror from the pinned root",
     "export": "verify the upstream and write an air-gap bundle of what the far side lacks",
     "import": "verify an air-gap bundle against DEST's trusted state and publish it",
+    "prune": "delete files no retained published state needs (a dry run unless --apply)",
 }
 
 
@@ -80,6 +81,10 @@ async def _run(settings: Settings, report: RunReport, progress: bool) -> RunRepo
 
     if settings.command == "verify":
         return await sync.verify_destination(settings, now=datetime.now(UTC))
+    if settings.command == "prune":
+        from mirror.prune import run_prune
+
+        return await run_prune(settings, now=datetime.now(UTC), report=report)
     if settings.command in ("export", "import"):
         from mirror import airgap
 
@@ -109,6 +114,9 @@ def _emit(report: RunReport, settings: Settings | None) -> None:
             log.warning("cannot write --report %s: %s", settings.report, exc.strerror)
     if settings is not None and settings.json:
         print(json.dumps(report.to_dict(), indent=2))
+    elif report.prune is not None and not report.prune.applied:
+        for key in report.prune.deleted:
+            print(f"would delete {key}")
     print(report.summary_line(), file=sys.stderr)
 
 

@@ -132,7 +132,7 @@ class Option:
     metavar: str | None = None
     repeat: bool = False
     flag: bool = False
-    commands: frozenset[str] = frozenset({"sync", "plan", "verify", "export", "import"})
+    commands: frozenset[str] = frozenset({"sync", "plan", "verify", "export", "import", "prune"})
 
     @property
     def env(self) -> str:
@@ -146,8 +146,9 @@ class Option:
 _SYNCISH = frozenset({"sync", "plan", "export"})
 _EXPORT = frozenset({"export"})
 _IMPORT = frozenset({"import"})
+_PRUNE = frozenset({"prune"})
 #: options about the destination store, for every command that opens one
-_DESTINATION = _SYNCISH | {"verify", "import"}
+_DESTINATION = _SYNCISH | {"verify", "import", "prune"}
 
 OPTIONS: tuple[Option, ...] = (
     Option("root", _str, None, "pinned trusted root.json of the upstream", "FILE"),
@@ -172,7 +173,7 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "destination: a directory, file:// or s3://bucket/prefix URL",
         "DEST",
-        commands=frozenset({"sync", "plan", "verify", "import"}),
+        commands=frozenset({"sync", "plan", "verify", "import", "prune"}),
     ),
     Option(
         "transfers",
@@ -231,7 +232,7 @@ OPTIONS: tuple[Option, ...] = (
         False,
         "break a lock left by a dead run",
         flag=True,
-        commands=_SYNCISH | _IMPORT,
+        commands=_SYNCISH | _IMPORT | _PRUNE,
     ),
     # Operating it: budget, partial mirrors, monitoring.
     Option(
@@ -251,7 +252,7 @@ OPTIONS: tuple[Option, ...] = (
         " repeat; metadata is always complete",
         "GLOB",
         repeat=True,
-        commands=_SYNCISH,
+        commands=_SYNCISH | _PRUNE,
     ),
     Option(
         "exclude",
@@ -260,7 +261,7 @@ OPTIONS: tuple[Option, ...] = (
         "do not copy targets whose path matches GLOB; repeat",
         "GLOB",
         repeat=True,
-        commands=_SYNCISH,
+        commands=_SYNCISH | _PRUNE,
     ),
     Option(
         "role",
@@ -269,7 +270,7 @@ OPTIONS: tuple[Option, ...] = (
         "only copy targets listed by delegated roles matching NAME (a glob); repeat",
         "NAME",
         repeat=True,
-        commands=_SYNCISH,
+        commands=_SYNCISH | _PRUNE,
     ),
     Option(
         "policy",
@@ -354,6 +355,47 @@ OPTIONS: tuple[Option, ...] = (
         "verify only N randomly chosen targets",
         "N",
         commands=frozenset({"verify"}),
+    ),
+    # Pruning (mirror.prune): `prune`, and `sync --prune` after a successful publish.
+    Option(
+        "prune",
+        _bool,
+        False,
+        "after a successful publish, delete what no retained state needs (see prune)",
+        flag=True,
+        commands=frozenset({"sync"}),
+    ),
+    Option(
+        "keep_states",
+        _positive_int,
+        2,
+        "prune: keep the files of the last N published states (1 = only the current one)",
+        "N",
+        commands=frozenset({"sync"}) | _PRUNE,
+    ),
+    Option(
+        "keep_for",
+        parse_duration,
+        3600.0,
+        "prune: keep the files of every state published less than DURATION ago",
+        "DURATION",
+        commands=frozenset({"sync"}) | _PRUNE,
+    ),
+    Option(
+        "orphans",
+        _bool,
+        False,
+        "prune: also delete files that no state the mirror knows references",
+        flag=True,
+        commands=frozenset({"sync"}) | _PRUNE,
+    ),
+    Option(
+        "apply",
+        _bool,
+        False,
+        "delete for real (without it, prune only reports what it would delete)",
+        flag=True,
+        commands=_PRUNE,
     ),
     Option(
         "to",
@@ -456,6 +498,11 @@ class Settings:
     uploads: int = 16
     timestamp_max_age: int = 60
     sample: int | None = None
+    prune: bool = False
+    keep_states: int = 2
+    keep_for: float = 3600.0
+    orphans: bool = False
+    apply: bool = False
     to: str | None = None
     since: str | None = None
     full: bool = False

@@ -15,6 +15,42 @@ from mirror.errors import ExitStatus, MirrorError
 
 
 @dataclass(slots=True)
+class PruneReport:
+    """What a prune (``prune`` or ``sync --prune``) deleted, would delete and kept."""
+
+    #: False for a dry run: ``deleted_*`` then say what ``--apply`` would delete
+    applied: bool = False
+    #: published states the mirror's records know (the current one included)
+    states_known: int = 0
+    #: ids (timestamp versions) of the states whose files were kept
+    states_retained: list[int] = field(default_factory=list)
+    deleted_files: int = 0
+    deleted_bytes: int = 0
+    #: the deleted keys (at most ``mirror.prune.MAX_LISTED``; see listed_truncated)
+    deleted: list[str] = field(default_factory=list)
+    listed_truncated: bool = False
+    kept_files: int = 0
+    kept_bytes: int = 0
+    #: unmarked files listed as written after the prune started: left alone
+    kept_new: int = 0
+    #: files no known state references (deleted only with --orphans)
+    orphan_files: int = 0
+    orphan_bytes: int = 0
+    orphans: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        verb = "deleted" if self.applied else "would delete"
+        text = (
+            f"{verb} {self.deleted_files} files ({self.deleted_bytes} bytes), kept "
+            f"{self.kept_files} files of {len(self.states_retained)} retained states"
+        )
+        if self.orphan_files:
+            text += f"; {self.orphan_files} files ({self.orphan_bytes} bytes) of no known state"
+        return text
+
+
+@dataclass(slots=True)
 class RunReport:
     """Counters and facts of one run; mutable while the run goes on."""
 
@@ -65,6 +101,8 @@ class RunReport:
     worker_peak_rss_bytes: int = 0
     #: --policy: per mapping counts, held-back targets, conflicts, alarms
     policy: dict[str, Any] = field(default_factory=dict)
+    #: what ``prune`` or ``sync --prune`` did; None when no prune ran
+    prune: PruneReport | None = None
 
     @classmethod
     def failed(cls, *, command: str, error: MirrorError, started: datetime) -> RunReport:
@@ -94,6 +132,8 @@ class RunReport:
                 f"after {self.seconds:.1f}s: {self.error}"
             )
         ts = self.versions_after.get("timestamp")
+        if self.command == "prune" and self.prune is not None:
+            return f"tuf-mirror prune: {self.prune.summary()} in {self.seconds:.1f}s"
         if self.command == "verify":
             return (
                 f"tuf-mirror verify: ok, timestamp v{ts}, {self.roles_verified} roles, "
@@ -106,6 +146,7 @@ class RunReport:
             return (
                 f"tuf-mirror {self.command}: nothing new (timestamp v{ts}), "
                 f"{self.requests} requests, {self.bytes_received} bytes in {self.seconds:.1f}s"
+                + (f"; pruned: {self.prune.summary()}" if self.prune is not None else "")
             )
         verb = "would copy" if self.command == "plan" else "copied"
         count = self.targets_new if self.command == "plan" else self.targets_fetched
@@ -122,6 +163,7 @@ class RunReport:
                 else ""
             )
             + (_policy_counts(self.policy) if self.command == "plan" else "")
+            + (f"; pruned: {self.prune.summary()}" if self.prune is not None else "")
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -870,6 +870,19 @@ class Synchronizer:
             "filter": self._selection(),
             "expires": self.report.expires,
         }
+        if self.base is self.store and new.timestamp is not None:
+            # The history of published states, for prune's retention.
+            from mirror.prune import record_publish
+
+            await record_publish(
+                self.store,
+                state,
+                timestamp=new.timestamp.raw,
+                timestamp_version=new.timestamp.version,
+                snapshot_version=new.snapshot.version,
+                root_version=new.root.version,
+                published_at=datetime.now(UTC),
+            )
         await self._put_state(state)
 
     # -- one cycle ---------------------------------------------------------------------
@@ -1168,6 +1181,10 @@ async def run_sync(
 
                         nursery.start_soon(show_progress, report)
                     await sync.run()
+                    if settings.prune and not dry_run:
+                        from mirror.prune import prune_after_sync
+
+                        await prune_after_sync(store, settings, report, now=datetime.now(UTC))
                     nursery.cancel_scope.cancel()
     report.finish()
     return report

@@ -1,0 +1,257 @@
+"""``tuf-mirror prune`` and ``sync --prune`` end to end on a local destination: a
+mirror synced through several upstream changes, pruned, compared with the listing
+computed from the upstream's metadata; dry runs, retention of the previous state
+for a client in the middle of an update, orphans, and the lock."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from mirror.errors import ExitStatus
+from mirror.storage.local import LocalStore
+from mirror.storage.lock import acquire_lock
+from tests.prune.conftest import (
+    change,
+    changed_mirror,
+    client_fetch_all,
+    client_start,
+    files,
+    run_local,
+    state_listing,
+)
+from tests.sync.conftest import Env, tree
+
+KEEP_ONE = ("--keep-states", "1", "--keep-for", "0")
+
+
+def _report(capsys: pytest.CaptureFixture[str]) -> dict:
+    out = capsys.readouterr().out
+    return json.loads(out)
+
+
+def test_keep_one_leaves_exactly_the_current_state_and_every_root(
+    penv: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After removed/replaced targets, a new root, a role added, replaced and
+    undelegated, ``prune --apply --keep-states 1 --keep-for 0`` leaves exactly the
+    files of the current state plus every root version."""
+    listings = changed_mirror(penv)
+    before = files(penv.dest)
+    assert before > listings[-1].keys  # there is something to prune
+    capsys.readouterr()
+
+    assert run_local(penv, "prune", *KEEP_ONE, "--apply", "--json") == ExitStatus.OK
+
+    assert files(penv.dest) == listings[-1].keys
+    report = _report(capsys)["prune"]
+    assert report["applied"] is True
+    assert report["states_retained"] == [penv.repo.version("timestamp")]
+    assert sorted(report["deleted"]) == sorted(before - listings[-1].keys)
+    assert report["deleted_files"] == len(before - listings[-1].keys)
+    assert report["orphan_files"] == 0
+    assert run_local(penv, "verify") == ExitStatus.OK
+
+
+def test_dry_run_deletes_nothing_and_lists_what_apply_deletes(
+    penv: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dry run changes no file and names (with counts and bytes) exactly the
+    files ``--apply`` then deletes; its text form prints them one a line."""
+    changed_mirror(penv)
+    before = tree(penv.dest, internal=True)
+    capsys.readouterr()
+
+    assert run_local(penv, "prune", *KEEP_ONE) == ExitStatus.OK
+    printed = capsys.readouterr().out.splitlines()
+    assert run_local(penv, "prune", *KEEP_ONE, "--json") == ExitStatus.OK
+    dry = _report(capsys)["prune"]
+    assert tree(penv.dest, internal=True) == before
+    assert dry["applied"] is False
+    assert dry["deleted_files"] == len(dry["deleted"]) > 0
+    assert dry["deleted_bytes"] == sum(len(before[key]) for key in dry["deleted"])
+    assert printed == [f"would delete {key}" for key in dry["deleted"]]
+
+    assert run_local(penv, "prune", *KEEP_ONE, "--apply", "--json") == ExitStatus.OK
+    applied = _report(capsys)["prune"]
+    assert sorted(applied["deleted"]) == sorted(dry["deleted"])
+    assert applied["deleted_bytes"] == dry["deleted_bytes"]
+    gone = set(before) - set(tree(penv.dest, internal=True))
+    assert gone - {k for k in gone if k.startswith(".tuf-mirror/")} == set(dry["deleted"])
+
+
+async def test_keep_two_serves_a_client_that_started_from_the_previous_state(
+    penv: Env,
+) -> None:
+    """With ``--keep-states 2`` a client that verified the previous timestamp and
+    snapshot still fetches every role and target of that state from the pruned
+    mirror; with ``--keep-states 1`` the same client hits missing files."""
+    import trio
+
+    await trio.to_thread.run_sync(changed_mirror, penv, 3)
+    previous = client_start(penv)
+    change(penv.repo, 3)
+    penv.publish()
+    assert await trio.to_thread.run_sync(penv.run) == 0
+    current = state_listing(penv.repo)
+
+    status = await trio.to_thread.run_sync(
+        run_local, penv, "prune", "--keep-states", "2", "--keep-for", "0", "--apply"
+    )
+    assert status == ExitStatus.OK
+    store = LocalStore(penv.dest)
+    fetched = await client_fetch_all(store, previous)
+    assert set(fetched) == previous.paths
+    assert files(penv.dest) > current.keys  # the previous state's own files stayed
+
+    status = await trio.to_thread.run_sync(run_local, penv, "prune", *KEEP_ONE, "--apply")
+    assert status == ExitStatus.OK
+    from mirror.storage import NotFoundInStoreError
+
+    with pytest.raises(NotFoundInStoreError):
+        await client_fetch_all(store, previous)
+    assert files(penv.dest) == current.keys
+
+
+def test_sync_prune_prunes_after_a_successful_publish(
+    penv: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sync --prune`` publishes, then prunes with the given retention under the
+    same lock; the report carries both."""
+    listings = changed_mirror(penv, steps=3)
+    change(penv.repo, 3)
+    penv.publish()
+    capsys.readouterr()
+
+    assert penv.run("sync", "--prune", *KEEP_ONE, "--json") == ExitStatus.OK
+
+    report = _report(capsys)
+    assert report["versions_after"]["timestamp"] == penv.repo.version("timestamp")
+    assert report["prune"]["applied"] is True
+    assert report["prune"]["deleted_files"] > 0
+    assert files(penv.dest) == state_listing(penv.repo).keys
+    assert len(listings) == 4
+
+
+def test_defaults_keep_every_state_of_the_last_hour(penv: Env) -> None:
+    """Without retention options nothing published in the last hour is deleted."""
+    changed_mirror(penv)
+    before = tree(penv.dest)
+
+    assert run_local(penv, "prune", "--apply") == ExitStatus.OK
+
+    assert tree(penv.dest) == before
+
+
+def test_orphans_are_reported_and_deleted_only_with_orphans(
+    penv: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file no known state references is reported and kept; ``--orphans``
+    deletes it. Roots and files outside metadata/ and targets/ stay."""
+    listings = changed_mirror(penv, steps=1)
+    stray = penv.dest / "targets" / "stray.bin"
+    stray.write_bytes(b"left by someone")
+    os.utime(stray, (0, 0))  # long before the prune
+    (penv.dest / "index.html").write_bytes(b"<html/>")
+    capsys.readouterr()
+
+    assert run_local(penv, "prune", *KEEP_ONE, "--apply", "--json") == ExitStatus.OK
+    report = _report(capsys)["prune"]
+    assert report["orphans"] == ["targets/stray.bin"]
+    assert report["orphan_bytes"] == len(b"left by someone")
+    assert stray.exists()
+
+    assert run_local(penv, "prune", *KEEP_ONE, "--apply", "--orphans", "--json") == ExitStatus.OK
+    report = _report(capsys)["prune"]
+    assert report["deleted"] == ["targets/stray.bin"]
+    assert files(penv.dest) == listings[-1].keys | {"index.html"}
+
+
+def test_a_state_file_without_history_knows_only_the_current_state(
+    penv: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An old state.json (no history): only the current state is known, so the
+    files of earlier states are orphans, kept unless --orphans."""
+    listings = changed_mirror(penv, steps=2)
+    state_file = penv.dest / ".tuf-mirror" / "state.json"
+    state = json.loads(state_file.read_bytes())
+    del state["history"]
+    state_file.write_text(json.dumps(state))
+    before = tree(penv.dest)
+    capsys.readouterr()
+
+    assert run_local(penv, "prune", *KEEP_ONE, "--apply", "--json") == ExitStatus.OK
+    report = _report(capsys)["prune"]
+    assert tree(penv.dest) == before
+    assert report["deleted_files"] == 0
+    assert set(report["orphans"]) == set(before) - listings[-1].keys
+    assert report["states_known"] == 1
+
+    assert run_local(penv, "prune", *KEEP_ONE, "--apply", "--orphans") == ExitStatus.OK
+    assert files(penv.dest) == listings[-1].keys
+
+
+def test_files_written_after_the_prune_started_are_kept(
+    penv: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unreferenced file whose listing time is after the prune's start (here:
+    an expired state's target touched into the future) is kept and counted."""
+    listings = changed_mirror(penv, steps=2)
+    doomed = sorted(files(penv.dest) - listings[-1].keys)
+    late = penv.dest / doomed[0]
+    future = late.stat().st_mtime + 3600
+    os.utime(late, (future, future))
+    capsys.readouterr()
+
+    assert run_local(penv, "prune", *KEEP_ONE, "--apply", "--json") == ExitStatus.OK
+
+    report = _report(capsys)["prune"]
+    assert report["kept_new"] == 1
+    assert files(penv.dest) == listings[-1].keys | {doomed[0]}
+
+
+async def test_a_sync_is_blocked_while_a_prune_holds_the_lock(penv: Env) -> None:
+    """While a prune holds the destination lock a sync exits 4 and writes nothing;
+    likewise a prune while a sync (any lock holder) holds it."""
+    import trio
+
+    await trio.to_thread.run_sync(changed_mirror, penv, 1)
+    change(penv.repo, 1)
+    penv.publish()
+    before = tree(penv.dest)
+    store = LocalStore(penv.dest)
+    async with acquire_lock(store, owner="tuf-mirror prune"):
+        assert await trio.to_thread.run_sync(penv.run) == ExitStatus.LOCKED
+        assert tree(penv.dest) == before
+        status = await trio.to_thread.run_sync(run_local, penv, "prune", "--apply")
+        assert status == ExitStatus.LOCKED
+    assert await trio.to_thread.run_sync(penv.run) == ExitStatus.OK
+
+
+def test_a_selection_other_than_the_synced_one_is_refused(penv: Env) -> None:
+    """Pruning a partial mirror with other --include/--exclude/--role options than
+    its sync used would take the selected targets for garbage: exit 2, nothing
+    deleted."""
+    changed_mirror(penv, steps=1)
+    before = tree(penv.dest)
+
+    status = run_local(penv, "prune", *KEEP_ONE, "--apply", "--include", "files/file-001*")
+
+    assert status == ExitStatus.USAGE
+    assert tree(penv.dest) == before
+
+
+def test_filtered_out_targets_are_unreferenced_files(penv: Env) -> None:
+    """Targets a narrower selection leaves out are pruned like any unreferenced file."""
+    assert penv.run() == 0
+    assert penv.run("sync", "--include", "files/file-000*") == 0
+    listing = state_listing(penv.repo)
+
+    assert run_local(penv, "prune", *KEEP_ONE, "--apply", "--include", "files/file-000*") == 0
+
+    kept_targets = {k for k in files(penv.dest) if k.startswith("targets/")}
+    assert kept_targets == {
+        k for k in listing.keys if k.startswith("targets/files/") and "file-000" in k
+    }
