@@ -255,3 +255,79 @@ def test_filtered_out_targets_are_unreferenced_files(penv: Env) -> None:
     assert kept_targets == {
         k for k in listing.keys if k.startswith("targets/files/") and "file-000" in k
     }
+
+
+def test_a_timestamp_replaced_while_marking_stops_the_prune_before_any_delete(
+    penv: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another writer publishing a new timestamp.json while the prune marks: the
+    re-check before the sweep stops it with exit 3 and a one-line reason, and
+    nothing is deleted."""
+    changed_mirror(penv, steps=2)
+    timestamp = penv.dest / "metadata" / "timestamp.json"
+    before = files(penv.dest)
+    real_get = LocalStore.get
+    replaced: list[str] = []
+
+    async def get(self: LocalStore, key: str, *, max_length: int) -> bytes:
+        if key.endswith(".targets.json") and not replaced:
+            replaced.append(key)
+            timestamp.write_bytes(timestamp.read_bytes() + b" ")
+        return await real_get(self, key, max_length=max_length)
+
+    monkeypatch.setattr(LocalStore, "get", get)
+    capsys.readouterr()
+
+    status = run_local(penv, "prune", *KEEP_ONE, "--apply")
+
+    assert status == ExitStatus.TRANSIENT
+    assert "timestamp.json changed while pruning" in capsys.readouterr().err
+    assert files(penv.dest) == before
+
+
+def test_a_retained_state_that_does_not_verify_stops_the_prune(
+    penv: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tampered role of the retained previous state: exit 1 naming it, nothing
+    deleted (a prune never trusts what it cannot verify)."""
+    listings = changed_mirror(penv, steps=3)
+    previous_only = sorted(k for k in listings[-2].keys - listings[-1].keys if k.endswith(".json"))
+    victim = next(k for k in previous_only if "snapshot" not in k)
+    path = penv.dest / victim
+    document = json.loads(path.read_bytes())
+    for target in document["signed"]["targets"].values():
+        target["length"] += 1  # what the signature covers changes
+    path.write_bytes(json.dumps(document).encode())
+    before = tree(penv.dest)
+    capsys.readouterr()
+
+    status = run_local(penv, "prune", "--keep-states", "2", "--keep-for", "0", "--apply")
+
+    assert status == ExitStatus.VERIFICATION_FAILED
+    err = capsys.readouterr().err
+    assert "retained published state" in err
+    assert "does not verify" in err
+    assert tree(penv.dest) == before
+
+
+def test_a_current_state_with_a_missing_role_is_not_pruned(
+    penv: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The current state must be complete: a missing role is a damaged mirror, exit
+    1, nothing deleted."""
+    listings = changed_mirror(penv, steps=1)
+    roles = ("root", "timestamp", "snapshot", "targets")
+    victim = next(
+        k
+        for k in sorted(listings[-1].keys)
+        if k.startswith("metadata/") and not k.removesuffix(".json").endswith(roles)
+    )
+    (penv.dest / victim).unlink()
+    before = tree(penv.dest)
+    capsys.readouterr()
+
+    status = run_local(penv, "prune", *KEEP_ONE, "--apply")
+
+    assert status == ExitStatus.VERIFICATION_FAILED
+    assert "missing" in capsys.readouterr().err
+    assert tree(penv.dest) == before
