@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import partial
 
 import pytest
 
@@ -212,22 +215,56 @@ def test_files_written_after_the_prune_started_are_kept(
     assert files(penv.dest) == listings[-1].keys | {doomed[0]}
 
 
-async def test_a_sync_is_blocked_while_a_prune_holds_the_lock(penv: Env) -> None:
-    """While a prune holds the destination lock a sync exits 4 and writes nothing;
-    likewise a prune while a sync (any lock holder) holds it."""
+async def test_a_sync_is_blocked_while_a_prune_holds_the_lock(
+    penv: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prune paused in the middle of its sweep holds the destination lock: a sync
+    then exits 4 and writes nothing; once the prune finishes, the sync runs."""
+    import trio
+
+    from mirror.cli import build_parser
+    from mirror.config import resolve
+    from mirror.prune import run_prune
+    from mirror.report import RunReport
+
+    listings = await trio.to_thread.run_sync(changed_mirror, penv, 2)
+    change(penv.repo, 2)
+    penv.publish()
+    paused, resume = trio.Event(), trio.Event()
+    real = LocalStore.delete_many
+
+    async def delete_many(self: LocalStore, keys: Sequence[str]) -> None:
+        paused.set()
+        await resume.wait()
+        await real(self, keys)
+
+    monkeypatch.setattr(LocalStore, "delete_many", delete_many)
+    args = ["prune", "--root", str(penv.root_file), "--dest", str(penv.dest), *KEEP_ONE]
+    settings = resolve("prune", build_parser().parse_args([*args, "--apply"]))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            partial(run_prune, settings, now=datetime.now(UTC), report=RunReport("prune"))
+        )
+        await paused.wait()
+        before = tree(penv.dest, internal=True)
+        assert await trio.to_thread.run_sync(penv.run) == ExitStatus.LOCKED
+        assert tree(penv.dest, internal=True) == before
+        resume.set()
+    assert files(penv.dest) == listings[-1].keys  # the prune finished its sweep
+    assert await trio.to_thread.run_sync(penv.run) == ExitStatus.OK
+    assert files(penv.dest) >= state_listing(penv.repo).keys
+
+
+async def test_a_prune_is_blocked_while_a_sync_holds_the_lock(penv: Env) -> None:
+    """A prune against a destination locked by a live run exits 4, deleting nothing."""
     import trio
 
     await trio.to_thread.run_sync(changed_mirror, penv, 1)
-    change(penv.repo, 1)
-    penv.publish()
     before = tree(penv.dest)
-    store = LocalStore(penv.dest)
-    async with acquire_lock(store, owner="tuf-mirror prune"):
-        assert await trio.to_thread.run_sync(penv.run) == ExitStatus.LOCKED
-        assert tree(penv.dest) == before
-        status = await trio.to_thread.run_sync(run_local, penv, "prune", "--apply")
-        assert status == ExitStatus.LOCKED
-    assert await trio.to_thread.run_sync(penv.run) == ExitStatus.OK
+    async with acquire_lock(LocalStore(penv.dest), owner="tuf-mirror sync"):
+        status = await trio.to_thread.run_sync(run_local, penv, "prune", *KEEP_ONE, "--apply")
+    assert status == ExitStatus.LOCKED
+    assert tree(penv.dest) == before
 
 
 def test_a_selection_other_than_the_synced_one_is_refused(penv: Env) -> None:
