@@ -6,8 +6,9 @@ start time and duration; the time of the last successful run (carried over from 
 previous file when this run failed); bytes and files transferred; requests;
 published and upstream versions; seconds until the published root, timestamp,
 snapshot and targets expire (negative once expired); expired delegated roles; how
-many timestamp versions the mirror lags behind the upstream; and under ``--policy``
-the held-back targets, alarms and conflicts.
+many timestamp versions the mirror lags behind the upstream; under ``--policy``
+the held-back targets, alarms and conflicts; and, after a prune that deleted
+(``prune --apply``, ``sync --prune``), files and bytes deleted and states retained.
 """
 
 from __future__ import annotations
@@ -101,6 +102,11 @@ def render_metrics(report: RunReport, *, now: datetime, last_success: float | No
         len(report.expired_delegated_roles),
         "delegated roles mirrored although expired upstream",
     )
+    prune = report.prune
+    if prune is not None and prune.applied:
+        gauge("prune_deleted_files", prune.deleted_files, "files deleted by prune, last run")
+        gauge("prune_deleted_bytes", prune.deleted_bytes, "bytes deleted by prune, last run")
+        gauge("prune_states_retained", len(prune.states_retained), "states prune kept, last run")
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -368,3 +369,23 @@ def test_a_current_state_with_a_missing_role_is_not_pruned(
     assert status == ExitStatus.VERIFICATION_FAILED
     assert "missing" in capsys.readouterr().err
     assert tree(penv.dest) == before
+
+
+def test_metrics_and_summary_line_carry_the_prune_figures(
+    penv: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--metrics-file gets files and bytes deleted and states retained; the summary
+    line says what was deleted and kept."""
+    changed_mirror(penv, steps=2)
+    metrics = tmp_path / "prune.prom"
+    capsys.readouterr()
+
+    assert run_local(penv, "prune", *KEEP_ONE, "--apply", "--metrics-file", str(metrics)) == 0
+
+    text = metrics.read_text()
+    err = capsys.readouterr().err
+    deleted = int(text.split("tuf_mirror_prune_deleted_files{")[1].split()[1])
+    assert deleted > 0
+    assert "tuf_mirror_prune_deleted_bytes{" in text
+    assert f'tuf_mirror_prune_states_retained{{dest="{penv.dest}"}} 1' in text
+    assert f"tuf-mirror prune: deleted {deleted} files" in err
