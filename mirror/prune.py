@@ -497,7 +497,6 @@ class _Sweeper:
     report: PruneReport
     #: raises when the published state changed since the marks were made
     check: Callable[[], Awaitable[None]]
-    _batch: list[tuple[str, int]] | None = None
 
     async def sweep(self) -> None:
         """Targets, then roles, then snapshots (see the module docstring)."""

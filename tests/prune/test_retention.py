@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from mirror.prune import (
     HISTORY_MAX,
+    Mark,
+    MarkSet,
     PublishedState,
     Retention,
     history_of,
@@ -152,3 +155,23 @@ async def test_record_publish_appends_keeps_a_timestamp_copy_and_stays_bounded()
 def test_roots_and_the_timestamp_are_never_swept(key: str, protected: bool) -> None:
     """Every N.root.json, root.json and timestamp.json are protected by name."""
     assert is_protected(key) is protected
+
+
+async def test_a_key_any_retained_state_needs_stays_retained(tmp_path: Path) -> None:
+    """Marks from several states: RETAINED wins whichever state marks first, and
+    unknown keys have no mark."""
+    marks = MarkSet(tmp_path)
+    try:
+        await marks.add(["targets/a", "targets/b"], Mark.EXPIRED)
+        await marks.add(["targets/b", "targets/c"], Mark.RETAINED)
+        await marks.add(["targets/c", "targets/d"], Mark.EXPIRED)
+        kinds = await marks.kinds(["targets/a", "targets/b", "targets/c", "targets/d", "x"])
+    finally:
+        marks.close()
+    assert kinds == {
+        "targets/a": Mark.EXPIRED,
+        "targets/b": Mark.RETAINED,
+        "targets/c": Mark.RETAINED,
+        "targets/d": Mark.EXPIRED,
+    }
+    assert list(tmp_path.iterdir()) == []
