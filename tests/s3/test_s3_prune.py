@@ -10,7 +10,13 @@ may have been written after it started: these runs start "two seconds later"
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,3 +160,57 @@ def test_more_than_1000_deletions_go_in_batches_of_1000(s3env: S3Env) -> None:
     assert sizes == [1000, 100]
     assert len(s3env.recorder.started("ListObjectsV2")) >= 2
     assert set(s3env.objects()) == current
+
+
+_CHILD = """
+import sys, trio
+from pathlib import Path
+from mirror.storage.s3 import S3Store
+from mirror.cli import main
+
+marker = Path(sys.argv[1])
+real = S3Store.delete_many
+calls = 0
+
+async def delete_many(self, keys):
+    global calls
+    calls += 1
+    await real(self, keys)
+    if calls == 1:
+        marker.write_text("1")
+        await trio.sleep_forever()
+
+S3Store.delete_many = delete_many
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_sigkill_mid_apply_then_rerun_converges(s3env: S3Env, tmp_path: Path) -> None:
+    """A real ``prune --apply`` process killed -9 after its first DeleteObjects: the
+    bucket verifies, and the rerun leaves exactly the current state and the roots."""
+    listings = changed_bucket(s3env)
+    before = set(s3env.objects())
+    marker = tmp_path / "stopped"
+    args = ["prune", "--root", str(s3env.root_file), "--dest", s3env.dest]
+    args += ["--s3-addressing-style", "path", *KEEP_ONE, "--apply"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(marker), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None, "the prune ended before it could be killed"
+            assert time.monotonic() < deadline, "the prune made no progress"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    assert listings[-1].keys <= set(s3env.objects()) < before
+    assert s3env.run("verify") == ExitStatus.OK
+    assert prune(s3env, *KEEP_ONE, "--apply")["exit_status"] == ExitStatus.OK
+    assert set(s3env.objects()) == listings[-1].keys
+    assert s3env.run("verify") == ExitStatus.OK
