@@ -320,7 +320,7 @@ async def _read(store: Store, key: str, max_length: int) -> bytes | None:
         return None
 
 
-async def load_state(
+async def _load_state(
     store: Store, root_bytes: bytes, limits: Limits, state: PublishedState
 ) -> TrustedSet:
     """Verify an older published state from the pinned root, as ``load_published``
@@ -332,8 +332,6 @@ async def load_state(
         raise _Unavailable("its record lacks the snapshot or root version")
     if state.root_version < trusted.root.version:
         raise _Unavailable(f"published under root v{state.root_version}, before the pinned root")
-    if not trusted.consistent_snapshot and state.root_version == trusted.root.version:
-        raise _Unavailable("no consistent snapshots: older states are overwritten")
     for version in range(trusted.root.version + 1, state.root_version + 1):
         data = await _read(store, _meta_key(f"{version}.root.json"), limits.max_root_length)
         if data is None:
@@ -699,7 +697,7 @@ async def _mark_older(
         return True  # a timestamp-only change: its snapshot is marked already
     what = f"published state (timestamp v{state.state_id})"
     try:
-        trusted = await load_state(store, root_bytes, limits, state)
+        trusted = await _load_state(store, root_bytes, limits, state)
         await marker.mark(trusted, kind, strict=False)
     except _Unavailable as exc:
         if kind is Mark.RETAINED:
@@ -837,7 +835,6 @@ __all__ = [
     "Retention",
     "history_of",
     "is_protected",
-    "load_state",
     "options_from",
     "prune_after_sync",
     "prune_store",

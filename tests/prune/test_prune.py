@@ -389,3 +389,36 @@ def test_metrics_and_summary_line_carry_the_prune_figures(
     assert "tuf_mirror_prune_deleted_bytes{" in text
     assert f'tuf_mirror_prune_states_retained{{dest="{penv.dest}"}} 1' in text
     assert f"tuf-mirror prune: deleted {deleted} files" in err
+
+
+def test_without_consistent_snapshots_only_the_current_state_is_known(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An upstream without consistent snapshots replaces its files in place: earlier
+    states cannot be walked, so a target it stopped listing is an orphan, deleted
+    only with --orphans; the mirror still verifies."""
+    from mirror.testing.server import serve_directory
+    from tests.sync.conftest import make_repo
+
+    repo = make_repo(bins=2, targets=6, consistent=False)
+    upstream = tmp_path / "upstream"
+    repo.publish(upstream)
+    root_file = tmp_path / "root.json"
+    root_file.write_bytes(repo.root_bytes(1))
+    with serve_directory(upstream) as server:
+        env = Env(repo, upstream, server, root_file, tmp_path / "dest")
+        assert env.run() == 0
+        repo.remove_target("files/file-0000.txt")
+        env.publish()
+        assert env.run() == 0
+    before = files(env.dest)
+    capsys.readouterr()
+
+    assert run_local(env, "prune", *KEEP_ONE, "--apply", "--json") == ExitStatus.OK
+    report = _report(capsys)["prune"]
+    assert report["orphans"] == ["targets/files/file-0000.txt"]
+    assert files(env.dest) == before
+
+    assert run_local(env, "prune", *KEEP_ONE, "--apply", "--orphans") == ExitStatus.OK
+    assert files(env.dest) == before - {"targets/files/file-0000.txt"}
+    assert run_local(env, "verify") == ExitStatus.OK
