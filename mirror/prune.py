@@ -365,6 +365,11 @@ class _Marker:
     limits: Limits
     selection: TargetFilter
     report: PruneReport
+    #: versions and leaves of the last complete walk: a hash-bin leaf at the same
+    #: version under an unchanged delegator is the same file, whose targets are all
+    #: marked already, so walks of expired states skip it as sync does
+    _versions: dict[str, int] = field(default_factory=dict)
+    _leaves: set[str] = field(default_factory=set)
 
     async def mark(self, trusted: TrustedSet, kind: Mark, *, strict: bool) -> None:
         """Mark the snapshot, every role it lists and every target a client of this
@@ -398,7 +403,16 @@ class _Marker:
             missing(top_key)
             return
         top = trusted.update_targets(data)
-        walk = DelegationWalk(trusted)
+        # Only for expired states: every target of a skipped leaf was marked by an
+        # earlier walk (needed or not), and a retained state's own authority
+        # decides whether it needs a target, so retained states are walked whole.
+        hints = kind is Mark.EXPIRED
+        walk = DelegationWalk(
+            trusted,
+            previous_versions=self._versions if hints else None,
+            previous_leaves=self._leaves if hints else frozenset(),
+        )
+        complete = True
         undecided: list[tuple[str, str, dict[str, str]]] = []
         await self._mark_targets(
             walk,
@@ -413,10 +427,14 @@ class _Marker:
             if not steps:
                 break  # only roles missing on the destination are outstanding
             for step in steps:
+                if step.skippable:
+                    walk.skip(step)
+                    continue
                 key = _meta_key(metadata_filename(step.role, step.version if consistent else None))
                 raw = await _read(self.store, key, self.limits.max_targets_length)
                 if raw is None:
                     missing(key)
+                    complete = False
                     continue
                 verified = walk.feed(step, raw)
                 if not step.repeat:
@@ -438,6 +456,8 @@ class _Marker:
             (names if wanted else unused).extend(self._names(path, hashes, consistent))
         await self.marks.add(names, kind)
         await self.marks.add(unused, Mark.EXPIRED)
+        if complete:
+            self._versions, self._leaves = dict(walk.versions), set(walk.leaves)
 
     async def _mark_targets(
         self,
