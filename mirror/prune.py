@@ -221,7 +221,11 @@ async def record_publish(
     history plus this state, at most ``HISTORY_MAX`` entries, and a copy of its
     ``timestamp.json``. Best effort: a storage failure costs this state's entry
     (prune then treats its files as orphans), never the sync."""
-    history = history_of(await _read_state(store))
+    try:
+        history = history_of(await _read_state(store))
+    except StorageError as exc:
+        log.warning("could not read %s, the publish history starts anew: %s", STATE_KEY, exc)
+        history = []
     if all(entry.state_id != timestamp_version for entry in history):
         try:
             await store.put_bytes(

@@ -1181,7 +1181,7 @@ async def run_sync(
 
                         nursery.start_soon(show_progress, report)
                     await sync.run()
-                    if settings.prune and not dry_run:
+                    if settings.prune and not dry_run and report.exit_status == 0:
                         from mirror.prune import prune_after_sync
 
                         await prune_after_sync(store, settings, report, now=datetime.now(UTC))

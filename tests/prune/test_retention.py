@@ -176,3 +176,30 @@ async def test_a_key_any_retained_state_needs_stays_retained(tmp_path: Path) -> 
         "targets/d": Mark.EXPIRED,
     }
     assert list(await trio.Path(tmp_path).iterdir()) == []  # its files are removed
+
+
+async def test_a_failed_timestamp_copy_costs_the_entry_never_the_sync() -> None:
+    """When the timestamp copy cannot be written the state is not recorded (prune
+    will treat its files as orphans) and nothing is raised."""
+    from mirror.errors import StorageError
+
+    def full_disk(key: str) -> None:
+        if key.startswith(".tuf-mirror/timestamps/"):
+            raise StorageError(f"{key}: no space left on device")
+
+    store = MemoryStore(before_write=full_disk)
+    old = [PublishedState(1, NOW - timedelta(hours=1), 1, 1).to_json()]
+    await store.put_bytes(STATE_KEY, json.dumps({"history": old}).encode(), PutOptions())
+    state: dict[str, object] = {}
+
+    await record_publish(
+        store,
+        state,
+        timestamp=b"t",
+        timestamp_version=2,
+        snapshot_version=2,
+        root_version=1,
+        published_at=NOW,
+    )
+
+    assert [entry.state_id for entry in history_of(state)] == [1]
