@@ -520,12 +520,24 @@ class _Sweeper:
     #: raises when the published state changed since the marks were made
     check: Callable[[], Awaitable[None]]
 
+    #: files of expired states kept because they may be newer than the prune
+    held_back: int = 0
+
     async def sweep(self) -> None:
-        """Targets, then roles, then snapshots (see the module docstring)."""
+        """Targets, then roles, then snapshots (see the module docstring). When a
+        file of an expired state was held back as possibly newer than the prune,
+        the snapshots stay too: the next prune can still attribute it."""
         await self.check()
         await self._pass(f"{TARGETS}/", defer_snapshots=False)
         await self.check()
         snapshots = await self._pass(f"{METADATA}/", defer_snapshots=True)
+        if self.held_back:
+            log.info(
+                "%d files of expired states may be newer than this prune: their "
+                "snapshots stay until the next prune",
+                self.held_back,
+            )
+            return
         await self._delete([(key, size) for key, size in snapshots])
 
     async def _pass(self, prefix: str, *, defer_snapshots: bool) -> list[tuple[str, int]]:
@@ -542,6 +554,8 @@ class _Sweeper:
                 elif modified is None or modified > self.started:
                     # Written after the prune started (or of unknown age): not ours.
                     self.report.kept_new += 1
+                    if kinds.get(key) is Mark.EXPIRED:
+                        self.held_back += 1
                 elif kinds.get(key) is Mark.EXPIRED or self.orphans:
                     if kinds.get(key) is not Mark.EXPIRED:
                         self._orphan(key, size)
@@ -700,7 +714,9 @@ async def prune_store(
     finally:
         await trio.to_thread.run_sync(marks.close)
     if options.apply:
-        await _forget(store, recorded, keep=retained, dropped=[*expired, *gone])
+        # States with files held back stay known, so the next prune finishes them.
+        dropped = [*expired, *gone] if not sweeper.held_back else gone
+        await _forget(store, recorded, keep=retained, dropped=dropped)
     return report
 
 

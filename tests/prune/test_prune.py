@@ -201,10 +201,13 @@ def test_files_written_after_the_prune_started_are_kept(
     penv: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An unreferenced file whose listing time is after the prune's start (here:
-    an expired state's target touched into the future) is kept and counted."""
+    an expired state's target touched into the future) is kept and counted, and
+    the expired states' snapshots stay so that the next prune still attributes it
+    and finishes the job."""
     listings = changed_mirror(penv, steps=2)
     doomed = sorted(files(penv.dest) - listings[-1].keys)
-    late = penv.dest / doomed[0]
+    target = next(k for k in doomed if k.startswith("targets/"))
+    late = penv.dest / target
     future = late.stat().st_mtime + 3600
     os.utime(late, (future, future))
     capsys.readouterr()
@@ -213,7 +216,12 @@ def test_files_written_after_the_prune_started_are_kept(
 
     report = _report(capsys)["prune"]
     assert report["kept_new"] == 1
-    assert files(penv.dest) == listings[-1].keys | {doomed[0]}
+    snapshots = {k for k in doomed if k.endswith(".snapshot.json")}
+    assert files(penv.dest) == listings[-1].keys | {target} | snapshots
+
+    os.utime(late, (future - 7200, future - 7200))  # it was old after all
+    assert run_local(penv, "prune", *KEEP_ONE, "--apply") == ExitStatus.OK
+    assert files(penv.dest) == listings[-1].keys
 
 
 async def test_a_sync_is_blocked_while_a_prune_holds_the_lock(

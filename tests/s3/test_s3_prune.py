@@ -10,6 +10,7 @@ may have been written after it started: these runs start "two seconds later"
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -214,3 +215,27 @@ def test_sigkill_mid_apply_then_rerun_converges(s3env: S3Env, tmp_path: Path) ->
     assert prune(s3env, *KEEP_ONE, "--apply")["exit_status"] == ExitStatus.OK
     assert set(s3env.objects()) == listings[-1].keys
     assert s3env.run("verify") == ExitStatus.OK
+
+
+def test_cli_prune_right_after_a_sync_keeps_what_may_be_newer_than_its_start(
+    s3env: S3Env, tmp_path: Path
+) -> None:
+    """``tuf-mirror prune`` started at once after the syncs: every unreferenced
+    object is either deleted or, when its second-granular LastModified does not
+    prove it older than the prune's start, kept and counted (``kept_new``); a
+    later prune deletes the rest."""
+    from mirror.cli import main
+
+    listings = changed_bucket(s3env)
+    doomed = set(s3env.objects()) - listings[-1].keys
+    report_file = tmp_path / "report.json"
+    args = ["prune", "--root", str(s3env.root_file), "--dest", s3env.dest]
+    args += ["--s3-addressing-style", "path", *KEEP_ONE, "--apply"]
+
+    assert main([*args, "--report", str(report_file)]) == ExitStatus.OK
+
+    report = json.loads(report_file.read_text())["prune"]
+    assert set(report["deleted"]) <= doomed
+    assert len(report["deleted"]) + report["kept_new"] == len(doomed)
+    assert prune(s3env, *KEEP_ONE, "--apply")["exit_status"] == ExitStatus.OK
+    assert set(s3env.objects()) == listings[-1].keys
