@@ -24,7 +24,9 @@ without bound. Pruning is mark and sweep from the timestamp (PEP 458):
 5. sweep, streaming the listing: targets first, then roles, snapshots last, in
    batches (``Store.delete_many``: one S3 DeleteObjects per 1,000 keys). A crash
    at any point leaves every retained state complete, and a known expired state's
-   snapshot outlives the files it attributes, so a rerun finishes the job;
+   snapshot outlives the files it attributes, so a rerun finishes the job (a
+   file held back as possibly newer than the prune keeps the metadata that
+   attributes it for the next prune);
 6. drop the swept states from the history and delete their timestamp copies.
 
 Never deleted: any ``N.root.json`` and ``root.json``, ``timestamp.json``, files of
@@ -526,19 +528,26 @@ class _Sweeper:
     async def sweep(self) -> None:
         """Targets, then roles, then snapshots (see the module docstring). When a
         file of an expired state was held back as possibly newer than the prune,
-        the snapshots stay too: the next prune can still attribute it."""
+        the metadata that attributes it stays too (roles after a held-back target,
+        snapshots after a held-back role), so that the next prune finishes."""
         await self.check()
         await self._pass(f"{TARGETS}/", defer_snapshots=False)
+        if self._holding():
+            return
         await self.check()
         snapshots = await self._pass(f"{METADATA}/", defer_snapshots=True)
-        if self.held_back:
-            log.info(
-                "%d files of expired states may be newer than this prune: their "
-                "snapshots stay until the next prune",
-                self.held_back,
-            )
+        if self._holding():
             return
         await self._delete([(key, size) for key, size in snapshots])
+
+    def _holding(self) -> bool:
+        if self.held_back:
+            log.info(
+                "%d files of expired states may be newer than this prune: the "
+                "metadata naming them stays until the next prune",
+                self.held_back,
+            )
+        return bool(self.held_back)
 
     async def _pass(self, prefix: str, *, defer_snapshots: bool) -> list[tuple[str, int]]:
         deferred: list[tuple[str, int]] = []

@@ -202,7 +202,7 @@ def test_files_written_after_the_prune_started_are_kept(
 ) -> None:
     """An unreferenced file whose listing time is after the prune's start (here:
     an expired state's target touched into the future) is kept and counted, and
-    the expired states' snapshots stay so that the next prune still attributes it
+    the expired states' metadata stays so that the next prune still attributes it
     and finishes the job."""
     listings = changed_mirror(penv, steps=2)
     doomed = sorted(files(penv.dest) - listings[-1].keys)
@@ -216,8 +216,8 @@ def test_files_written_after_the_prune_started_are_kept(
 
     report = _report(capsys)["prune"]
     assert report["kept_new"] == 1
-    snapshots = {k for k in doomed if k.endswith(".snapshot.json")}
-    assert files(penv.dest) == listings[-1].keys | {target} | snapshots
+    metadata = {k for k in doomed if k.startswith("metadata/")}
+    assert files(penv.dest) == listings[-1].keys | {target} | metadata
 
     os.utime(late, (future - 7200, future - 7200))  # it was old after all
     assert run_local(penv, "prune", *KEEP_ONE, "--apply") == ExitStatus.OK
