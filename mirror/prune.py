@@ -682,7 +682,6 @@ async def prune_store(
         marked_snapshots = {published.snapshot.version}
         report.states_retained = [current]
         older = sorted((s for s in known if s.state_id != current), key=lambda s: -s.state_id)
-        gone: list[PublishedState] = []
         for state in (s for s in older if s.state_id in retained):
             if await _mark_older(
                 store,
@@ -694,8 +693,6 @@ async def prune_store(
                 kind=Mark.RETAINED,
             ):
                 report.states_retained.append(state.state_id)
-            else:
-                gone.append(state)
         expired = [s for s in older if s.state_id not in retained]
         for state in expired:
             await _mark_older(
@@ -722,10 +719,9 @@ async def prune_store(
         await sweeper.sweep()
     finally:
         await trio.to_thread.run_sync(marks.close)
-    if options.apply:
-        # States with files held back stay known, so the next prune finishes them.
-        dropped = [*expired, *gone] if not sweeper.held_back else gone
-        await _forget(store, recorded, keep=retained, dropped=dropped)
+    # States with files held back stay known, so that the next prune finishes them.
+    if options.apply and not sweeper.held_back:
+        await _forget(store, recorded, dropped=expired)
     return report
 
 
@@ -781,16 +777,12 @@ def _check_selection(recorded: Mapping[str, Any] | None, selection: TargetFilter
 
 
 async def _forget(
-    store: Store,
-    recorded: dict[str, Any] | None,
-    *,
-    keep: frozenset[int],
-    dropped: Sequence[PublishedState],
+    store: Store, recorded: dict[str, Any] | None, *, dropped: Sequence[PublishedState]
 ) -> None:
     """Drop swept states from the history, then their timestamp copies."""
     if recorded is None or not dropped:
         return
-    ids = {s.state_id for s in dropped if s.state_id not in keep}
+    ids = {s.state_id for s in dropped}
     history = [s for s in history_of(recorded) if s.state_id not in ids]
     recorded["history"] = [entry.to_json() for entry in history]
     await store.put_bytes(
