@@ -74,7 +74,7 @@ def change(repo: Repository, step: int) -> None:
             repo.remove_target(f"files/file-{index:04d}.txt")
         for index in (3, 4):
             repo.add_target(f"files/file-{index:04d}.txt", f"replaced {index}\n".encode() * 9)
-    elif step == 1:  # a new delegated role with targets, and a new root version
+    elif step == 1:  # a new delegated role with targets; new snapshot keys (root v2)
         repo.add_delegation("targets", "extra", paths=["extra/*"])
         # Searched before the hash bins, so that the walk can tell it lists extra/*.
         delegations = repo.targets.signed.delegations
@@ -83,7 +83,7 @@ def change(repo: Repository, step: int) -> None:
         delegations.roles = {"extra": delegations.roles.pop("extra"), **delegations.roles}
         for index in range(3):
             repo.add_target(f"extra/e-{index}.bin", f"extra {index}\n".encode(), role="extra")
-        repo.bump_root()
+        repo.rotate_keys("snapshot")  # older states verify only under root v1
     elif step == 2:  # replace the role's content; remove and replace bin targets
         repo.add_target("extra/e-0.bin", b"extra zero, second edition\n", role="extra")
         repo.remove_target("extra/e-1.bin", role="extra")
