@@ -94,6 +94,8 @@ _NO_EXPIRY: Final = datetime(1, 1, 2, tzinfo=UTC)
 _ROOT_RE: Final = re.compile(r"^metadata/(\d+\.)?root\.json$")
 _SNAPSHOT_RE: Final = re.compile(r"^metadata/\d+\.snapshot\.json$")
 _LOOKUP_CHUNK: Final = 500
+#: what sync appends to the selection's fingerprint under --policy
+_POLICY_MARK: Final = "+policy:"
 _MAX_STATE_BYTES: Final = 64 * 1024 * 1024
 
 
@@ -376,11 +378,21 @@ class _Marker:
     #: marked already, so walks of expired states skip it as sync does
     _versions: dict[str, int] = field(default_factory=dict)
     _leaves: set[str] = field(default_factory=set)
+    #: target paths this walk treats as unreferenced (held back by the policy)
+    _held_back: frozenset[str] = frozenset()
 
-    async def mark(self, trusted: TrustedSet, kind: Mark, *, strict: bool) -> None:
+    async def mark(
+        self,
+        trusted: TrustedSet,
+        kind: Mark,
+        *,
+        strict: bool,
+        held_back: frozenset[str] = frozenset(),
+    ) -> None:
         """Mark the snapshot, every role it lists and every target a client of this
-        state can fetch. ``strict``: a missing role is a damaged destination
-        (``TamperedDestinationError``), else a warning."""
+        state can fetch (not the ``held_back`` paths). ``strict``: a missing role is
+        a damaged destination (``TamperedDestinationError``), else a warning."""
+        self._held_back = held_back
         snapshot = trusted.snapshot
         if snapshot is None:
             raise RuntimeError("marking needs a trusted snapshot")
@@ -458,7 +470,7 @@ class _Marker:
         unused: list[str] = []
         for path, role, hashes in undecided:
             wanted = walk.authority(path, role) is Authority.AUTHORIZED
-            wanted = wanted and self.selection.selects(path, role)
+            wanted = wanted and self._wanted(path, role)
             (names if wanted else unused).extend(self._names(path, hashes, consistent))
         await self.marks.add(names, kind)
         await self.marks.add(unused, Mark.EXPIRED)
@@ -485,7 +497,7 @@ class _Marker:
             if verdict is Authority.UNDECIDED:
                 undecided.append((path, role, dict(target.hashes)))
                 continue
-            wanted = verdict is Authority.AUTHORIZED and self.selection.selects(path, role)
+            wanted = verdict is Authority.AUTHORIZED and self._wanted(path, role)
             (names if wanted else unused).extend(self._names(path, dict(target.hashes), consistent))
             if len(names) + len(unused) >= DELETE_BATCH:
                 await self.marks.add(names, kind)
@@ -493,6 +505,9 @@ class _Marker:
                 names, unused = [], []
         await self.marks.add(names, kind)
         await self.marks.add(unused, Mark.EXPIRED)
+
+    def _wanted(self, path: str, role: str) -> bool:
+        return self.selection.selects(path, role) and path not in self._held_back
 
     @staticmethod
     def _names(path: str, hashes: dict[str, str], consistent: bool) -> list[str]:
@@ -678,7 +693,9 @@ async def prune_store(
     marks = MarkSet(spool)
     try:
         marker = _Marker(store, marks, limits, options.selection, report)
-        await marker.mark(published.trusted, Mark.RETAINED, strict=True)
+        await marker.mark(
+            published.trusted, Mark.RETAINED, strict=True, held_back=await _held_back(store)
+        )
         marked_snapshots = {published.snapshot.version}
         report.states_retained = [current]
         older = sorted((s for s in known if s.state_id != current), key=lambda s: -s.state_id)
@@ -767,13 +784,30 @@ async def _mark_older(
 def _check_selection(recorded: Mapping[str, Any] | None, selection: TargetFilter) -> None:
     """Refuse a target selection other than the published state's: with the wrong
     --include/--exclude/--role, a prune would take the whole partial mirror for
-    unreferenced files."""
-    fingerprint = (recorded or {}).get("filter")
+    unreferenced files. (Under ``--policy`` sync appends the policy's fingerprint;
+    the policy's verdicts come from ``_held_back``.)"""
+    fingerprint = str((recorded or {}).get("filter") or "").partition(_POLICY_MARK)[0]
     if fingerprint and fingerprint != selection.fingerprint():
         raise UsageError(
             "the target selection (--include/--exclude/--role) differs from the one the "
             "published state was synced with: give the same options as sync"
         )
+
+
+async def _held_back(store: Store) -> frozenset[str]:
+    """The target paths the trust policy (``--policy``) held back at the last sync,
+    from its bookkeeping: the current state does not need them."""
+    from mirror.policy.gate import POLICY_STATE_KEY
+
+    try:
+        raw = await store.get(POLICY_STATE_KEY, max_length=_MAX_STATE_BYTES * 4)
+    except NotFoundInStoreError:
+        return frozenset()
+    try:
+        return frozenset(str(path) for path in dict(json.loads(raw)["held_back"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.warning("ignoring unreadable %s: no target counts as held back", POLICY_STATE_KEY)
+        return frozenset()
 
 
 async def _forget(

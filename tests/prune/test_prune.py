@@ -430,3 +430,26 @@ def test_without_consistent_snapshots_only_the_current_state_is_known(
     assert run_local(env, "prune", *KEEP_ONE, "--apply", "--orphans") == ExitStatus.OK
     assert files(env.dest) == before - {"targets/files/file-0000.txt"}
     assert run_local(env, "verify") == ExitStatus.OK
+
+
+def test_targets_held_back_by_the_trust_policy_are_unreferenced(
+    penv: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under --policy, sync records held-back targets in .tuf-mirror/policy.json and
+    appends the policy to the selection's fingerprint: prune accepts that
+    selection and treats a held-back target's file like any unreferenced one."""
+    listings = changed_mirror(penv, steps=1)
+    internal = penv.dest / ".tuf-mirror"
+    state = json.loads((internal / "state.json").read_bytes())
+    state["filter"] += "+policy:0123abcd"
+    (internal / "state.json").write_text(json.dumps(state))
+    held = "files/file-0008.txt"
+    (internal / "policy.json").write_text(json.dumps({"held_back": {held: {}}}))
+    held_files = {k for k in listings[-1].keys if k.endswith(".file-0008.txt")}
+    assert held_files
+    capsys.readouterr()
+
+    assert run_local(penv, "prune", *KEEP_ONE, "--apply", "--json") == ExitStatus.OK
+
+    assert held_files <= set(_report(capsys)["prune"]["deleted"])
+    assert files(penv.dest) == listings[-1].keys - held_files
