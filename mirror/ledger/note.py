@@ -77,7 +77,7 @@ class Verifier:
     @classmethod
     def parse(cls, vkey: str) -> Verifier:
         """Parse ``<name>+<hex id>+<base64(0x01 || key)>``."""
-        parts = vkey.strip().split("+")
+        parts = vkey.strip().split("+", 2)
         if len(parts) != 3:
             raise NoteError(f"a verifier key has three '+'-separated parts: {vkey!r}")
         name, hex_id, material = parts

@@ -31,7 +31,8 @@ SPEC_VKEY = "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U
 SPEC_NOTE = (
     "This is an example message.\n"
     "\n"
-    "\u2014 example.com/foo Uw2QOkn8srV1yJGh2VYRlL1Tnagv1YEq6TfXppzi2ONncAlTgK7Ztg1ERYNZXsYjOBH3mFXmRKuwHjG1Yu72IneyaQM=\n"
+    "\u2014 example.com/foo "
+    "Uw2QOkn8srV1yJGh2VYRlL1Tnagv1YEq6TfXppzi2ONncAlTgK7Ztg1ERYNZXsYjOBH3mFXmRKuwHjG1Yu72IneyaQM=\n"
 ).encode()
 # From c2sp.org/tlog-checkpoint: the example checkpoint's text.
 SPEC_CHECKPOINT = (
@@ -88,7 +89,7 @@ def test_no_known_signature_fails() -> None:
     [
         "no blank line\n\u2014 a AAAA\n".encode(),
         "text\n\n\u2014 a !!!!\n".encode(),
-        "text\n\n- a AAAAAAAA\n".encode(),
+        b"text\n\n- a AAAAAAAA\n",
         b"text\n\n",
         "te\x07xt\n\n\u2014 a AAAAAAAA\n".encode(),
     ],
