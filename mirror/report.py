@@ -65,6 +65,9 @@ class RunReport:
     worker_peak_rss_bytes: int = 0
     #: --policy: per mapping counts, held-back targets, conflicts, alarms
     policy: dict[str, Any] = field(default_factory=dict)
+    #: witness alarms (type, subject, ledger, observed, evidence) and the ledger's state
+    alarms: list[dict[str, Any]] = field(default_factory=list)
+    ledger: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def failed(cls, *, command: str, error: MirrorError, started: datetime) -> RunReport:
@@ -101,6 +104,13 @@ class RunReport:
                 if not (self.missing or self.corrupt)
                 else f"tuf-mirror verify: {len(self.missing)} missing, "
                 f"{len(self.corrupt)} corrupt of {self.targets_published} targets"
+            )
+        if self.alarms:
+            kinds = ", ".join(sorted({alarm["type"] for alarm in self.alarms}))
+            return (
+                f"tuf-mirror {self.command}: mirrored, but the witness raised "
+                f"{len(self.alarms)} alarm(s) ({kinds}): a person should look; "
+                f"timestamp {_version(ts)}"
             )
         if self.nothing_new:
             return (
