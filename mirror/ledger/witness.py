@@ -42,7 +42,7 @@ from mirror.ledger.entries import Entry, meta_entry, meta_key, parse_entry, targ
 from mirror.ledger.log import Head, LedgerLog
 from mirror.ledger.note import NoteError, verify_note
 from mirror.log import log
-from mirror.trust import TrustedSet
+from mirror.trust import TrustedSet, metadata_filename
 from mirror.trust._tuf import MetaFile, TargetFile
 
 if TYPE_CHECKING:
@@ -458,6 +458,15 @@ class RunWitness:
                 name=f"{version}.root.json", role="root", version=version, data=data
             )
         new = cycle.new
+        if cycle.snapshot_changed and new.snapshot is not None:
+            await self.observe_meta(
+                name=metadata_filename(
+                    "snapshot", new.snapshot.version if new.consistent_snapshot else None
+                ),
+                role="snapshot",
+                version=new.snapshot.version,
+                data=new.snapshot.raw,
+            )
         if cycle.timestamp_changed and new.timestamp is not None:
             await self.observe_meta(
                 name="timestamp.json",
