@@ -85,7 +85,7 @@ def open_ledger(settings: Settings) -> LedgerLog:
     )
 
 
-def open_witness(settings: Settings, *, now: datetime, destination: Store) -> RunWitness:
+def open_witness(settings: Settings, *, now: datetime, destination: Store | None) -> RunWitness:
     """The ledger's part in a sync or import run, from ``--immutable``,
     ``--expect``/``--expect-key`` and ``--on-alarm``."""
     expected = []

@@ -161,6 +161,8 @@ class RunWitness:
     immutable: tuple[str, ...] = ()
     expected: Sequence[Expected] = ()
     refuse: bool = False
+    #: ``tuf-mirror witness``: reads the ledger, never writes entries or pending records
+    audit: bool = False
     #: where published metadata is read for evidence (the destination)
     destination: Any = None
     alarms: list[Alarm] = field(default_factory=list)
@@ -207,6 +209,8 @@ class RunWitness:
         timestamp is the one they were about to publish) and commit them; drop
         the others (nothing of them is referenced; this run redoes the work)."""
         assert self.head is not None
+        if self.audit:
+            return
         published_timestamp = published.timestamp.raw if published.timestamp else None
         current = hashlib.sha256(published_timestamp).hexdigest() if published_timestamp else None
         for run_id in await self.ledger.pending_runs():
