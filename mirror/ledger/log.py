@@ -32,7 +32,7 @@ import base64
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -170,7 +170,7 @@ class LedgerLog:
         versions = {str(k): int(v) for k, v in dict(data.get("versions") or {}).items()}
         return Head(seq, checkpoint, frontier, note, versions)
 
-    async def entries(self, start: int, end: int) -> AsyncIterator[tuple[int, bytes]]:
+    async def entries(self, start: int, end: int) -> AsyncGenerator[tuple[int, bytes], None]:
         """Leaves ``[start, end)`` as (index, canonical bytes), one bundle in memory."""
         index = start
         while index < end:
