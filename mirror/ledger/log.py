@@ -13,9 +13,9 @@ Layout (keys of the ledger's own store: a directory or ``s3://bucket/prefix``):
   compare-and-swap that lets only one of two runs from the same base move the
   checkpoint; ``head.json`` points at the latest (a lagging pointer is caught up by
   probing the next numbers);
-- ``pending/<id>.jsonl``: what a run is about to publish, written before its
-  publish and removed by its commit (``mirror.ledger.witness`` replays it after a
-  crash);
+- ``pending/<name>.jsonl``: what a run is about to publish (one record per
+  destination), written before its publish and removed by its commit
+  (``mirror.ledger.witness`` replays it after a crash);
 - ``evidence/<UTC time>-<TYPE>/``: alarm evidence.
 
 A commit holds the ledger's lock (``mirror.storage.lock``) while it writes, so two
@@ -335,14 +335,6 @@ class LedgerLog:
 
         await trio.to_thread.run_sync(write)
         await self.store.put_file(key, upload, PutOptions(cache_control="no-store"))
-
-    async def pending_runs(self) -> list[str]:
-        found = [
-            info.key.removeprefix("pending/").removesuffix(".jsonl")
-            async for info in self.store.list("pending/")
-            if info.key.endswith(".jsonl")
-        ]
-        return sorted(found)
 
     async def read_pending(self, run_id: str) -> tuple[dict[str, Any], list[Entry]]:
         raw = await self._get(f"pending/{run_id}.jsonl")

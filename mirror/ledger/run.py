@@ -63,12 +63,23 @@ def _store_options(settings: Settings, location: str) -> dict[str, Any]:
     return options
 
 
-def open_ledger(settings: Settings) -> LedgerLog:
-    """The run's ledger (not yet read)."""
+def open_ledger(settings: Settings, *, destination: Store | None = None) -> LedgerLog:
+    """The run's ledger (not yet read). Without ``--ledger`` and with the run's
+    ``destination`` at hand, the ledger is a view of ``DEST/.tuf-mirror/ledger`` on
+    that store (its connections and ``--uploads`` limit); else a store of its own."""
     from mirror.storage import open_store
 
-    location = ledger_location(settings)
-    store: Store = open_store(location, **_store_options(settings, location))
+    store: Store
+    if destination is not None and not settings.ledger:
+        from mirror.ledger.view import PrefixedStore
+        from mirror.storage.listing import ListingStore
+
+        # The ledger's keys are never listed: bypass the listing-based presence checks.
+        inner = destination.inner if isinstance(destination, ListingStore) else destination
+        store = PrefixedStore(inner, LEDGER_DIR)
+    else:
+        location = ledger_location(settings)
+        store = open_store(location, **_store_options(settings, location))
     signer = None
     key_file = settings.witness_key
     origin = default_origin(settings)
@@ -99,7 +110,7 @@ def open_witness(settings: Settings, *, now: datetime, destination: Store | None
             raise UsageError(f"cannot read --expect/--expect-key: {exc}") from exc
         expected = load_expected(data, key=key)
     return RunWitness(
-        ledger=open_ledger(settings),
+        ledger=open_ledger(settings, destination=destination),
         now=now,
         immutable=settings.immutable,
         expected=expected,

@@ -183,6 +183,12 @@ class RunWitness:
     _timestamp_version: int | None = None
 
     @property
+    def _pending_name(self) -> str:
+        """One pending record per destination: a rerun replays its own."""
+        where = self.destination.url if self.destination is not None else "none"
+        return hashlib.sha256(where.encode()).hexdigest()[:16]
+
+    @property
     def time(self) -> str:
         return self.now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -213,29 +219,29 @@ class RunWitness:
             return
         published_timestamp = published.timestamp.raw if published.timestamp else None
         current = hashlib.sha256(published_timestamp).hexdigest() if published_timestamp else None
-        for run_id in await self.ledger.pending_runs():
-            document, entries = await self.ledger.read_pending(run_id)
-            if current is None or document.get("timestamp_sha256") != current:
-                log.info(
-                    "ledger: dropping pending record %s (its publish did not complete)", run_id
-                )
-                await self.ledger.drop_pending(run_id)
-                continue
-            log.warning(
-                "ledger: run %s published but did not record its checkpoint; "
-                "checking its %d entries from checkpoint %d",
-                run_id,
-                len(entries),
-                self.head.size,
-            )
-            fresh: list[Entry] = []
-            for entry in entries:
-                if await self._check_entry(entry):
-                    fresh.append(entry)
-            versions = {str(k): int(v) for k, v in dict(document.get("versions") or {}).items()}
-            self.head = await self.ledger.commit(self.head, _aiter(fresh), versions=versions)
+        run_id = self._pending_name
+        document, entries = await self.ledger.read_pending(run_id)
+        if not document:
+            return
+        if current is None or document.get("timestamp_sha256") != current:
+            log.info("ledger: dropping pending record %s (its publish did not complete)", run_id)
             await self.ledger.drop_pending(run_id)
-            self.recovered.append(run_id)
+            return
+        log.warning(
+            "ledger: run %s published but did not record its checkpoint; "
+            "checking its %d entries from checkpoint %d",
+            document.get("run"),
+            len(entries),
+            self.head.size,
+        )
+        fresh: list[Entry] = []
+        for entry in entries:
+            if await self._check_entry(entry):
+                fresh.append(entry)
+        versions = {str(k): int(v) for k, v in dict(document.get("versions") or {}).items()}
+        self.head = await self.ledger.commit(self.head, _aiter(fresh), versions=versions)
+        await self.ledger.drop_pending(run_id)
+        self.recovered.append(str(document.get("run")))
 
     # -- the published state ------------------------------------------------------------
 
@@ -502,7 +508,7 @@ class RunWitness:
             ),
             "versions": self._versions,
         }
-        await self.ledger.put_pending(self._run_id, document, self._spool)
+        await self.ledger.put_pending(self._pending_name, document, self._spool)
 
     async def after_publish(self) -> Head:
         """Append this run's entries and move the checkpoint (compare-and-swap)."""
@@ -510,12 +516,19 @@ class RunWitness:
         assert self._spool_file is not None
         await self._spool_file.aclose()
         self._spool_file = None
+        recorded = self.head.versions
+        if (
+            not self._entries
+            and self.head.seq > 0
+            and all(recorded.get(role, 0) >= v for role, v in self._versions.items())
+        ):
+            return self.head  # nothing new: no lock, no write (a no-op run stays cheap)
         assert self._spool is not None
         self.head = await self.ledger.commit(
             self.head, self._spooled(self._spool), versions=self._versions
         )
         if self._entries:
-            await self.ledger.drop_pending(self._run_id)
+            await self.ledger.drop_pending(self._pending_name)
         return self.head
 
     @staticmethod
