@@ -101,6 +101,14 @@ def render_metrics(report: RunReport, *, now: datetime, last_success: float | No
         len(report.expired_delegated_roles),
         "delegated roles mirrored although expired upstream",
     )
+    # The ledger's witness (mirror.ledger): alarms of the last run, by type.
+    for kind in sorted({alarm["type"] for alarm in report.alarms}):
+        count = sum(1 for alarm in report.alarms if alarm["type"] == kind)
+        gauge("witness_alarms", count, "witness alarms raised, last run", f'type="{kind}"')
+    if not report.alarms:
+        gauge("witness_alarms", 0, "witness alarms raised, last run")
+    if report.ledger:
+        gauge("ledger_size", report.ledger.get("checkpoint_size", 0), "entries in the ledger")
     return "\n".join(lines) + "\n"
 
 

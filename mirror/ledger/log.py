@@ -59,6 +59,10 @@ BUNDLE: Final = 256
 _HEAD = "head.json"
 _MAX_OBJECT = 256 * 1024 * 1024
 _JSON = PutOptions(content_type="application/json", cache_control="no-store")
+#: bundles and shards are made durable by one flush before the checkpoint moves
+_DEFERRED = PutOptions(cache_control="no-store", durable=False)
+#: index shards kept parsed in memory for lookups (least recently used dropped)
+_CACHED_SHARDS = 64
 
 
 class LedgerConflictError(TransientError):
@@ -116,6 +120,8 @@ class LedgerLog:
         self.break_stale_lock = break_stale_lock
         self._shards: dict[str, list[IndexRecord]] = {}
         self._shards_size = -1
+        #: shards known not to exist yet (a first sync looks up every path)
+        self._absent: set[str] = set()
 
     @property
     def url(self) -> str:
@@ -196,11 +202,18 @@ class LedgerLog:
     async def _shard(self, shard: str, size: int) -> list[IndexRecord]:
         if self._shards_size != size:
             self._shards.clear()
+            self._absent.clear()
             self._shards_size = size
-        cached = self._shards.get(shard)
+        cached = self._shards.pop(shard, None)
         if cached is not None:
+            self._shards[shard] = cached  # most recently used last
             return cached
+        if shard in self._absent:
+            return []
         raw = await self._get(_shard_key(shard))
+        if raw is None:
+            self._absent.add(shard)
+            return []
         records: list[IndexRecord] = []
         for line in (raw or b"").splitlines():
             try:
@@ -211,7 +224,7 @@ class LedgerLog:
                 ) from exc
             if record.leaf < size:
                 records.append(record)
-        if len(self._shards) >= 32:
+        if len(self._shards) >= _CACHED_SHARDS:
             self._shards.pop(next(iter(self._shards)))
         self._shards[shard] = records
         return records
@@ -262,6 +275,7 @@ class LedgerLog:
                 return base
             for shard, lines in sorted(shard_lines.items()):
                 await self._append_shard(shard, base.size, lines)
+            await self.store.flush()
             checkpoint = Checkpoint(self.origin, frontier.size, frontier.root())
             note = (
                 sign_note(checkpoint.text(), [self.signer]).to_bytes()
@@ -284,6 +298,7 @@ class LedgerLog:
             with contextlib.suppress(StorageError):
                 await self.store.put_bytes(_HEAD, json.dumps({"seq": seq}).encode(), _JSON)
             self._shards.clear()
+            self._absent.clear()
             return Head(seq, checkpoint, frontier, note, merged)
 
     async def _bundle_prefix(self, number: int, count: int) -> list[bytes]:
@@ -296,9 +311,7 @@ class LedgerLog:
         return lines[:count]
 
     async def _put_bundle(self, number: int, lines: list[bytes]) -> None:
-        await self.store.put_bytes(
-            _bundle_key(number), b"\n".join(lines) + b"\n", PutOptions(cache_control="no-store")
-        )
+        await self.store.put_bytes(_bundle_key(number), b"\n".join(lines) + b"\n", _DEFERRED)
 
     async def _append_shard(self, shard: str, size: int, lines: list[bytes]) -> None:
         raw = await self._get(_shard_key(shard)) or b""
@@ -314,7 +327,7 @@ class LedgerLog:
         await self.store.put_bytes(
             _shard_key(shard),
             b"".join(kept) + b"".join(lines),
-            PutOptions(cache_control="no-store"),
+            _DEFERRED,
         )
 
     # -- pending runs and evidence ---------------------------------------------------

@@ -143,6 +143,8 @@ async def witnessed(
                     "commit": witness.head.seq,
                     "on_alarm": settings.on_alarm,
                     "recovered": list(witness.recovered),
+                    "entries_appended": witness.appended,
+                    "seconds": round(witness.seconds, 3),
                 }
             if witness.alarms and not failed:
                 report.exit_status = ExitStatus.WITNESS_ALARM

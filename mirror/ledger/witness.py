@@ -25,15 +25,16 @@ upstream (the caller hands over verified bytes).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -152,6 +153,24 @@ def _signed_part(data: bytes) -> Any:
         return None
 
 
+_Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
+
+
+def _timed(method: _Method) -> _Method:
+    """Add the time spent in ``method`` to the witness's ``seconds`` (the ledger's
+    cost in a run, shown by scripts/bench)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: RunWitness, *args: Any, **kwargs: Any) -> Any:
+        started = trio.current_time()
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            self.seconds += trio.current_time() - started
+
+    return wrapper  # type: ignore[return-value]
+
+
 @dataclass(slots=True)
 class RunWitness:
     """The ledger's part in one run (see the module docstring)."""
@@ -170,6 +189,8 @@ class RunWitness:
     head: Head | None = None
     _spool: Path | None = None
     _spool_file: Any = None
+    _buffer: list[bytes] = field(default_factory=list)
+    _buffered: int = 0
     _entries: int = 0
     _keys: set[str] = field(default_factory=set)
     _seen_expected: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)
@@ -178,6 +199,10 @@ class RunWitness:
     _run_id: str = ""
     _evidence_count: int = 0
     recovered: list[str] = field(default_factory=list)
+    #: time spent in the ledger's hooks (reads, checks, appends, commit)
+    seconds: float = 0.0
+    #: entries this run appended (recorded as pending, then committed)
+    appended: int = 0
     _snapshot_meta: dict[str, MetaFile] = field(default_factory=dict)
     _snapshot_version: int | None = None
     _timestamp_version: int | None = None
@@ -194,6 +219,7 @@ class RunWitness:
 
     # -- start -----------------------------------------------------------------------
 
+    @_timed
     async def start(self) -> None:
         self.head = await self.ledger.head()
         self._run_id = f"{self.now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
@@ -210,6 +236,7 @@ class RunWitness:
         if self._spool is not None:
             await trio.Path(self._spool).unlink(missing_ok=True)
 
+    @_timed
     async def recover(self, published: Published) -> None:
         """Replay pending records whose publish completed (the destination's
         timestamp is the one they were about to publish) and commit them; drop
@@ -245,6 +272,7 @@ class RunWitness:
 
     # -- the published state ------------------------------------------------------------
 
+    @_timed
     async def check_published(self, key: str, role: str, version: int, data: bytes) -> None:
         """Raise ``TamperedDestinationError`` if the ledger recorded other bytes for
         this role version than the destination holds at ``key``."""
@@ -262,6 +290,7 @@ class RunWitness:
 
     # -- what the upstream serves ------------------------------------------------------
 
+    @_timed
     async def observe_versions(
         self, *, timestamp: bytes | None, snapshot_version: int | None
     ) -> None:
@@ -291,6 +320,7 @@ class RunWitness:
             if version is not None:
                 self._versions[role] = max(version, self._versions.get(role, 0))
 
+    @_timed
     async def observe_meta(self, *, name: str, role: str, version: int, data: bytes) -> None:
         """A metadata file about to be published (verified bytes)."""
         entry = meta_entry(name=name, role=role, version=version, data=data, time=self.time)
@@ -303,6 +333,7 @@ class RunWitness:
         self._snapshot_version = new.snapshot.version if new.snapshot else None
         self._timestamp_version = new.timestamp.version if new.timestamp else None
 
+    @_timed
     async def observe_target(self, role: str, target: TargetFile, *, published: bool) -> None:
         """A target a role lists (validly, and authorised for it); ``published``:
         selected for this mirror (else only checked, not recorded)."""
@@ -394,8 +425,10 @@ class RunWitness:
 
     async def _add(self, entry: Entry) -> None:
         self._keys.add(entry.key)
-        assert self._spool_file is not None
-        await self._spool_file.write(entry.to_bytes() + b"\n")
+        self._buffer.append(entry.to_bytes() + b"\n")
+        self._buffered += len(self._buffer[-1])
+        if self._buffered >= 1 << 16:
+            await self._drain()
         self._entries += 1
 
     async def check_expected(self) -> None:
@@ -455,6 +488,7 @@ class RunWitness:
 
     # -- publish and commit -------------------------------------------------------------
 
+    @_timed
     async def before_publish(self, cycle: _Cycle, published: Published, pinned: bytes) -> None:
         """Observe the root versions and the timestamp this run publishes, apply
         ``--on-alarm``, and record the pending entries before anything is published
@@ -497,6 +531,7 @@ class RunWitness:
             )
         assert self._spool_file is not None
         assert self._spool is not None
+        await self._drain()
         await self._spool_file.flush()
         if not self._entries:
             return
@@ -510,10 +545,12 @@ class RunWitness:
         }
         await self.ledger.put_pending(self._pending_name, document, self._spool)
 
+    @_timed
     async def after_publish(self) -> Head:
         """Append this run's entries and move the checkpoint (compare-and-swap)."""
         assert self.head is not None
         assert self._spool_file is not None
+        await self._drain()
         await self._spool_file.aclose()
         self._spool_file = None
         recorded = self.head.versions
@@ -527,9 +564,18 @@ class RunWitness:
         self.head = await self.ledger.commit(
             self.head, self._spooled(self._spool), versions=self._versions
         )
+        self.appended += self._entries
         if self._entries:
             await self.ledger.drop_pending(self._pending_name)
         return self.head
+
+    async def _drain(self) -> None:
+        """Write the buffered entries to the spool file (one thread hop for many)."""
+        assert self._spool_file is not None
+        if self._buffer:
+            await self._spool_file.write(b"".join(self._buffer))
+            self._buffer.clear()
+            self._buffered = 0
 
     @staticmethod
     async def _spooled(path: Path) -> AsyncIterator[Entry]:

@@ -132,7 +132,10 @@ def test_target_mutation_publish(env: Env, capsys: pytest.CaptureFixture[str]) -
     _mutate(env)
     capsys.readouterr()
     report = env.dest.parent / "report.json"
-    status = env.run("sync", "--immutable", "*", "--report", str(report))
+    metrics = env.dest.parent / "metrics.prom"
+    status = env.run(
+        "sync", "--immutable", "*", "--report", str(report), "--metrics-file", str(metrics)
+    )
     assert status == ExitStatus.WITNESS_ALARM == 6
     err = capsys.readouterr().err
     lines = alarm_lines(err, "TARGET_MUTATION")
@@ -146,6 +149,9 @@ def test_target_mutation_publish(env: Env, capsys: pytest.CaptureFixture[str]) -
     data = json.loads(report.read_text())
     assert data["exit_status"] == 6
     assert [a["type"] for a in data["alarms"]] == ["TARGET_MUTATION"]
+    assert 'tuf_mirror_witness_alarms{dest="' in metrics.read_text()
+    assert 'type="TARGET_MUTATION"} 1' in metrics.read_text()
+    assert "tuf_mirror_last_run_exit_status" in metrics.read_text()
     assert tree(env.dest) == tree(env.upstream)
     assert len(lookup(env, PATH)) == 2
 
