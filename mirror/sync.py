@@ -48,6 +48,7 @@ from mirror.errors import (
     FetchError,
     MirrorError,
     NotFoundError,
+    RollbackError,
     StorageError,
     TamperedDestinationError,
     VerificationError,
@@ -449,6 +450,10 @@ class Synchronizer:
         self.report.roles_fetched += 1
         try:
             new.update_timestamp(got.data)
+        except RollbackError as exc:
+            if self.witness is not None:
+                await self.witness.rollback_refused("timestamp", got.data, exc)
+            raise
         except EqualVersionError:
             self._check_published_fresh(new)
             return cycle
@@ -481,7 +486,12 @@ class Synchronizer:
             return
         name = metadata_filename("snapshot", wanted if new.consistent_snapshot else None)
         data = await self._fetch_meta(name, self.limits.snapshot_max(new.timestamp.signed))
-        verified = new.update_snapshot(data)
+        try:
+            verified = new.update_snapshot(data)
+        except RollbackError as exc:
+            if self.witness is not None:
+                await self.witness.rollback_refused("snapshot", data, exc)
+            raise
         cycle.snapshot_changed = True
         self._spool_bytes(cycle, MetadataCopy(name, "snapshot", verified.version), data)
 

@@ -320,6 +320,20 @@ class RunWitness:
             if version is not None:
                 self._versions[role] = max(version, self._versions.get(role, 0))
 
+    async def rollback_refused(self, role: str, data: bytes, error: Exception) -> None:
+        """TUF refused a rolled-back ``role`` (the run fails with exit 1): the ledger
+        keeps the evidence (the served file, the highest version recorded)."""
+        assert self.head is not None
+        signed = _signed_part(data)
+        version = signed.get("version") if isinstance(signed, dict) else None
+        await self.alarm(
+            "ROLLBACK",
+            f"{role} v{version}",
+            {"highest_recorded_version": self.head.versions.get(role)},
+            {"version": version, "refused": str(error)},
+            files={f"upstream-{role}.json": data},
+        )
+
     @_timed
     async def observe_meta(self, *, name: str, role: str, version: int, data: bytes) -> None:
         """A metadata file about to be published (verified bytes)."""

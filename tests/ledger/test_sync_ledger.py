@@ -281,3 +281,85 @@ def test_crash_between_publish_and_checkpoint(
     assert len(lookup(env, PATH)) == 2
     assert not list((ledger_dir(env) / "pending").glob("*"))
     assert env.run("sync", "--immutable", "*") == ExitStatus.OK
+
+
+def test_rollback_refused_by_tuf_keeps_evidence(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An upstream serving an older (validly signed) timestamp than the mirror
+    published: TUF refuses it (exit 1, destination and ledger unchanged) and the
+    ledger keeps the evidence: an ALARM ROLLBACK line and the served file."""
+    old_timestamp = env.repo.metadata_bytes("timestamp")
+    env.repo.add_target("files/extra.txt", b"x")
+    env.publish()
+    assert env.run() == ExitStatus.OK
+    before = tree(env.dest)
+    head = ledger_head(env)
+    (env.upstream / "metadata/timestamp.json").write_bytes(old_timestamp)
+    capsys.readouterr()
+    assert env.run() == ExitStatus.VERIFICATION_FAILED
+    err = capsys.readouterr().err
+    assert len(alarm_lines(err, "ROLLBACK")) == 1
+    assert "RollbackError" in err
+    [directory] = evidence(env, "ROLLBACK")
+    assert (directory / "upstream-timestamp.json").read_bytes() == old_timestamp
+    assert tree(env.dest) == before
+    assert ledger_head(env) == head
+
+
+def test_two_concurrent_runs_one_moves_the_checkpoint(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two mirrors sharing one --ledger publish at the same time: both reach their
+    commit from the same checkpoint, exactly one moves it, the other exits 3 (or 4:
+    the ledger's lock) with its entries pending; that mirror's next run checks them
+    from the checkpoint (here: the same files the winner recorded, so nothing new)
+    and clears them."""
+    import threading
+
+    from mirror.cli import main
+    from mirror.ledger.witness import RunWitness
+
+    shared = tmp_path / "shared-ledger"
+    barrier = threading.Barrier(2, timeout=30)
+    original = RunWitness.after_publish
+
+    async def meet_then_commit(self: RunWitness) -> Head:
+        await trio.to_thread.run_sync(barrier.wait)
+        return await original(self)
+
+    monkeypatch.setattr(RunWitness, "after_publish", meet_then_commit)
+    dests = [tmp_path / "mirror-a", tmp_path / "mirror-b"]
+    statuses: dict[int, int] = {}
+
+    def run(index: int) -> None:
+        args = env.args("sync", "--ledger", str(shared))
+        args[args.index("--dest") + 1] = str(dests[index])
+        statuses[index] = main(args)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(statuses.values())[0] == ExitStatus.OK
+    assert sorted(statuses.values())[1] in (ExitStatus.TRANSIENT, ExitStatus.LOCKED)
+    loser = next(i for i, status in statuses.items() if status != ExitStatus.OK)
+
+    async def read_head() -> Head:
+        store = LocalStore(shared)
+        try:
+            return await LedgerLog(store, origin="x").head()
+        finally:
+            await store.aclose()
+
+    first = trio.run(read_head)
+    assert first.seq == 1
+    assert list((shared / "pending").glob("*.jsonl")), "the loser's entries wait"
+    monkeypatch.setattr(RunWitness, "after_publish", original)
+    args = env.args("sync", "--ledger", str(shared))
+    args[args.index("--dest") + 1] = str(dests[loser])
+    assert main(args) == ExitStatus.OK
+    second = trio.run(read_head)
+    assert second == first, "the same upstream: every file is already recorded"
+    assert not list((shared / "pending").glob("*.jsonl"))
