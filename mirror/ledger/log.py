@@ -32,6 +32,7 @@ import base64
 import contextlib
 import json
 import secrets
+import shutil
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,7 +252,7 @@ class LedgerLog:
                     f"(commit {base.seq} -> {current.seq}); this run's entries stay pending"
                 )
             frontier = base.frontier.copy()
-            shard_lines: dict[str, list[bytes]] = {}
+            shard_lines = _ShardSpool(self.store.spool_dir())
             bundle_number = base.size // BUNDLE
             bundle = await self._bundle_prefix(bundle_number, base.size - bundle_number * BUNDLE)
             async for entry in entries:
@@ -259,8 +260,8 @@ class LedgerLog:
                 leaf = frontier.size
                 frontier.append_leaf_hash(hash_leaf(raw))
                 bundle.append(raw)
-                shard_lines.setdefault(shard_of(entry.key), []).append(
-                    IndexRecord(entry.key, leaf, entry).to_line()
+                await shard_lines.add(
+                    shard_of(entry.key), IndexRecord(entry.key, leaf, entry).to_line()
                 )
                 if len(bundle) == BUNDLE:
                     await self._put_bundle(bundle_number, bundle)
@@ -272,9 +273,13 @@ class LedgerLog:
             for role, version in (versions or {}).items():
                 merged[role] = max(version, merged.get(role, 0))
             if frontier.size == base.size and base.seq > 0 and merged == dict(base.versions):
+                await shard_lines.aclose()
                 return base
-            for shard, lines in sorted(shard_lines.items()):
-                await self._append_shard(shard, base.size, lines)
+            try:
+                for shard in shard_lines.shards():
+                    await self._append_shard(shard, base.size, await shard_lines.take(shard))
+            finally:
+                await shard_lines.aclose()
             await self.store.flush()
             checkpoint = Checkpoint(self.origin, frontier.size, frontier.root())
             note = (
@@ -365,6 +370,49 @@ class LedgerLog:
 
     async def put_evidence(self, key: str, data: bytes) -> None:
         await self.store.put_bytes(f"evidence/{key}", data, PutOptions(cache_control="no-store"))
+
+
+class _ShardSpool:
+    """The index lines of one commit, grouped by shard: in memory up to a budget,
+    then appended to one local file per shard (memory stays bounded on a first
+    sync of millions of targets)."""
+
+    BUDGET = 8 * 1024 * 1024
+
+    def __init__(self, spool_dir: Path) -> None:
+        self.directory = spool_dir / f"ledger-index-{secrets.token_hex(6)}"
+        self.memory: dict[str, list[bytes]] = {}
+        self.spilled: set[str] = set()
+        self.size = 0
+
+    async def add(self, shard: str, line: bytes) -> None:
+        self.memory.setdefault(shard, []).append(line)
+        self.size += len(line)
+        if self.size >= self.BUDGET:
+            await trio.to_thread.run_sync(self._spill)
+
+    def _spill(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for shard, lines in self.memory.items():
+            with (self.directory / shard).open("ab") as out:
+                out.write(b"".join(lines))
+            self.spilled.add(shard)
+        self.memory.clear()
+        self.size = 0
+
+    def shards(self) -> list[str]:
+        return sorted(set(self.memory) | self.spilled)
+
+    async def take(self, shard: str) -> list[bytes]:
+        lines = self.memory.pop(shard, [])
+        if shard in self.spilled:
+            spilled = await trio.Path(self.directory / shard).read_bytes()
+            lines = [spilled, *lines]
+        return lines
+
+    async def aclose(self) -> None:
+        if self.spilled:
+            await trio.to_thread.run_sync(shutil.rmtree, self.directory, True)
 
 
 def _note_text(note: bytes) -> bytes:

@@ -117,3 +117,17 @@ async def test_leftovers_of_an_interrupted_commit_are_ignored(store: Store) -> N
         _target("a", b"1").to_bytes(),
         _target("b", b"2").to_bytes(),
     ]
+
+
+async def test_index_lines_spill_to_disk(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit larger than the in-memory budget for index lines spills them to
+    local files and still indexes every entry, in leaf order."""
+    from mirror.ledger import log as log_module
+
+    monkeypatch.setattr(log_module._ShardSpool, "BUDGET", 1000)
+    ledger = LedgerLog(store, origin="o")
+    entries = [_target(f"p/{i % 50}", b"v%d" % i) for i in range(300)]
+    head = await ledger.commit(await ledger.head(), _items(entries))
+    records = await ledger.lookup("p/7", head)
+    assert [r.leaf for r in records] == [7, 57, 107, 157, 207, 257]
+    assert not list(store.spool_dir().glob("ledger-index-*"))

@@ -363,3 +363,36 @@ def test_two_concurrent_runs_one_moves_the_checkpoint(
     second = trio.run(read_head)
     assert second == first, "the same upstream: every file is already recorded"
     assert not list((shared / "pending").glob("*.jsonl"))
+
+
+def test_signed_expected_hashes(
+    env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--expect as a C2SP signed note verified with --expect-key (a PEM public key):
+    a publisher's signed list is checked like a plain one; a list whose signature
+    does not verify is a usage error (exit 2) before anything is fetched."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from mirror.ledger.note import Signer, sign_note
+
+    private = Ed25519PrivateKey.generate()
+    line = {"path": "files/file-0004.txt", "length": 3, "hashes": {"sha256": "00" * 32}}
+    note = sign_note(
+        (json.dumps(line) + "\n").encode(), [Signer("publisher.example/hashes", private)]
+    )
+    expect = tmp_path / "expect.note"
+    expect.write_bytes(note.to_bytes())
+    key = tmp_path / "publisher.pub"
+    key.write_bytes(
+        private.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
+    capsys.readouterr()
+    status = env.run("sync", "--expect", str(expect), "--expect-key", str(key))
+    assert status == ExitStatus.WITNESS_ALARM
+    assert len(alarm_lines(capsys.readouterr().err, "EXPECTED_MISMATCH")) == 1
+    expect.write_bytes(note.to_bytes().replace(b"file-0004", b"file-0005"))
+    before = tree(env.dest)
+    assert env.run("sync", "--expect", str(expect), "--expect-key", str(key)) == ExitStatus.USAGE
+    assert "does not verify" in capsys.readouterr().err
+    assert tree(env.dest) == before
