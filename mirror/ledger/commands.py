@@ -88,6 +88,13 @@ def add_parsers(sub: Any) -> None:
     witness.add_argument("--immutable", metavar="GLOB", action="append", default=[])
     witness.add_argument("--expect", metavar="FILE")
     witness.add_argument("--expect-key", metavar="FILE")
+    witness.add_argument(
+        "--sample",
+        metavar="N",
+        type=int,
+        help="also fetch N randomly chosen recorded targets (default: none; 0: all) and"
+        " compare their bytes with the ledger",
+    )
     witness.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -113,7 +120,9 @@ def _settings(args: argparse.Namespace, command: str) -> Settings:
 def run_command(args: argparse.Namespace) -> int:
     """Run ``ledger ...`` or ``witness``; return the exit status."""
     if args.command == "witness":
-        report = trio.run(_witness, _settings(args, "witness"), list(args.witness_peer))
+        report = trio.run(
+            _witness, _settings(args, "witness"), list(args.witness_peer), args.sample
+        )
         if args.json:
             print(json.dumps(report.to_dict(), indent=2))
         print(report.summary_line(), file=sys.stderr)
@@ -291,11 +300,11 @@ async def _verify_index(ledger: LedgerLog, head: Head) -> int:
 # -- witness -------------------------------------------------------------------------
 
 
-async def _witness(settings: Settings, peers: list[str]) -> RunReport:
+async def _witness(settings: Settings, peers: list[str], sample: int | None) -> RunReport:
     report = RunReport(command="witness")
     report.upstream = settings.upstream[0]
     try:
-        await witness(settings, peers=peers, report=report, now=datetime.now(UTC))
+        await witness(settings, peers=peers, report=report, now=datetime.now(UTC), sample=sample)
     except MirrorError as exc:
         log.error("%s", exc.diagnostics())
         report.finish(exc)
@@ -307,7 +316,12 @@ async def _witness(settings: Settings, peers: list[str]) -> RunReport:
 
 
 async def witness(
-    settings: Settings, *, peers: list[str], report: RunReport, now: datetime
+    settings: Settings,
+    *,
+    peers: list[str],
+    report: RunReport,
+    now: datetime,
+    sample: int | None = None,
 ) -> None:
     """The auditor's run: see the module docstring."""
     import dataclasses
@@ -370,6 +384,8 @@ async def witness(
             if data is not None:
                 await run_witness.observe_meta(name=name, role=role, version=version, data=data)
         await run_witness.check_expected()
+        if sample is not None:
+            await _sample_targets(run_witness, fetcher, sample, report)
         for peer in peers:
             await _compare_peer(run_witness, peer, recorded, settings)
         report.alarms = [dataclasses.asdict(alarm) for alarm in run_witness.alarms]
@@ -388,6 +404,77 @@ async def witness(
         await empty.aclose()
         if destination is not None:
             await destination.aclose()
+
+
+async def _sample_targets(run_witness: Any, fetcher: Any, sample: int, report: RunReport) -> None:
+    """Fetch ``sample`` recorded targets (0: all; the latest content of each path,
+    chosen uniformly, one index shard in memory at a time) and compare their bytes
+    with the ledger. Under its content-addressed name a target must have exactly
+    the recorded bytes; under its plain name (repositories without consistent
+    snapshots) only an ``--immutable`` path must."""
+    import hashlib
+    import random
+
+    from mirror.errors import LengthOrHashMismatchError
+    from mirror.trust import target_filenames
+
+    ledger, head = run_witness.ledger, run_witness.head
+    chosen: list[IndexRecord] = []
+    seen = 0
+    rng = random.SystemRandom()
+    for number in range(16**2):
+        latest: dict[str, IndexRecord] = {}
+        for record in await ledger._shard(f"{number:02x}", head.size):
+            if record.entry.kind == "target":
+                latest[record.key] = record
+        for record in latest.values():
+            seen += 1
+            if sample == 0 or len(chosen) < sample:
+                chosen.append(record)
+            else:
+                slot = rng.randrange(seen)
+                if slot < sample:
+                    chosen[slot] = record
+    for record in chosen:
+        entry = record.entry
+        path, hashes = str(entry.data["path"]), entry.hashes
+        names = target_filenames(path, hashes, consistent_snapshot=True)
+        data: bytes | None = None
+        addressed = True
+        for name in [*names, path]:
+            try:
+                got = await fetcher.fetch_bytes("targets", name, max_length=entry.length)
+            except NotFoundError:
+                continue
+            except LengthOrHashMismatchError:
+                data = b""  # more bytes than recorded
+            else:
+                data = bytes(got.data) if got is not None else None
+            addressed = name != path
+            break
+        report.targets_published += 1
+        if data is None:
+            continue
+        observed = {
+            name: hashlib.new(name, data).hexdigest()
+            for name in hashes
+            if name in hashlib.algorithms_available
+        }
+        if len(data) == entry.length and all(observed[n] == hashes[n] for n in observed):
+            continue
+        if not addressed and not run_witness._immutable(path):
+            continue
+        await run_witness.alarm(
+            "TARGET_MUTATION",
+            path,
+            {"length": entry.length, "hashes": hashes, "first_seen": entry.data},
+            {
+                "length": len(data),
+                "hashes": observed,
+                "served_as": "content-addressed" if addressed else "path",
+            },
+            files={"upstream-target": data},
+        )
 
 
 async def _fetch(fetcher: Any, name: str) -> bytes | None:

@@ -226,3 +226,24 @@ def test_witness_target_mutation_and_fork(
     # nothing published: the destination still lists the old content
     files = [p for p in (env.dest / "targets").rglob("*") if p.is_file()]
     assert b"mutated" not in b"".join(p.read_bytes() for p in files)
+
+
+def test_witness_sample_fetches_target_bytes(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """``witness --sample 0`` fetches every recorded target: an upstream serving
+    other bytes under a recorded content-addressed name is a TARGET_MUTATION (the
+    served bytes saved as evidence); the others pass, and nothing is published."""
+    assert env.run() == ExitStatus.OK
+    role = env.repo.role_for_target(PATH)
+    target = env.repo.targets_role(role).signed.targets[PATH]
+    digest = target.hashes["sha256"]
+    [served] = list((env.upstream / "targets").rglob(f"{digest}.*"))
+    served.write_bytes(b"swapped bytes")
+    capsys.readouterr()
+    assert _witness(env, "--sample", "0") == ExitStatus.WITNESS_ALARM
+    err = capsys.readouterr().err
+    lines = alarm_lines(err, "TARGET_MUTATION")
+    assert len(lines) == 1
+    assert PATH in lines[0]
+    [directory] = evidence(env, "TARGET_MUTATION")
+    assert (directory / "upstream-target").read_bytes() == b"swapped bytes"
+    assert _witness(env, "--sample", "3") in (ExitStatus.OK, ExitStatus.WITNESS_ALARM)
