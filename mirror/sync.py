@@ -574,7 +574,7 @@ class Synchronizer:
         cycle.changes = diff_snapshot(old_meta, new.snapshot.signed.meta)
         changed = {c.name: c for c in cycle.changes}
         if self.witness is not None:
-            self.witness.begin(new)
+            await self.witness.begin(new)
 
         # Top-level targets.
         tchange = changed.get("targets")

@@ -125,7 +125,14 @@ def run_command(args: argparse.Namespace) -> int:
         )
         if args.json:
             print(json.dumps(report.to_dict(), indent=2))
-        print(report.summary_line(), file=sys.stderr)
+        summary = report.summary_line()
+        if report.error is None and not report.alarms:
+            summary = (
+                f"tuf-mirror witness: no alarm; {report.roles_verified} roles and "
+                f"{report.ledger.get('sampled_targets', 0)} targets checked against a ledger "
+                f"of {report.ledger.get('checkpoint_size')} entries, {report.requests} requests"
+            )
+        print(summary, file=sys.stderr)
         return int(report.exit_status)
     settings = _settings(args, f"ledger {args.ledger_command}")
     return int(trio.run(_ledger, settings, args))
@@ -391,6 +398,7 @@ async def witness(
         report.alarms = [dataclasses.asdict(alarm) for alarm in run_witness.alarms]
         report.warnings.extend(run_witness.warnings)
         report.ledger = {
+            **report.ledger,
             "location": run_witness.ledger.url,
             "checkpoint_size": run_witness.head.size,
             "commit": run_witness.head.seq,
@@ -435,6 +443,7 @@ async def _sample_targets(run_witness: Any, fetcher: Any, sample: int, report: R
                 slot = rng.randrange(seen)
                 if slot < sample:
                     chosen[slot] = record
+    sampled = 0
     for record in chosen:
         entry = record.entry
         path, hashes = str(entry.data["path"]), entry.hashes
@@ -452,7 +461,7 @@ async def _sample_targets(run_witness: Any, fetcher: Any, sample: int, report: R
                 data = bytes(got.data) if got is not None else None
             addressed = name != path
             break
-        report.targets_published += 1
+        sampled += 1
         if data is None:
             continue
         observed = {
@@ -475,6 +484,7 @@ async def _sample_targets(run_witness: Any, fetcher: Any, sample: int, report: R
             },
             files={"upstream-target": data},
         )
+    report.ledger["sampled_targets"] = sampled
 
 
 async def _fetch(fetcher: Any, name: str) -> bytes | None:

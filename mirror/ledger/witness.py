@@ -341,8 +341,21 @@ class RunWitness:
         if await self._check_entry(entry, data=data):
             await self._add(entry)
 
-    def begin(self, new: TrustedSet) -> None:
-        """The verified snapshot (and timestamp) whose roles the walk visits."""
+    async def begin(self, new: TrustedSet) -> None:
+        """The verified snapshot (and timestamp) whose roles the walk visits. A
+        cycle that restarts (the upstream moved on mid-run) starts its record over:
+        only what the final cycle publishes is recorded, and it sends again every
+        new target of the unchanged published state."""
+        if self._entries or self._buffer:
+            assert self._spool_file is not None
+            assert self._spool is not None
+            await self._spool_file.aclose()
+            self._spool_file = await trio.open_file(self._spool, "wb")
+            self._buffer.clear()
+            self._buffered = 0
+            self._entries = 0
+            self._keys.clear()
+            self._seen_expected.clear()
         self._snapshot_meta = dict(new.snapshot.signed.meta) if new.snapshot else {}
         self._snapshot_version = new.snapshot.version if new.snapshot else None
         self._timestamp_version = new.timestamp.version if new.timestamp else None
@@ -480,6 +493,9 @@ class RunWitness:
     ) -> Alarm:
         assert kind in ALARM_TYPES
         assert self.head is not None
+        for earlier in self.alarms:
+            if earlier.type == kind and earlier.subject == subject:
+                return earlier  # the same alarm from a restarted cycle
         self._evidence_count += 1
         directory = f"{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}-{kind}-{self._evidence_count}"
         alarm = Alarm(

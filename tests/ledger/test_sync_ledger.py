@@ -396,3 +396,27 @@ def test_signed_expected_hashes(
     assert env.run("sync", "--expect", str(expect), "--expect-key", str(key)) == ExitStatus.USAGE
     assert "does not verify" in capsys.readouterr().err
     assert tree(env.dest) == before
+
+
+def test_restarted_cycle_records_once(env: Env) -> None:
+    """A run that restarts from a fresh timestamp (a role file 404 once: the
+    upstream moved on mid-run) records each published file once: the ledger grows
+    by exactly the new target and the new metadata versions (bin, snapshot,
+    timestamp)."""
+    from mirror.testing.server import Fault
+
+    assert env.run() == ExitStatus.OK
+    size = ledger_head(env).size
+    path = _same_bin_path(env, env.repo.role_for_target(PATH))
+    env.repo.add_target(path, b"during a restart")
+    written = env.publish()
+    bin_name = env.repo.role_for_target(path)
+    name = metadata_file_name(bin_name, env.repo.version(bin_name))
+    env.server.faults.add(f"/metadata/{name}", Fault.status(404), times=1)
+    report = env.dest.parent / "restart.json"
+    assert env.run("sync", "--report", str(report)) == ExitStatus.OK
+    assert json.loads(report.read_text())["restarts"] == 1
+    new_metadata = [w for w in written if w.startswith("metadata/")]
+    # one entry per new versioned file and the timestamp, one for the new target
+    assert ledger_head(env).size == size + len(new_metadata) + 1
+    assert len(lookup(env, path)) == 1
