@@ -481,6 +481,16 @@ OPTIONS += (
         commands=_LEDGER,
     ),
     Option(
+        "witness_peer",
+        _str,
+        (),
+        "another mirror (or address of the upstream) compared with the ledger: FORK"
+        " when it serves other bytes for a recorded version; repeat",
+        "URL",
+        repeat=True,
+        commands=_LEDGER,
+    ),
+    Option(
         "on_alarm",
         _on_alarm,
         "publish",
@@ -545,6 +555,7 @@ class Settings:
     expect: str | None = None
     expect_key: str | None = None
     on_alarm: str = "publish"
+    witness_peer: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def root_bytes(self) -> bytes:

@@ -36,6 +36,7 @@ from mirror.ledger.frontier import Frontier
 from mirror.ledger.log import Head, LedgerCorruptError, LedgerLog, checkpoint_of
 from mirror.ledger.note import Checkpoint, NoteError
 from mirror.ledger.run import open_ledger
+from mirror.ledger.witness import fetch_metadata
 from mirror.log import log
 from mirror.report import RunReport
 
@@ -368,7 +369,7 @@ async def witness(
         await sync.run()
         # Versioned metadata the ledger recorded: every root version, and the
         # upstream's current timestamp and snapshot.
-        timestamp = await _fetch(fetcher, "timestamp.json")
+        timestamp = await fetch_metadata(fetcher, "timestamp.json")
         snapshot_version = None
         if timestamp is not None:
             snapshot_version = int(
@@ -387,14 +388,16 @@ async def witness(
         for (role, version), name in sorted(recorded.items()):
             if role not in ("root", "snapshot"):
                 continue
-            data = await _fetch(fetcher, name)
+            data = await fetch_metadata(fetcher, name)
             if data is not None:
                 await run_witness.observe_meta(name=name, role=role, version=version, data=data)
         await run_witness.check_expected()
         if sample is not None:
             await _sample_targets(run_witness, fetcher, sample, report)
         for peer in peers:
-            await _compare_peer(run_witness, peer, recorded, settings)
+            await run_witness.compare_peer(
+                peer, recorded, retries=settings.retries, transfer_timeout=settings.timeout
+            )
         report.alarms = [dataclasses.asdict(alarm) for alarm in run_witness.alarms]
         report.warnings.extend(run_witness.warnings)
         report.ledger = {
@@ -487,14 +490,6 @@ async def _sample_targets(run_witness: Any, fetcher: Any, sample: int, report: R
     report.ledger["sampled_targets"] = sampled
 
 
-async def _fetch(fetcher: Any, name: str) -> bytes | None:
-    try:
-        got = await fetcher.fetch_bytes("metadata", name, max_length=64 * 1024 * 1024)
-    except NotFoundError:
-        return None
-    return bytes(got.data) if got is not None else None
-
-
 async def _recorded_meta(ledger: LedgerLog, head: Head) -> dict[tuple[str, int], str]:
     """(role, version) -> file name of every versioned metadata file recorded."""
     out: dict[tuple[str, int], str] = {}
@@ -503,44 +498,3 @@ async def _recorded_meta(ledger: LedgerLog, head: Head) -> dict[tuple[str, int],
         if entry.kind == "meta" and entry.data["name"] != "timestamp.json":
             out[(str(entry.data["role"]), int(entry.data["version"]))] = str(entry.data["name"])
     return out
-
-
-async def _compare_peer(
-    run_witness: Any, peer: str, recorded: dict[tuple[str, int], str], settings: Settings
-) -> None:
-    """FORK: the peer serves, for a version the ledger holds, other bytes."""
-    import hashlib
-
-    from mirror.fetch import RetryPolicy, open_fetcher
-
-    fetcher = open_fetcher(
-        peer, retry=RetryPolicy(attempts=settings.retries), transfer_timeout=settings.timeout
-    )
-    try:
-        names = dict(recorded)
-        timestamp = await _fetch(fetcher, "timestamp.json")
-        if timestamp is not None:
-            try:
-                version = int(json.loads(timestamp)["signed"]["version"])
-            except (ValueError, KeyError, TypeError):
-                version = -1
-            names[("timestamp", version)] = "timestamp.json"
-        for (role, version), name in sorted(names.items()):
-            records = await run_witness.ledger.lookup(f"meta:{role}@{version}", run_witness.head)
-            if not records:
-                continue
-            data = timestamp if name == "timestamp.json" else await _fetch(fetcher, name)
-            if data is None:
-                continue
-            recorded_sha = records[-1].entry.hashes["sha256"]
-            served = hashlib.sha256(data).hexdigest()
-            if served != recorded_sha:
-                await run_witness.alarm(
-                    "FORK",
-                    f"{peer} {name}",
-                    {"sha256": recorded_sha},
-                    {"sha256": served, "peer": peer},
-                    files={f"peer-{name}": data},
-                )
-    finally:
-        await fetcher.aclose()

@@ -115,6 +115,9 @@ def open_witness(settings: Settings, *, now: datetime, destination: Store | None
         immutable=settings.immutable,
         expected=expected,
         refuse=settings.on_alarm == "refuse",
+        peers=settings.witness_peer,
+        peer_retries=settings.retries,
+        peer_timeout=settings.timeout,
         destination=destination,
     )
 

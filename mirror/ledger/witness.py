@@ -182,6 +182,10 @@ class RunWitness:
     refuse: bool = False
     #: ``tuf-mirror witness``: reads the ledger, never writes entries or pending records
     audit: bool = False
+    #: ``--witness-peer``: other mirrors compared with the ledger (FORK)
+    peers: tuple[str, ...] = ()
+    peer_retries: int = 2
+    peer_timeout: float = 60.0
     #: where published metadata is read for evidence (the destination)
     destination: Any = None
     alarms: list[Alarm] = field(default_factory=list)
@@ -516,6 +520,56 @@ class RunWitness:
         self.alarms.append(alarm)
         return alarm
 
+    async def compare_peer(
+        self,
+        peer: str,
+        names: Mapping[tuple[str, int], str],
+        *,
+        retries: int,
+        transfer_timeout: float,
+    ) -> None:
+        """FORK: the mirror ``peer`` serves, for a version the ledger holds, other
+        bytes. Compared: ``names`` ((role, version) -> file name), the peer's
+        ``timestamp.json`` and the snapshot version it names."""
+        from mirror.fetch import RetryPolicy, open_fetcher
+
+        assert self.head is not None
+        fetcher = open_fetcher(
+            peer, retry=RetryPolicy(attempts=retries), transfer_timeout=transfer_timeout
+        )
+        try:
+            wanted = dict(names)
+            timestamp = await fetch_metadata(fetcher, "timestamp.json")
+            signed = _signed_part(timestamp) if timestamp is not None else None
+            if isinstance(signed, dict):
+                try:
+                    wanted[("timestamp", int(signed["version"]))] = "timestamp.json"
+                    snapshot = int(signed["meta"]["snapshot.json"]["version"])
+                    wanted.setdefault(("snapshot", snapshot), f"{snapshot}.snapshot.json")
+                except (KeyError, TypeError, ValueError):
+                    pass
+            for (role, version), name in sorted(wanted.items()):
+                records = await self.ledger.lookup(meta_key(role, version), self.head)
+                if not records:
+                    continue
+                data = (
+                    timestamp if name == "timestamp.json" else await fetch_metadata(fetcher, name)
+                )
+                if data is None:
+                    continue
+                recorded = records[-1].entry.hashes["sha256"]
+                served = hashlib.sha256(data).hexdigest()
+                if served != recorded:
+                    await self.alarm(
+                        "FORK",
+                        f"{peer} {name}",
+                        {"sha256": recorded},
+                        {"sha256": served, "peer": peer},
+                        files={f"peer-{name}": data},
+                    )
+        finally:
+            await fetcher.aclose()
+
     # -- publish and commit -------------------------------------------------------------
 
     @_timed
@@ -553,6 +607,13 @@ class RunWitness:
                 snapshot_version=new.timestamp.signed.snapshot_meta.version,
             )
         await self.check_expected()
+        for peer in self.peers:
+            await self.compare_peer(
+                peer,
+                {("root", new.root.version): f"{new.root.version}.root.json"},
+                retries=self.peer_retries,
+                transfer_timeout=self.peer_timeout,
+            )
         if self.alarms and self.refuse:
             raise WitnessAlarmError(
                 f"the witness raised {len(self.alarms)} alarm(s) "
@@ -613,6 +674,17 @@ class RunWitness:
             async for line in handle:
                 if line.strip():
                     yield parse_entry(line.rstrip(b"\n"))
+
+
+async def fetch_metadata(fetcher: Any, name: str) -> bytes | None:
+    """``name`` from a fetcher's metadata, or None when it answers 404."""
+    from mirror.errors import NotFoundError
+
+    try:
+        got = await fetcher.fetch_bytes("metadata", name, max_length=64 * 1024 * 1024)
+    except NotFoundError:
+        return None
+    return bytes(got.data) if got is not None else None
 
 
 async def _aiter(entries: Sequence[Entry]) -> AsyncIterator[Entry]:

@@ -420,3 +420,42 @@ def test_restarted_cycle_records_once(env: Env) -> None:
     # one entry per new versioned file and the timestamp, one for the new target
     assert ledger_head(env).size == size + len(new_metadata) + 1
     assert len(lookup(env, path)) == 1
+
+
+def test_fork_with_a_witness_peer_during_sync(
+    env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sync --witness-peer URL``: a peer serving, for a timestamp version the
+    ledger holds, other (validly signed) bytes is a FORK alarm (the peer's file as
+    evidence); with --on-alarm refuse nothing new is published."""
+    import shutil
+    from datetime import timedelta
+
+    from mirror.testing.server import serve_directory
+
+    assert env.run() == ExitStatus.OK
+    peer_dir = tmp_path / "peer"
+    shutil.copytree(env.dest, peer_dir, ignore=shutil.ignore_patterns(".tuf-mirror"))
+
+    def later(metadata: Any) -> None:
+        metadata.signed.expires += timedelta(days=1)
+
+    forged = env.repo.forge("timestamp", later)
+    (peer_dir / "metadata" / "timestamp.json").write_bytes(forged)
+    env.repo.add_target("files/after-fork.txt", b"new")
+    env.publish()
+    before = tree(env.dest)
+    with serve_directory(peer_dir) as peer:
+        capsys.readouterr()
+        flags = ["--witness-peer", peer.url]
+        assert env.run("sync", *flags, "--on-alarm", "refuse") == ExitStatus.VERIFICATION_FAILED
+        assert len(alarm_lines(capsys.readouterr().err, "FORK")) == 1
+        assert {k: v for k, v in tree(env.dest).items() if k.startswith("metadata/")} == {
+            k: v for k, v in before.items() if k.startswith("metadata/")
+        }
+        assert env.run("sync", *flags) == ExitStatus.WITNESS_ALARM
+        assert len(alarm_lines(capsys.readouterr().err, "FORK")) == 1
+    saved = [d / "peer-timestamp.json" for d in evidence(env, "FORK")]
+    assert saved
+    assert all(path.read_bytes() == forged for path in saved)
+    assert tree(env.dest) == tree(env.upstream)
