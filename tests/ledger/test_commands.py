@@ -247,3 +247,27 @@ def test_witness_sample_fetches_target_bytes(env: Env, capsys: pytest.CaptureFix
     [directory] = evidence(env, "TARGET_MUTATION")
     assert (directory / "upstream-target").read_bytes() == b"swapped bytes"
     assert _witness(env, "--sample", "3") in (ExitStatus.OK, ExitStatus.WITNESS_ALARM)
+
+
+def test_verify_with_the_wrong_key_fails(
+    env: Env, capsys: pytest.CaptureFixture[str], key_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``ledger verify --key`` with a C2SP verifier key of the witness passes; with
+    another key (same name) or on an unsigned ledger it exits 1."""
+    from mirror.ledger.note import Signer
+
+    key, _ = key_files
+    name = "mirror.example/ledger"
+    assert env.run("sync", "--witness-key", str(key), "--witness-name", name) == 0
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    private = load_pem_private_key(key.read_bytes(), password=None)
+    assert isinstance(private, Ed25519PrivateKey)
+    good = tmp_path / "good.vkey"
+    good.write_text(str(Signer(name, private).verifier) + "\n")
+    other = tmp_path / "other.vkey"
+    other.write_text(str(Signer(name, Ed25519PrivateKey.generate()).verifier) + "\n")
+    assert ledger(capsys, "verify", "--dest", str(env.dest), "--key", str(good))[0] == 0
+    status, _, err = ledger(capsys, "verify", "--dest", str(env.dest), "--key", str(other))
+    assert status == ExitStatus.VERIFICATION_FAILED
+    assert "signature" in err
