@@ -198,6 +198,7 @@ class RunWitness:
     _entries: int = 0
     _keys: set[str] = field(default_factory=set)
     _seen_expected: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)
+    _expected_paths: frozenset[str] = frozenset()
     _versions: dict[str, int] = field(default_factory=dict)
     _timestamp_raw: bytes | None = None
     _run_id: str = ""
@@ -225,6 +226,7 @@ class RunWitness:
 
     @_timed
     async def start(self) -> None:
+        self._expected_paths = frozenset(item.path for item in self.expected)
         self.head = await self.ledger.head()
         self._run_id = f"{self.now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
         self._spool = self.ledger.store.spool_dir() / f"ledger-{self._run_id}.jsonl"
@@ -385,7 +387,7 @@ class RunWitness:
 
     async def observe_target_entry(self, entry: Entry, *, published: bool = True) -> None:
         path, length, hashes = str(entry.data["path"]), entry.length, entry.hashes
-        if self.expected:
+        if path in self._expected_paths:
             self._seen_expected[path] = (length, dict(hashes))
         if await self._check_entry(entry) and published:
             await self._add(entry)
@@ -455,7 +457,11 @@ class RunWitness:
         return any(fnmatchcase(path, pattern) for pattern in self.immutable)
 
     async def _add(self, entry: Entry) -> None:
-        self._keys.add(entry.key)
+        if entry.kind == "meta":
+            # Metadata keys only: a target is observed once per cycle (one role is
+            # authorised for it), and a set of every path would grow with the
+            # repository, not with its largest role.
+            self._keys.add(entry.key)
         self._buffer.append(entry.to_bytes() + b"\n")
         self._buffered += len(self._buffer[-1])
         if self._buffered >= 1 << 16:
