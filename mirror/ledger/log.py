@@ -319,6 +319,12 @@ class LedgerLog:
         await self.store.put_bytes(_bundle_key(number), b"\n".join(lines) + b"\n", _DEFERRED)
 
     async def _append_shard(self, shard: str, size: int, lines: list[bytes]) -> None:
+        # The run's lookups have usually read (or found absent) the shard already:
+        # its committed records are re-serialized (canonical, so the same bytes).
+        if self._shards_size == size and (shard in self._shards or shard in self._absent):
+            known = b"".join(record.to_line() for record in self._shards.get(shard, []))
+            await self.store.put_bytes(_shard_key(shard), known + b"".join(lines), _DEFERRED)
+            return
         raw = await self._get(_shard_key(shard)) or b""
         kept = []
         for line in raw.splitlines():
