@@ -162,11 +162,17 @@ def _timed(method: _Method) -> _Method:
 
     @functools.wraps(method)
     async def wrapper(self: RunWitness, *args: Any, **kwargs: Any) -> Any:
-        started = trio.current_time()
+        # The union of the intervals when some hook runs: concurrent hooks (role
+        # loads) are not counted twice.
+        if not self._active:
+            self._since = trio.current_time()
+        self._active += 1
         try:
             return await method(self, *args, **kwargs)
         finally:
-            self.seconds += trio.current_time() - started
+            self._active -= 1
+            if not self._active:
+                self.seconds += trio.current_time() - self._since
 
     return wrapper  # type: ignore[return-value]
 
@@ -208,6 +214,8 @@ class RunWitness:
     seconds: float = 0.0
     #: entries this run appended (recorded as pending, then committed)
     appended: int = 0
+    _active: int = 0
+    _since: float = 0.0
     _snapshot_meta: dict[str, MetaFile] = field(default_factory=dict)
     _snapshot_version: int | None = None
     _timestamp_version: int | None = None
