@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "exit status: 0 ok, 1 verification failed (security event), 2 usage or "
             "configuration error, 3 transient failure (retry later), 4 destination "
-            "locked by another run, 5 --max-transfer budget reached (run again)"
+            "locked by another run, 5 --max-transfer budget reached (run again), 6 "
+            "mirrored but the witness raised an alarm (a person should look)"
         ),
     )
     parser.add_argument("--version", action="version", version=f"tuf-mirror {__version__}")
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mirror.shard.cli import add_shard_command
 
     add_shard_command(sub, _Parser)
+    from mirror.ledger.commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -136,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return ExitStatus.USAGE
+        if args.command in ("ledger", "witness"):
+            from mirror.ledger.commands import run_command
+
+            return run_command(args)
         if args.command == "shard":
             from mirror.shard.cli import resolve_shard
 

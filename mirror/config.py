@@ -460,6 +460,89 @@ OPTIONS: tuple[Option, ...] = (
     ),
 )
 
+# The ledger and its witness alarms (mirror.ledger); sync and import.
+_LEDGER = frozenset({"sync", "import"})
+
+
+def _on_alarm(text: str) -> str:
+    if text not in ("publish", "refuse"):
+        raise UsageError(f"--on-alarm is publish or refuse, not {text!r}")
+    return text
+
+
+OPTIONS += (
+    Option(
+        "ledger",
+        _str,
+        None,
+        "the ledger: DIR or s3://bucket/prefix (default DEST/.tuf-mirror/ledger)",
+        "LEDGER",
+        commands=_LEDGER,
+    ),
+    Option(
+        "witness_key",
+        _str,
+        None,
+        "sign ledger checkpoints with this Ed25519 PKCS#8 PEM private key",
+        "FILE",
+        commands=_LEDGER,
+    ),
+    Option(
+        "witness_name",
+        _str,
+        None,
+        "the checkpoints' origin and key name"
+        " (default: the upstream as a schema-less URL + /ledger)",
+        "NAME",
+        commands=_LEDGER,
+    ),
+    Option(
+        "immutable",
+        _str,
+        (),
+        "alarm when a recorded target matching GLOB changes"
+        " (* matches across /; '*' for every path); repeat",
+        "GLOB",
+        repeat=True,
+        commands=_LEDGER,
+    ),
+    Option(
+        "expect",
+        _str,
+        None,
+        "expected hashes: JSON lines {path, length, hashes} or a signed note of them",
+        "FILE",
+        commands=_LEDGER,
+    ),
+    Option(
+        "expect_key",
+        _str,
+        None,
+        "key of a signed --expect list (PEM public key or C2SP verifier key)",
+        "FILE",
+        commands=_LEDGER,
+    ),
+    Option(
+        "witness_peer",
+        _str,
+        (),
+        "another mirror (or address of the upstream) compared with the ledger: FORK"
+        " when it serves other bytes for a recorded version; repeat",
+        "URL",
+        repeat=True,
+        commands=_LEDGER,
+    ),
+    Option(
+        "on_alarm",
+        _on_alarm,
+        "publish",
+        "publish (exit 6) or refuse (exit 1,"
+        " nothing new published) when the witness raises an alarm",
+        "POLICY",
+        commands=_LEDGER,
+    ),
+)
+
 OPTION_BY_NAME = {option.name: option for option in OPTIONS}
 
 
@@ -512,6 +595,14 @@ class Settings:
     bundle: str | None = None
     receipt: str | None = None
     reference_time: datetime | None = None
+    ledger: str | None = None
+    witness_key: str | None = None
+    witness_name: str | None = None
+    immutable: tuple[str, ...] = ()
+    expect: str | None = None
+    expect_key: str | None = None
+    on_alarm: str = "publish"
+    witness_peer: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def root_bytes(self) -> bytes:

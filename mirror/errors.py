@@ -30,6 +30,9 @@
     ├── BudgetExhaustedError         exit 5  --max-transfer reached; run again
     └── TerminatedError              exit 143  SIGTERM: stopped cleanly; run again
 
+    (exit 6, ``ExitStatus.WITNESS_ALARM``, is no error: the run mirrored, and the
+    ledger's witness raised an alarm a person should look at; ``mirror.ledger``)
+
 Third-party exceptions are translated into this tree in the module that owns the
 library (``raise FetchError(...) from exc``) and never caught anywhere else.
 Programming errors (calling steps in the wrong order) are ``RuntimeError``, never
@@ -50,6 +53,8 @@ class ExitStatus(IntEnum):
     TRANSIENT = 3
     LOCKED = 4
     BUDGET = 5
+    #: mirrored, but the witness (the ledger) raised an alarm: a person should look
+    WITNESS_ALARM = 6
     TERMINATED = 143
 
 

@@ -107,6 +107,14 @@ def render_metrics(report: RunReport, *, now: datetime, last_success: float | No
         gauge("prune_deleted_files", prune.deleted_files, "files deleted by prune, last run")
         gauge("prune_deleted_bytes", prune.deleted_bytes, "bytes deleted by prune, last run")
         gauge("prune_states_retained", len(prune.states_retained), "states prune kept, last run")
+    # The ledger's witness (mirror.ledger): alarms of the last run, by type.
+    for kind in sorted({alarm["type"] for alarm in report.alarms}):
+        count = sum(1 for alarm in report.alarms if alarm["type"] == kind)
+        gauge("witness_alarms", count, "witness alarms raised, last run", f'type="{kind}"')
+    if not report.alarms:
+        gauge("witness_alarms", 0, "witness alarms raised, last run")
+    if report.ledger:
+        gauge("ledger_size", report.ledger.get("checkpoint_size", 0), "entries in the ledger")
     return "\n".join(lines) + "\n"
 
 

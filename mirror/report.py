@@ -103,6 +103,9 @@ class RunReport:
     policy: dict[str, Any] = field(default_factory=dict)
     #: what ``prune`` or ``sync --prune`` did; None when no prune ran
     prune: PruneReport | None = None
+    #: witness alarms (type, subject, ledger, observed, evidence) and the ledger's state
+    alarms: list[dict[str, Any]] = field(default_factory=list)
+    ledger: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def failed(cls, *, command: str, error: MirrorError, started: datetime) -> RunReport:
@@ -141,6 +144,13 @@ class RunReport:
                 if not (self.missing or self.corrupt)
                 else f"tuf-mirror verify: {len(self.missing)} missing, "
                 f"{len(self.corrupt)} corrupt of {self.targets_published} targets"
+            )
+        if self.alarms:
+            kinds = ", ".join(sorted({alarm["type"] for alarm in self.alarms}))
+            return (
+                f"tuf-mirror {self.command}: mirrored, but the witness raised "
+                f"{len(self.alarms)} alarm(s) ({kinds}): a person should look; "
+                f"timestamp {_version(ts)}"
             )
         if self.nothing_new:
             return (

@@ -48,6 +48,7 @@ from mirror.errors import (
     FetchError,
     MirrorError,
     NotFoundError,
+    RollbackError,
     StorageError,
     TamperedDestinationError,
     VerificationError,
@@ -84,6 +85,7 @@ from mirror.trust._tuf import MetaFile, Snapshot, TargetFile, Targets, Timestamp
 from mirror.workers import ProcessPool
 
 if TYPE_CHECKING:
+    from mirror.ledger.witness import RunWitness
     from mirror.policy import PolicyGate
 
 METADATA: Final = "metadata"
@@ -152,10 +154,13 @@ def _tampered(key: str, exc: VerificationError) -> TamperedDestinationError:
     return TamperedDestinationError(f"destination {key} does not verify: {exc}")
 
 
-async def load_published(store: Store, root_bytes: bytes, limits: Limits) -> Published:
+async def load_published(
+    store: Store, root_bytes: bytes, limits: Limits, *, witness: RunWitness | None = None
+) -> Published:
     """Load and re-verify the destination's published metadata from the pinned root.
 
-    Expiry is not checked (a mirror may lag its upstream); everything else is.
+    Expiry is not checked (a mirror may lag its upstream); everything else is. With
+    a ``witness``, every file read is also checked against the ledger's sha256.
     """
     trusted = TrustedSet(root_bytes, now=_NO_EXPIRY, limits=limits, expired_delegated_ok=True)
     published = Published(trusted, trusted.root.version)
@@ -168,6 +173,8 @@ async def load_published(store: Store, root_bytes: bytes, limits: Limits) -> Pub
     published.pinned_root_published = pinned_copy is not None
     version = trusted.root.version + 1
     while data := await _read(store, _meta_key(f"{version}.root.json"), limits.max_root_length):
+        if witness is not None:
+            await witness.check_published(_meta_key(f"{version}.root.json"), "root", version, data)
         try:
             trusted.update_root(data)
         except VerificationError as exc:
@@ -183,6 +190,8 @@ async def load_published(store: Store, root_bytes: bytes, limits: Limits) -> Pub
         published.timestamp = trusted.update_timestamp(ts_raw)
     except VerificationError as exc:
         raise _tampered(ts_key, exc) from exc
+    if witness is not None:
+        await witness.check_published(ts_key, "timestamp", published.timestamp.version, ts_raw)
 
     snap_version = published.timestamp.signed.snapshot_meta.version
     snap_key = _meta_key(
@@ -193,6 +202,8 @@ async def load_published(store: Store, root_bytes: bytes, limits: Limits) -> Pub
     snap_raw = await _read(store, snap_key, limits.max_snapshot_length)
     if snap_raw is None:
         raise TamperedDestinationError(f"destination {ts_key} names {snap_key}, which is missing")
+    if witness is not None:
+        await witness.check_published(snap_key, "snapshot", snap_version, snap_raw)
     try:
         published.snapshot = trusted.update_snapshot(snap_raw)
     except VerificationError as exc:
@@ -280,11 +291,14 @@ class Synchronizer:
         base: Store | None = None,
         upstream: str | None = None,
         copier: TargetCopier | None = None,
+        witness: RunWitness | None = None,
     ) -> None:
         self.settings = settings
         #: copies the targets the walk names instead of the default one (``shard plan``
         #: records them in its manifest)
         self._copier = copier
+        #: the ledger's part in this run (``mirror.ledger.witness``); None: no ledger
+        self.witness = witness
         self.store = store
         #: where the previous state is read from: the destination itself, or (for an
         #: export) a view of the far side's state while ``store`` receives the files
@@ -317,7 +331,11 @@ class Synchronizer:
         restarts = 0
         try:
             while True:
-                published = await load_published(self.base, root_bytes, self.limits)
+                published = await load_published(
+                    self.base, root_bytes, self.limits, witness=self.witness
+                )
+                if self.witness is not None:
+                    await self.witness.recover(published)
                 self.report.versions_before = published.versions()
                 try:
                     await self._cycle(root_bytes, published)
@@ -432,6 +450,10 @@ class Synchronizer:
         self.report.roles_fetched += 1
         try:
             new.update_timestamp(got.data)
+        except RollbackError as exc:
+            if self.witness is not None:
+                await self.witness.rollback_refused("timestamp", got.data, exc)
+            raise
         except EqualVersionError:
             self._check_published_fresh(new)
             return cycle
@@ -464,7 +486,12 @@ class Synchronizer:
             return
         name = metadata_filename("snapshot", wanted if new.consistent_snapshot else None)
         data = await self._fetch_meta(name, self.limits.snapshot_max(new.timestamp.signed))
-        verified = new.update_snapshot(data)
+        try:
+            verified = new.update_snapshot(data)
+        except RollbackError as exc:
+            if self.witness is not None:
+                await self.witness.rollback_refused("snapshot", data, exc)
+            raise
         cycle.snapshot_changed = True
         self._spool_bytes(cycle, MetadataCopy(name, "snapshot", verified.version), data)
 
@@ -483,6 +510,8 @@ class Synchronizer:
             where = self.store if changed else self.base
             local = await _read(where, _meta_key(name), self.limits.max_targets_length)
             if local is not None:
+                if not changed and self.witness is not None:
+                    await self.witness.check_published(_meta_key(name), role, version, local)
                 return local, True
         if not changed:
             raise TamperedDestinationError(
@@ -507,6 +536,8 @@ class Synchronizer:
         data = await _read(self.base, _meta_key(name), self.limits.max_targets_length)
         if data is None:
             return None
+        if self.witness is not None:
+            await self.witness.check_published(_meta_key(name), role, old_version, data)
         meta = published.snapshot.signed.meta.get(f"{role}.json")
         try:
             if meta is not None:
@@ -542,6 +573,8 @@ class Synchronizer:
         )
         cycle.changes = diff_snapshot(old_meta, new.snapshot.signed.meta)
         changed = {c.name: c for c in cycle.changes}
+        if self.witness is not None:
+            await self.witness.begin(new)
 
         # Top-level targets.
         tchange = changed.get("targets")
@@ -713,10 +746,14 @@ class Synchronizer:
             )
             self.report.warnings.append(f"{role}: unauthorised target {target.path!r}")
             return
-        if not self.filter.selects(target.path, role):
+        selected = self.filter.selects(target.path, role)
+        admitted = selected and (self.policy is None or self.policy.admit(role, target))
+        if self.witness is not None:
+            await self.witness.observe_target(role, target, published=admitted)
+        if not selected:
             self.report.targets_filtered += 1
             return
-        if self.policy is not None and not self.policy.admit(role, target):
+        if not admitted:
             return
         copy = target_copy(target, role=role, consistent_snapshot=consistent)
         self.report.targets_new += 1
@@ -756,6 +793,10 @@ class Synchronizer:
         consistent = cycle.new.consistent_snapshot
         name = metadata_filename(change.name, change.new_version if consistent else None)
         copy = MetadataCopy(name, change.name, change.new_version)
+        if self.witness is not None:
+            await self.witness.observe_meta(
+                name=name, role=change.name, version=change.new_version, data=data
+            )
         if self.dry_run or present:
             cycle.spooled[name] = _Spooled(copy, present=present)
             return
@@ -935,6 +976,8 @@ class Synchronizer:
         if self.policy is not None:
             await self.policy.before_publish(self, cycle, published)
         if not self.dry_run:
+            if self.witness is not None:
+                await self.witness.before_publish(cycle, published, self.settings.root_bytes())
             await self._publish(cycle, published)
             if walked:
                 await self._write_state(cycle)
@@ -943,6 +986,8 @@ class Synchronizer:
                 await remove_partials(self.store.spool_dir())
             elif cycle.timestamp_etag != published.timestamp_etag:
                 await self._refresh_validators(cycle, published)
+            if self.witness is not None:
+                await self.witness.after_publish()
             log.info(
                 "published %d metadata files at %.2fs",
                 self.report.roles_published,
@@ -1165,6 +1210,11 @@ async def run_sync(
             if not dry_run:
                 lock = await stack.enter_async_context(
                     acquire_lock(store, break_stale=settings.break_stale_lock)
+                )
+                from mirror.ledger.run import witnessed
+
+                sync.witness = await stack.enter_async_context(
+                    witnessed(settings, now=now, destination=store, report=report)
                 )
             if settings.policy is not None:
                 from mirror.policy import open_gate

@@ -1,7 +1,9 @@
 """Driver of scripts/bench: prints wall time, files/s, MB/s, requests and bytes
 against the minimum, and peak RSS of each ``tuf-mirror sync`` run; then a small
 sync under ``--bwlimit`` (default 2M) with the rate achieved against the configured
-one (``--bwlimit off`` skips it).
+one (``--bwlimit off`` skips it). After each run, the ledger's cost: entries
+appended and the wall time spent inside its hooks (an upper bound: concurrent
+downloads run meanwhile).
 
 ``--s3`` syncs into a bucket on a ``moto_server`` process on 127.0.0.1 instead of a
 directory and prints objects/s (targets and metadata uploaded) and MB/s; moto's own
@@ -118,6 +120,14 @@ def figure(
         f"requests {report['requests']} (min {min_requests})  bytes {report['bytes_received']}  "
         f"peak RSS {rss / 2**20:.0f} MiB"
     )
+    ledger = report.get("ledger")
+    if isinstance(ledger, dict) and ledger:
+        seconds = float(ledger.get("seconds", 0.0))
+        print(
+            f"{'':<12} ledger: +{ledger.get('entries_appended', 0)} entries "
+            f"(now {ledger.get('checkpoint_size')}), {seconds:.2f} s wall in its hooks "
+            f"({100 * seconds / wall if wall else 0:.1f} % of the run)"
+        )
     del files
 
 

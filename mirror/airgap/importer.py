@@ -44,6 +44,7 @@ from mirror.airgap.views import RecordingStore
 from mirror.airgap.volumes import open_bundle
 from mirror.config import Settings
 from mirror.errors import BundleError, MirrorError, NotFoundError, UsageError, WrongBaseError
+from mirror.ledger.run import witnessed
 from mirror.log import log
 from mirror.storage import NotFoundInStoreError, PutOptions, Store, open_store
 from mirror.storage.lock import acquire_lock
@@ -137,7 +138,10 @@ async def run_import(settings: Settings, *, now: datetime) -> BundleReport:
     )
     store = open_store(settings.dest, **settings.s3_store_options())
     try:
-        async with acquire_lock(store, break_stale=settings.break_stale_lock):
+        async with (
+            acquire_lock(store, break_stale=settings.break_stale_lock),
+            witnessed(settings, now=now, destination=store, report=report) as witness,
+        ):
             bundle = await open_bundle(settings.bundle)
             manifest = bundle.manifest
             report.bundle = bundle.location
@@ -172,6 +176,7 @@ async def run_import(settings: Settings, *, now: datetime) -> BundleReport:
                 fetcher=fetcher,
                 now=reference or now,
                 report=report,
+                witness=witness,
             )
             try:
                 await sync.run()

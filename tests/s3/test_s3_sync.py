@@ -44,10 +44,14 @@ def test_first_sync_is_byte_identical(s3env: S3Env) -> None:
     assert s3env.run() == ExitStatus.OK
     assert s3env.objects() == tree(s3env.upstream)
     internal = set(s3env.objects(internal=True)) - set(s3env.objects())
-    assert internal == {
+    ledger = {key for key in internal if key.startswith(".tuf-mirror/ledger/")}
+    assert internal - ledger == {
         ".tuf-mirror/state.json",
         ".tuf-mirror/timestamps/1.timestamp.json",  # the publish history, for prune
     }, "the lock is released"
+    # the ledger (mirror.ledger) lives beside it on S3: a checkpoint, entries, index
+    assert {".tuf-mirror/ledger/head.json", ".tuf-mirror/ledger/states/000000000001.json"} <= ledger
+    assert ".tuf-mirror/ledger/.tuf-mirror/lock" not in ledger, "the ledger's lock is released"
 
 
 def test_headers_and_checksums(s3env: S3Env) -> None:

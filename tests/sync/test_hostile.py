@@ -4,6 +4,7 @@ destination is byte-identical before and after (or converges after a rerun)."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -214,9 +215,11 @@ def test_second_run_is_locked_out(env: Env) -> None:
 
 
 def test_damaged_previous_role_only_costs_presence_checks(env: Env) -> None:
-    """A published (old) role version that no longer parses is not trusted as the
-    diff base: the run checks every target of the new version for presence instead,
-    fetches only the new ones, and converges to the upstream's bytes."""
+    """A published (old) role version that no longer parses, on a mirror whose
+    ledger has no record of it (made before the ledger existed), is not trusted as
+    the diff base: the run checks every target of the new version for presence
+    instead, fetches only the new ones, and converges to the upstream's bytes. (With
+    a record, it is TamperedDestinationError: tests/ledger/test_sync_ledger.py.)"""
     assert env.run() == ExitStatus.OK
     path = "files/extra-1.txt"
     env.repo.add_target(path, b"extra one")
@@ -225,6 +228,7 @@ def test_damaged_previous_role_only_costs_presence_checks(env: Env) -> None:
     written = env.publish()
     old_name = env.dest / "metadata" / metadata_file_name(changed_bin, old_version)
     old_name.write_bytes(b"not json")
+    shutil.rmtree(env.dest / ".tuf-mirror" / "ledger")
     assert env.run() == ExitStatus.OK
     fetched = [p for p in env.requested() if p.startswith("/targets/")]
     assert fetched == ["/" + w for w in written if w.startswith("targets/")]

@@ -1,0 +1,439 @@
+"""The ledger's storage: an append-only, tiled log behind any ``Store``.
+
+Layout (keys of the ledger's own store: a directory or ``s3://bucket/prefix``):
+
+- ``entries/<N>``: entry bundles of ``BUNDLE`` (256) entries each, one canonical
+  JSON entry per line; leaf ``i`` is line ``i % 256`` of bundle ``i // 256``. Only the
+  last bundle ever grows; lines past the checkpoint's size are leftovers of an
+  interrupted commit and are ignored (and overwritten by the next one);
+- ``index/<xx>.jsonl``: index records (key, leaf index, entry), sharded by the
+  first hex digits of sha256(key): a lookup reads one shard;
+- ``states/<seq>.json``: the checkpoint of commit number ``seq`` with the tree's
+  right edge (``Frontier``), created with ``create_exclusive``: the
+  compare-and-swap that lets only one of two runs from the same base move the
+  checkpoint; ``head.json`` points at the latest (a lagging pointer is caught up by
+  probing the next numbers);
+- ``pending/<name>.jsonl``: what a run is about to publish (one record per
+  destination), written before its publish and removed by its commit
+  (``mirror.ledger.witness`` replays it after a crash);
+- ``evidence/<UTC time>-<TYPE>/``: alarm evidence.
+
+A commit holds the ledger's lock (``mirror.storage.lock``) while it writes, so two
+commits never interleave their writes, and moves the checkpoint only if it is
+still the one the run started from (``LedgerConflictError`` otherwise, nothing
+moved). Memory: one bundle, one index shard and the right edge at a time.
+
+What it does not do: decide what to append or raise alarms (``witness``).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import secrets
+import shutil
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+
+from mirror.errors import StorageError, TamperedDestinationError, TransientError
+from mirror.ledger.entries import Entry, IndexRecord, parse_entry, shard_of
+from mirror.ledger.frontier import Frontier
+from mirror.ledger.merkle import hash_leaf
+from mirror.ledger.note import Checkpoint, NoteError, SignedNote, Signer, Verifier, sign_note
+from mirror.storage import NotFoundInStoreError, PutOptions, Store
+from mirror.storage.lock import acquire_lock
+
+__all__ = [
+    "BUNDLE",
+    "Head",
+    "LedgerConflictError",
+    "LedgerCorruptError",
+    "LedgerLog",
+]
+
+BUNDLE: Final = 256
+_HEAD = "head.json"
+_MAX_OBJECT = 256 * 1024 * 1024
+_JSON = PutOptions(content_type="application/json", cache_control="no-store")
+#: bundles and shards are made durable by one flush before the checkpoint moves
+_DEFERRED = PutOptions(cache_control="no-store", durable=False)
+#: index shards kept parsed in memory for lookups (least recently used dropped)
+_CACHED_SHARDS = 64
+
+
+class LedgerConflictError(TransientError):
+    """Another run moved the ledger's checkpoint since this run read it (exit 3):
+    this run's entries stay pending and the next run records them."""
+
+
+class LedgerCorruptError(TamperedDestinationError):
+    """The ledger's files do not match its checkpoint (exit 1)."""
+
+
+def _state_key(seq: int) -> str:
+    return f"states/{seq:012d}.json"
+
+
+def _bundle_key(number: int) -> str:
+    return f"entries/{number:09d}"
+
+
+def _shard_key(shard: str) -> str:
+    return f"index/{shard}.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The latest committed state: commit number, checkpoint, right edge, note."""
+
+    seq: int
+    checkpoint: Checkpoint
+    frontier: Frontier
+    #: the stored checkpoint: a signed note, or the bare checkpoint text if unsigned
+    note: bytes
+    #: the highest timestamp and snapshot versions recorded (ROLLBACK)
+    versions: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return self.checkpoint.size
+
+
+class LedgerLog:
+    """Read and append the ledger held in ``store``."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        origin: str,
+        signer: Signer | None = None,
+        break_stale_lock: bool = False,
+    ) -> None:
+        self.store = store
+        self.origin = origin
+        self.signer = signer
+        self.break_stale_lock = break_stale_lock
+        self._shards: dict[str, list[IndexRecord]] = {}
+        self._shards_size = -1
+        #: shards known not to exist yet (a first sync looks up every path)
+        self._absent: set[str] = set()
+
+    @property
+    def url(self) -> str:
+        return self.store.url
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def _get(self, key: str) -> bytes | None:
+        try:
+            return await self.store.get(key, max_length=_MAX_OBJECT)
+        except NotFoundInStoreError:
+            return None
+
+    def _empty(self) -> Head:
+        from mirror.ledger.merkle import EMPTY_ROOT
+
+        return Head(0, Checkpoint(self.origin, 0, EMPTY_ROOT), Frontier(), b"")
+
+    async def head(self) -> Head:
+        """The latest committed state (the empty tree before the first commit)."""
+        seq = 0
+        raw = await self._get(_HEAD)
+        if raw is not None:
+            try:
+                seq = int(json.loads(raw)["seq"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise LedgerCorruptError(f"ledger {self.url}: unreadable {_HEAD}") from exc
+        # The pointer is written after the state: a crash in between leaves it behind.
+        while await self.store.head(_state_key(seq + 1)) is not None:
+            seq += 1
+        if seq == 0:
+            return self._empty()
+        return await self.state(seq)
+
+    async def state(self, seq: int) -> Head:
+        raw = await self._get(_state_key(seq))
+        if raw is None:
+            raise LedgerCorruptError(f"ledger {self.url}: {_state_key(seq)} is missing")
+        try:
+            data = json.loads(raw)
+            note = base64.b64decode(data["note"], validate=True)
+            frontier = Frontier.from_json(data["frontier"])
+            checkpoint = Checkpoint.parse_text(_note_text(note))
+        except (ValueError, KeyError, TypeError, NoteError) as exc:
+            raise LedgerCorruptError(
+                f"ledger {self.url}: unreadable {_state_key(seq)}: {exc}"
+            ) from exc
+        if frontier.size != checkpoint.size or frontier.root() != checkpoint.root:
+            raise LedgerCorruptError(
+                f"ledger {self.url}: {_state_key(seq)}: right edge does not match its checkpoint"
+            )
+        versions = {str(k): int(v) for k, v in dict(data.get("versions") or {}).items()}
+        return Head(seq, checkpoint, frontier, note, versions)
+
+    async def entries(self, start: int, end: int) -> AsyncGenerator[tuple[int, bytes], None]:
+        """Leaves ``[start, end)`` as (index, canonical bytes), one bundle in memory."""
+        index = start
+        while index < end:
+            number = index // BUNDLE
+            raw = await self._get(_bundle_key(number))
+            lines = raw.split(b"\n") if raw is not None else []
+            if lines and lines[-1] == b"":
+                lines.pop()
+            stop = min(end, (number + 1) * BUNDLE)
+            if len(lines) < stop - number * BUNDLE:
+                raise LedgerCorruptError(
+                    f"ledger {self.url}: {_bundle_key(number)} ends before leaf {stop - 1}"
+                )
+            for position in range(index, stop):
+                yield position, lines[position - number * BUNDLE]
+            index = stop
+
+    async def lookup(self, key: str, head: Head) -> list[IndexRecord]:
+        """Every committed record for ``key``, oldest first."""
+        shard = await self._shard(shard_of(key), head.size)
+        return [record for record in shard if record.key == key]
+
+    async def _shard(self, shard: str, size: int) -> list[IndexRecord]:
+        if self._shards_size != size:
+            self._shards.clear()
+            self._absent.clear()
+            self._shards_size = size
+        cached = self._shards.pop(shard, None)
+        if cached is not None:
+            self._shards[shard] = cached  # most recently used last
+            return cached
+        if shard in self._absent:
+            return []
+        raw = await self._get(_shard_key(shard))
+        if raw is None:
+            self._absent.add(shard)
+            return []
+        records: list[IndexRecord] = []
+        for line in (raw or b"").splitlines():
+            try:
+                record = IndexRecord.from_line(line)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise LedgerCorruptError(
+                    f"ledger {self.url}: unreadable line in {_shard_key(shard)}"
+                ) from exc
+            if record.leaf < size:
+                records.append(record)
+        if len(self._shards) >= _CACHED_SHARDS:
+            self._shards.pop(next(iter(self._shards)))
+        self._shards[shard] = records
+        return records
+
+    # -- appending ----------------------------------------------------------------------
+
+    async def commit(
+        self,
+        base: Head,
+        entries: AsyncIterable[Entry],
+        *,
+        versions: Mapping[str, int] | None = None,
+    ) -> Head:
+        """Append ``entries`` after ``base`` and move the checkpoint, or raise
+        ``LedgerConflictError`` (nothing moved) if another run moved it first.
+
+        A commit with no entries still records a checkpoint when none exists yet.
+        """
+        async with acquire_lock(self.store, break_stale=self.break_stale_lock):
+            current = await self.head()
+            if current.seq != base.seq:
+                raise LedgerConflictError(
+                    f"ledger {self.url}: another run moved the checkpoint "
+                    f"(commit {base.seq} -> {current.seq}); this run's entries stay pending"
+                )
+            frontier = base.frontier.copy()
+            shard_lines = _ShardSpool(self.store.spool_dir())
+            bundle_number = base.size // BUNDLE
+            bundle = await self._bundle_prefix(bundle_number, base.size - bundle_number * BUNDLE)
+            async for entry in entries:
+                raw = entry.to_bytes()
+                leaf = frontier.size
+                frontier.append_leaf_hash(hash_leaf(raw))
+                bundle.append(raw)
+                await shard_lines.add(
+                    shard_of(entry.key), IndexRecord(entry.key, leaf, entry).to_line()
+                )
+                if len(bundle) == BUNDLE:
+                    await self._put_bundle(bundle_number, bundle)
+                    bundle_number += 1
+                    bundle = []
+            if bundle and frontier.size > base.size:
+                await self._put_bundle(bundle_number, bundle)
+            merged = dict(base.versions)
+            for role, version in (versions or {}).items():
+                merged[role] = max(version, merged.get(role, 0))
+            if frontier.size == base.size and base.seq > 0 and merged == dict(base.versions):
+                await shard_lines.aclose()
+                return base
+            try:
+                for shard in shard_lines.shards():
+                    await self._append_shard(shard, base.size, await shard_lines.take(shard))
+            finally:
+                await shard_lines.aclose()
+            await self.store.flush()
+            checkpoint = Checkpoint(self.origin, frontier.size, frontier.root())
+            note = (
+                sign_note(checkpoint.text(), [self.signer]).to_bytes()
+                if self.signer is not None
+                else checkpoint.text()
+            )
+            state = {
+                "note": base64.b64encode(note).decode(),
+                "frontier": frontier.to_json(),
+                "versions": merged,
+            }
+            seq = base.seq + 1
+            if not await self.store.create_exclusive(
+                _state_key(seq), json.dumps(state, sort_keys=True).encode()
+            ):
+                raise LedgerConflictError(
+                    f"ledger {self.url}: another run recorded commit {seq} first"
+                )
+            # The state is committed: a pointer left behind catches up by probing.
+            with contextlib.suppress(StorageError):
+                await self.store.put_bytes(_HEAD, json.dumps({"seq": seq}).encode(), _JSON)
+            self._shards.clear()
+            self._absent.clear()
+            return Head(seq, checkpoint, frontier, note, merged)
+
+    async def _bundle_prefix(self, number: int, count: int) -> list[bytes]:
+        if count == 0:
+            return []
+        raw = await self._get(_bundle_key(number))
+        lines = (raw or b"").split(b"\n")
+        if len(lines) < count:
+            raise LedgerCorruptError(f"ledger {self.url}: {_bundle_key(number)} is truncated")
+        return lines[:count]
+
+    async def _put_bundle(self, number: int, lines: list[bytes]) -> None:
+        await self.store.put_bytes(_bundle_key(number), b"\n".join(lines) + b"\n", _DEFERRED)
+
+    async def _append_shard(self, shard: str, size: int, lines: list[bytes]) -> None:
+        # The run's lookups have usually read (or found absent) the shard already:
+        # its committed records are re-serialized (canonical, so the same bytes).
+        if self._shards_size == size and (shard in self._shards or shard in self._absent):
+            known = b"".join(record.to_line() for record in self._shards.get(shard, []))
+            await self.store.put_bytes(_shard_key(shard), known + b"".join(lines), _DEFERRED)
+            return
+        raw = await self._get(_shard_key(shard)) or b""
+        kept = []
+        for line in raw.splitlines():
+            try:
+                if IndexRecord.from_line(line).leaf < size:
+                    kept.append(line + b"\n")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise LedgerCorruptError(
+                    f"ledger {self.url}: unreadable line in {_shard_key(shard)}"
+                ) from exc
+        await self.store.put_bytes(
+            _shard_key(shard),
+            b"".join(kept) + b"".join(lines),
+            _DEFERRED,
+        )
+
+    # -- pending runs and evidence ---------------------------------------------------
+
+    async def put_pending(self, run_id: str, document: dict[str, Any], spool: Path) -> None:
+        """Record what a run is about to publish (``document`` as the first line,
+        then the entries spooled in ``spool``)."""
+        key = f"pending/{run_id}.jsonl"
+        header = json.dumps(document, sort_keys=True).encode() + b"\n"
+        upload = self.store.spool_dir() / f"pending-{secrets.token_hex(6)}"
+
+        def write() -> None:
+            upload.parent.mkdir(parents=True, exist_ok=True)
+            with upload.open("wb") as out, spool.open("rb") as source:
+                out.write(header)
+                while chunk := source.read(1 << 16):
+                    out.write(chunk)
+
+        await trio.to_thread.run_sync(write)
+        await self.store.put_file(key, upload, PutOptions(cache_control="no-store"))
+
+    async def read_pending(self, run_id: str) -> tuple[dict[str, Any], list[Entry]]:
+        raw = await self._get(f"pending/{run_id}.jsonl")
+        if raw is None:
+            return {}, []
+        lines = raw.splitlines()
+        try:
+            document = json.loads(lines[0]) if lines else {}
+            return dict(document), [parse_entry(line) for line in lines[1:] if line]
+        except ValueError as exc:
+            raise LedgerCorruptError(f"ledger {self.url}: unreadable pending/{run_id}") from exc
+
+    async def drop_pending(self, run_id: str) -> None:
+        await self.store.delete(f"pending/{run_id}.jsonl")
+
+    async def put_evidence(self, key: str, data: bytes) -> None:
+        await self.store.put_bytes(f"evidence/{key}", data, PutOptions(cache_control="no-store"))
+
+
+class _ShardSpool:
+    """The index lines of one commit, grouped by shard: in memory up to a budget,
+    then appended to one local file per shard (memory stays bounded on a first
+    sync of millions of targets)."""
+
+    BUDGET = 8 * 1024 * 1024
+
+    def __init__(self, spool_dir: Path) -> None:
+        self.directory = spool_dir / f"ledger-index-{secrets.token_hex(6)}"
+        self.memory: dict[str, list[bytes]] = {}
+        self.spilled: set[str] = set()
+        self.size = 0
+
+    async def add(self, shard: str, line: bytes) -> None:
+        self.memory.setdefault(shard, []).append(line)
+        self.size += len(line)
+        if self.size >= self.BUDGET:
+            await trio.to_thread.run_sync(self._spill)
+
+    def _spill(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for shard, lines in self.memory.items():
+            with (self.directory / shard).open("ab") as out:
+                out.write(b"".join(lines))
+            self.spilled.add(shard)
+        self.memory.clear()
+        self.size = 0
+
+    def shards(self) -> list[str]:
+        return sorted(set(self.memory) | self.spilled)
+
+    async def take(self, shard: str) -> list[bytes]:
+        lines = self.memory.pop(shard, [])
+        if shard in self.spilled:
+            spilled = await trio.Path(self.directory / shard).read_bytes()
+            lines = [spilled, *lines]
+        return lines
+
+    async def aclose(self) -> None:
+        if self.spilled:
+            await trio.to_thread.run_sync(shutil.rmtree, self.directory, True)
+
+
+def _note_text(note: bytes) -> bytes:
+    """The checkpoint text of a stored note (signed or bare)."""
+    if b"\n\n" in note:
+        return SignedNote.parse(note).text
+    return note
+
+
+def checkpoint_of(note: bytes, verifiers: Iterable[Verifier] = ()) -> Checkpoint:
+    """Parse a stored or exported checkpoint; with ``verifiers``, check its signature."""
+    from mirror.ledger.note import verify_note
+
+    keys = list(verifiers)
+    if keys:
+        signed, _ = verify_note(note, keys)
+        return Checkpoint.parse_text(signed.text)
+    return Checkpoint.parse_text(_note_text(note))
