@@ -78,25 +78,30 @@ async def _run(settings: Settings, report: RunReport, progress: bool) -> RunRepo
     # Imported here so that `--help` and usage errors stay cheap.
     from mirror import sync
 
+    now = datetime.now(UTC)
+    if settings.reference_time is not None and settings.command != "import":
+        # (import logs and records its own reference time)
+        log.warning("checking expiry against --reference-time %s", settings.reference_time)
+        now = settings.reference_time
     if settings.command.startswith("shard-"):
         from mirror.shard.steps import run_step
 
-        return await run_step(settings, now=datetime.now(UTC), report=report)
+        return await run_step(settings, now=now, report=report)
 
     if settings.command == "verify":
-        return await sync.verify_destination(settings, now=datetime.now(UTC))
+        return await sync.verify_destination(settings, now=now)
     if settings.command == "prune":
         from mirror.prune import run_prune
 
-        return await run_prune(settings, now=datetime.now(UTC), report=report)
+        return await run_prune(settings, now=now, report=report)
     if settings.command in ("export", "import"):
         from mirror import airgap
 
         run = airgap.run_export if settings.command == "export" else airgap.run_import
-        return await run(settings, now=datetime.now(UTC))
+        return await run(settings, now=now)
     return await sync.run_sync(
         settings,
-        now=datetime.now(UTC),
+        now=now,
         dry_run=settings.command == "plan",
         report=report,
         progress=progress,

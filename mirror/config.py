@@ -454,9 +454,8 @@ OPTIONS: tuple[Option, ...] = (
         "reference_time",
         parse_time,
         None,
-        "check expiry against this time instead of now (audits of old bundles only)",
+        "check every expiry against this ISO 8601 time instead of now (audits, replays, tests)",
         "TIME",
-        commands=_IMPORT,
     ),
 )
 
@@ -617,6 +616,9 @@ class Settings:
                 raise UsageError(
                     f"--root {self.root} has sha256 {actual}, not the pinned {self.root_sha256}"
                 )
+        from mirror.upstream import check_pinned_root
+
+        check_pinned_root(data, self.root)
         return data
 
     def s3_store_options(self) -> dict[str, object]:

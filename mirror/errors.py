@@ -24,7 +24,8 @@
     │   └── BundleError                      air-gap bundle missing, truncated or altered
     ├── TransientError               exit 3  worth retrying later
     │   ├── FetchError                       network, HTTP 5xx, timeouts
-    │   │   └── NotFoundError                HTTP 404 (policy decided by the caller)
+    │   │   ├── NotFoundError                HTTP 404 (policy decided by the caller)
+    │   │   └── ForbiddenError               HTTP 403 (an object store's "no such key" too)
     │   └── StorageError                     disk full, write failed, S3 5xx
     ├── LockHeldError                exit 4  another run holds the destination
     ├── BudgetExhaustedError         exit 5  --max-transfer reached; run again
@@ -166,6 +167,12 @@ class FetchError(TransientError):
 
 class NotFoundError(FetchError):
     """The upstream answered 404 (or the file is absent from a local upstream)."""
+
+
+class ForbiddenError(FetchError):
+    """The upstream answered 403. S3 and CloudFront with origin access control answer
+    so for a key that does not exist: probing the next root version, it means "no
+    newer root"; anywhere else it is a failure like any other status."""
 
 
 class StorageError(TransientError):

@@ -122,12 +122,15 @@ def metadata_publish_order(
     new_root_versions: list[int],
     timestamp_changed: bool,
     consistent_snapshot: bool,
+    unversioned_root: bool = False,
 ) -> list[MetadataCopy]:
     """Metadata files in publish order (DESIGN.md invariant 4):
     delegated roles → targets → snapshot → new roots → ``timestamp.json``.
 
     ``snapshot_version`` None means the snapshot did not change; ``timestamp_changed``
     False means nothing but new root versions, if any, is published.
+    ``unversioned_root``: the upstream serves a ``root.json`` too (then it follows
+    the new root versions); a mirror never adds one of its own.
     """
     order: list[MetadataCopy] = []
 
@@ -144,7 +147,7 @@ def metadata_publish_order(
     if snapshot_version is not None:
         order.append(name_for("snapshot", snapshot_version))
     order.extend(MetadataCopy(f"{v}.root.json", "root", v) for v in new_root_versions)
-    if new_root_versions:
+    if new_root_versions and unversioned_root:
         order.append(MetadataCopy("root.json", "root", new_root_versions[-1]))
     if timestamp_changed:
         order.append(MetadataCopy("timestamp.json", "timestamp", None))

@@ -90,6 +90,10 @@ class RunReport:
     upstreams: dict[str, dict[str, int]] = field(default_factory=dict)
     restarts: int = 0
     expired_delegated_roles: list[str] = field(default_factory=list)
+    #: roles the snapshot lists that no delegation reaches: never fetched
+    unreachable_roles: list[str] = field(default_factory=list)
+    #: root versions 1..N before the pin that could not be shown authentic (0: none)
+    root_history_skipped: int = 0
     #: role -> ISO expiry of the published (or, on failure, last verified) metadata
     expires: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)

@@ -43,7 +43,6 @@ import trio
 from mirror.config import Settings
 from mirror.copier import CopyResult, Outcome, TargetCopier, TransferBudget
 from mirror.errors import (
-    DelegationError,
     ExpiredMetadataError,
     FetchError,
     MirrorError,
@@ -51,6 +50,7 @@ from mirror.errors import (
     RollbackError,
     StorageError,
     TamperedDestinationError,
+    UsageError,
     VerificationError,
 )
 from mirror.fetch import Fetcher
@@ -82,6 +82,15 @@ from mirror.trust import (
     metadata_filename,
 )
 from mirror.trust._tuf import MetaFile, Snapshot, TargetFile, Targets, Timestamp
+from mirror.upstream import (
+    ABSENT,
+    check_is_metadata,
+    fetch_root_history,
+    metadata_location,
+    naming,
+    note_unreachable,
+    upstream_root_json,
+)
 from mirror.workers import ProcessPool
 
 if TYPE_CHECKING:
@@ -271,9 +280,11 @@ class _Cycle:
     spooled: dict[str, _Spooled] = field(default_factory=dict)
     walk: DelegationWalk | None = None
     timestamp_etag: str | None = None
-    #: root versions older than the pinned one (a first sync), verified as a chain
-    #: that ends in the pinned root
-    root_history: list[bytes] = field(default_factory=list)
+    #: root versions older than the pinned one (a first sync), by version, each
+    #: shown authentic by the chain that ends in the pinned root
+    root_history: dict[int, bytes] = field(default_factory=dict)
+    #: the upstream's unversioned root.json, when it equals a verified root version
+    root_json: bytes | None = None
 
 
 class Synchronizer:
@@ -323,6 +334,8 @@ class Synchronizer:
             max_targets_length=settings.max_targets_size,
         )
         self._spool_counter = 0
+        #: nothing published yet: an upstream serving no TUF metadata is misconfigured
+        self._first_sync = True
 
     async def run(self) -> RunReport:
         """Refresh, copy and publish; restart from a fresh timestamp when the
@@ -336,6 +349,7 @@ class Synchronizer:
                 )
                 if self.witness is not None:
                     await self.witness.recover(published)
+                self._first_sync = published.timestamp is None
                 self.report.versions_before = published.versions()
                 try:
                     await self._cycle(root_bytes, published)
@@ -372,35 +386,23 @@ class Synchronizer:
         got = await self.fetcher.fetch_bytes(METADATA, name, max_length=max_length)
         assert got is not None  # not a conditional request
         self.report.roles_fetched += 1
+        check_is_metadata(self._where(name), got, first_sync=self._first_sync)
         return got.data
 
-    async def _root_history(self, root_bytes: bytes, pinned_version: int) -> list[bytes]:
+    def _where(self, name: str) -> str:
+        """The URL (or path) of the upstream's metadata file ``name``, for messages."""
+        return metadata_location(self.settings.upstream[0], self.settings.metadata_url, name)
+
+    async def _root_history(self, root_bytes: bytes, pinned_version: int) -> dict[int, bytes]:
         """Root versions 1 .. pinned-1 from the upstream, for a first sync: clients
-        that pinned an older root need the whole chain. They are trusted only as a
-        chain of root updates (each signed by its predecessor's and its own keys)
-        that ends in exactly the pinned bytes; an upstream that no longer serves
-        them leaves the history out, with a warning."""
-        history: list[bytes] = []
-        for version in range(1, pinned_version):
-            try:
-                history.append(
-                    await self._fetch_meta(f"{version}.root.json", self.limits.max_root_length)
-                )
-            except NotFoundError:
-                warning = (
-                    f"the upstream does not serve {version}.root.json: root versions "
-                    f"before the pinned v{pinned_version} are not mirrored"
-                )
-                log.warning("%s", warning)
-                self.report.warnings.append(warning)
-                return []
-        chain = TrustedSet(history[0], now=self.now, limits=self.limits)
-        for data in history[1:]:
-            chain.update_root(data)
-        verified = chain.update_root(root_bytes)
-        if verified.raw != root_bytes:  # pragma: no cover - update_root keeps the bytes
-            raise RuntimeError("root chain did not end in the pinned root")
-        return history
+        that pinned an older root need the whole chain. Only those shown authentic
+        back from the pinned bytes are kept; the rest are skipped with a warning
+        (``mirror.upstream.fetch_root_history``), never failing the run."""
+
+        async def fetch(name: str) -> bytes:
+            return await self._fetch_meta(name, self.limits.max_root_length)
+
+        return await fetch_root_history(fetch, root_bytes, pinned_version, self.report)
 
     async def _refresh_top_level(self, root_bytes: bytes, published: Published) -> _Cycle:
         new = TrustedSet(root_bytes, now=self.now, limits=self.limits, expired_delegated_ok=True)
@@ -412,9 +414,10 @@ class Synchronizer:
             name = f"{new.root.version + 1}.root.json"
             try:
                 data = await self._fetch_meta(name, self.limits.max_root_length)
-            except NotFoundError:
+            except ABSENT:  # 403: an object store hiding a missing key
                 break
-            cycle.new_roots.append(new.update_root(data))
+            with naming(self._where(name)):
+                cycle.new_roots.append(new.update_root(data))
         new.check_root_not_expired()
 
         if published.timestamp is not None:
@@ -436,9 +439,11 @@ class Synchronizer:
                 max_length=self.limits.max_timestamp_length,
                 if_none_match=etag,
             )
-        except NotFoundError as exc:
-            # Not a garbage-collected versioned file: no restart can help.
-            raise FetchError(
+        except ABSENT as exc:
+            # Not a garbage-collected versioned file: no restart can help. Before
+            # anything was published, the upstream URL is wrong (exit 2).
+            error = UsageError if self._first_sync else FetchError
+            raise error(
                 f"{exc}: the upstream has no timestamp.json (check --upstream or --metadata-url)"
             ) from exc
         if got is None:
@@ -448,8 +453,11 @@ class Synchronizer:
             return cycle
         cycle.timestamp_etag = got.etag
         self.report.roles_fetched += 1
+        where = self._where("timestamp.json")
+        check_is_metadata(where, got, first_sync=self._first_sync)
         try:
-            new.update_timestamp(got.data)
+            with naming(where):
+                new.update_timestamp(got.data)
         except RollbackError as exc:
             if self.witness is not None:
                 await self.witness.rollback_refused("timestamp", got.data, exc)
@@ -487,7 +495,8 @@ class Synchronizer:
         name = metadata_filename("snapshot", wanted if new.consistent_snapshot else None)
         data = await self._fetch_meta(name, self.limits.snapshot_max(new.timestamp.signed))
         try:
-            verified = new.update_snapshot(data)
+            with naming(self._where(name)):
+                verified = new.update_snapshot(data)
         except RollbackError as exc:
             if self.witness is not None:
                 await self.witness.rollback_refused("snapshot", data, exc)
@@ -578,13 +587,16 @@ class Synchronizer:
 
         # Top-level targets.
         tchange = changed.get("targets")
+        targets_version = new.snapshot.signed.meta["targets.json"].version
         data, local = await self._role_bytes(
             "targets",
-            new.snapshot.signed.meta["targets.json"].version,
+            targets_version,
             changed=tchange is not None,
             consistent=consistent,
         )
-        verified = new.update_targets(data, trusted=False)
+        targets_name = metadata_filename("targets", targets_version if consistent else None)
+        with naming(self._where(targets_name)):
+            verified = new.update_targets(data, trusted=False)
         self.report.roles_verified += 1
         if tchange is not None:
             await self._spool_role(cycle, tchange, data, present=local)
@@ -639,7 +651,9 @@ class Synchronizer:
                     batch, changed, published, consistent, full_pass=full_pass
                 )
                 for step, (data, local, old) in zip(batch, loaded, strict=True):
-                    verified = walk.feed(step, data, trusted=False)
+                    name = metadata_filename(step.role, step.version if consistent else None)
+                    with naming(self._where(name)):
+                        verified = walk.feed(step, data, trusted=False)
                     self.report.roles_verified += 1
                     if step.repeat or step.role in visited:
                         continue
@@ -663,21 +677,11 @@ class Synchronizer:
             await self._send_target(
                 walk.authority(target.path, role), role, target, send, consistent
             )
-        unreached = [c.name for c in cycle.changes if c.name != "targets" and c.name not in visited]
-        if unreached and walk.missing:
-            raise DelegationError(f"delegated roles missing from snapshot: {walk.missing}")
-        for name in unreached:
-            log.warning("snapshot lists %s, which no delegation reaches; mirroring it", name)
-        # Roles listed in snapshot but not reachable are still mirrored byte-for-byte
-        # (clients never use them); they need no targets.
-        for name in unreached:
-            change = changed[name]
-            data, local = await self._role_bytes(
-                name, change.new_version, changed=True, consistent=consistent
-            )
-            meta = new.snapshot.signed.meta[f"{name}.json"]
-            check_meta(name, meta, data)
-            await self._spool_role(cycle, change, data, present=local)
+        # Roles the snapshot lists that nothing delegates to: never fetched nor
+        # published (a client never asks for them), counted in the report.
+        unreachable = walk.unreachable()
+        note_unreachable(self.report, unreachable)
+        cycle.changes = [c for c in cycle.changes if c.name not in unreachable]
 
     async def _load_steps(
         self,
@@ -820,15 +824,17 @@ class Synchronizer:
         # Root versions to publish: the pinned root itself on a first sync (clients
         # bootstrapping from it start there), then the new ones, in order.
         roots: dict[str, bytes] = {}
-        for version, data in enumerate(cycle.root_history, start=1):
+        for version, data in sorted(cycle.root_history.items()):
             roots[f"{version}.root.json"] = data
         if not published.pinned_root_published:
             roots[f"{published.pinned_version}.root.json"] = self.settings.root_bytes()
         for root in cycle.new_roots:
             roots[f"{root.version}.root.json"] = root.raw
         root_versions = [int(name.split(".", 1)[0]) for name in roots]
-        if roots:
-            roots["root.json"] = roots[f"{root_versions[-1]}.root.json"]
+        # Only a root.json the upstream itself serves (and that is a verified root):
+        # a mirror adds no files of its own under the client-visible names.
+        if cycle.root_json is not None and root_versions:
+            roots["root.json"] = cycle.root_json
         order = metadata_publish_order(
             changed_roles=cycle.changes if cycle.snapshot_changed else [],
             snapshot_version=(
@@ -837,6 +843,7 @@ class Synchronizer:
             new_root_versions=root_versions,
             timestamp_changed=cycle.timestamp_changed,
             consistent_snapshot=consistent,
+            unversioned_root="root.json" in roots,
         )
         # Targets were written with deferred durability: make them durable before
         # any metadata that references them is published.
@@ -934,6 +941,12 @@ class Synchronizer:
         new = cycle.new
         if not published.pinned_root_published and published.pinned_version > 1:
             cycle.root_history = await self._root_history(root_bytes, published.pinned_version)
+        if cycle.new_roots or not published.pinned_root_published:
+            cycle.root_json = await upstream_root_json(
+                lambda name: self._fetch_meta(name, self.limits.max_root_length),
+                [root_bytes, *published.roots, *(root.raw for root in cycle.new_roots)],
+                self.report,
+            )
         self.report.upstream_versions = {"root": new.root.version}
         if new.timestamp is not None:
             self.report.upstream_versions["timestamp"] = new.timestamp.version

@@ -46,6 +46,8 @@ class FetchedBytes:
     etag: str | None = None
     last_modified: str | None = None
     upstream: str | None = None
+    #: the server's Content-Type, when it sent one (for messages only)
+    content_type: str | None = None
 
 
 @dataclass(slots=True)

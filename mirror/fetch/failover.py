@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from mirror.errors import FetchError, NotFoundError
+from mirror.errors import FetchError, ForbiddenError, NotFoundError
 from mirror.fetch.base import (
     FetchedBytes,
     FetchedFile,
@@ -205,7 +205,8 @@ class FailoverFetcher:
         if not_found is not None:
             raise not_found
         assert failures, "an empty rotation"
-        if len(failures) == 1:
+        if len(failures) == 1 or all(isinstance(e, ForbiddenError) for _, e in failures):
+            # Every upstream hides the file (403): as absent as a 404 from each.
             raise failures[0][1]
         summary = "; ".join(f"{label}: {error}" for label, error in failures)
         raise FetchError(f"every upstream failed: {summary}") from failures[-1][1]

@@ -68,6 +68,7 @@ import trio
 import mirror
 from mirror.errors import (
     FetchError,
+    ForbiddenError,
     LengthOrHashMismatchError,
     NotFoundError,
     OversizeError,
@@ -258,6 +259,7 @@ class HttpFetcher:
                 data=bytes(body),
                 etag=response.headers.get("ETag"),
                 last_modified=response.headers.get("Last-Modified"),
+                content_type=response.headers.get("Content-Type"),
             )
 
         return await self._with_retries(url, headers, consume)
@@ -497,6 +499,8 @@ def _check_status(url: str, response: httpx.Response, *, ranges: bool = False) -
     reason = f"GET {url}: HTTP {status} {response.reason_phrase}".rstrip()
     if status in _NOT_FOUND_STATUSES:
         raise NotFoundError(reason)
+    if status == 403:
+        raise ForbiddenError(reason)
     if status in _RETRIED_STATUSES or 500 <= status <= 599:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         raise RetryLater(FetchError(reason), retry_after=retry_after)

@@ -424,6 +424,9 @@ class DelegationWalk:
       A cycle ends there: children are only expanded on the first feed.
     * A delegated role missing from snapshot is not requested; it is recorded in
       ``missing``.
+    * Roles the snapshot lists that no delegation reaches are never requested: a
+      client never fetches them and the upstream need not serve them.
+      ``unreachable()`` names them once the walk is done.
     * ``feed(..., trusted=True)`` is for previously published bytes of an unchanged
       role: signatures, version and expiry are still verified (the destination may
       have been tampered with), only the length/hash comparison is skipped.
@@ -517,6 +520,16 @@ class DelegationWalk:
             self._outstanding[(role, delegator)] = step
             return step
         return None
+
+    def unreachable(self) -> list[str]:
+        """Roles the trusted snapshot lists that this walk never reached (sorted):
+        nothing delegates to them from ``targets``. Only meaningful once ``done``."""
+        if not self.done:
+            raise RuntimeError("unreachable roles are known only when the walk is done")
+        snapshot = self._ts.snapshot
+        assert snapshot is not None
+        roles = (name.removesuffix(".json") for name in snapshot.signed.meta)
+        return sorted(role for role in roles if role not in self._claimed)
 
     def ready(self) -> list[WalkStep]:
         """Every step known right now (see ``next_step``)."""

@@ -243,7 +243,9 @@ async def test_long_run_keeps_its_lock_fresh(tmp_path: Path, autojump_clock: obj
 
 def test_first_sync_mirrors_root_history_before_the_pin(tmp_path: Path) -> None:
     """Pinning root v3: the first sync also mirrors 1.root.json and 2.root.json,
-    verified as a chain ending in the pinned bytes; a forged old root is refused."""
+    verified as a chain ending in the pinned bytes. A forged old root is never
+    published, but it does not fail the run either: it and every older version are
+    skipped, with a warning and a count in the report (issue 9)."""
     from mirror.testing.server import serve_directory
     from tests.sync.conftest import make_repo
 
@@ -260,10 +262,19 @@ def test_first_sync_mirrors_root_history_before_the_pin(tmp_path: Path) -> None:
         env = Env(repo, upstream, server, root_file, tmp_path / "dest")
         good = (upstream / "metadata/1.root.json").read_bytes()
         tamper_published(upstream, "metadata/1.root.json", lambda d: d.replace(b'"1', b'"2', 1))
-        assert env.run() == ExitStatus.VERIFICATION_FAILED
-        assert not (env.dest / "metadata" / "timestamp.json").exists()
-        (upstream / "metadata/1.root.json").write_bytes(good)
-        assert env.run() == ExitStatus.OK
+        report = tmp_path / "report.json"
+        assert env.run("sync", "--report", str(report)) == ExitStatus.OK
+        assert json.loads(report.read_text())["root_history_skipped"] == 1
+        assert not (env.dest / "metadata" / "1.root.json").exists()
+        for version in (2, 3):
+            name = f"metadata/{version}.root.json"
+            assert (env.dest / name).read_bytes() == repo.root_bytes(version)
+
+    (upstream / "metadata/1.root.json").write_bytes(good)
+    with serve_directory(upstream) as server:
+        env = Env(repo, upstream, server, root_file, tmp_path / "dest2")
+        assert env.run("sync", "--report", str(report)) == ExitStatus.OK
+        assert json.loads(report.read_text())["root_history_skipped"] == 0
         for version in (1, 2, 3):
             name = f"metadata/{version}.root.json"
             assert (env.dest / name).read_bytes() == repo.root_bytes(version)
