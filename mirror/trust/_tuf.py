@@ -7,8 +7,10 @@ are the libraries' public import paths.
 """
 
 from securesystemslib.signer import (  # type: ignore[attr-defined]  # public, no __all__
+    KEY_FOR_TYPE_AND_SCHEME,
     Key,
     Signature,
+    SigstoreKey,
 )
 from tuf.api.metadata import (  # type: ignore[attr-defined]  # public, no __all__
     DelegatedRole,
@@ -23,6 +25,13 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]  # public, no __all
     Targets,
     Timestamp,
 )
+
+# tuf-on-ci repositories may list ``sigstore-oidc`` (Fulcio identity) keys, which
+# securesystemslib does not register by default: without this, metadata that merely
+# lists one would not parse at all. Registered, such keys parse; their signatures
+# verify only where the ``sigstore`` library is installed, and count as invalid
+# otherwise, so a role whose threshold needs them fails closed.
+KEY_FOR_TYPE_AND_SCHEME.setdefault(("sigstore-oidc", "Fulcio"), SigstoreKey)
 
 __all__ = [
     "DelegatedRole",

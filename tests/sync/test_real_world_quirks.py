@@ -257,3 +257,48 @@ def test_reference_time_on_sync_plan_verify_and_export(
 def test_reference_time_is_refused_when_not_a_time(env: Env) -> None:
     """A --reference-time that is not ISO 8601 is a usage error."""
     assert env.run("sync", "--reference-time", "yesterday") == ExitStatus.USAGE
+
+
+def _oidc_key() -> Any:
+    from mirror.trust._tuf import Key
+
+    return Key.from_dict(
+        "c0ffee" * 10 + "c0ff",
+        {
+            "keytype": "sigstore-oidc",
+            "scheme": "Fulcio",
+            "keyval": {"identity": "signer@example.org", "issuer": "https://example.org"},
+        },
+    )
+
+
+def test_sigstore_oidc_keys_pass_through_where_the_threshold_does_not_need_them(
+    env: Env,
+) -> None:
+    """A root listing a ``sigstore-oidc`` key besides the key that reaches its
+    threshold (tuf-on-ci repositories do) parses and verifies: it is mirrored."""
+    assert env.run() == ExitStatus.OK
+    env.repo.root.signed.add_key(_oidc_key(), "root")
+    env.repo.bump_root()
+    env.publish()
+    status, report = _report(env)
+    assert status == ExitStatus.OK, report["error"]
+    assert (env.dest / "metadata" / "2.root.json").read_bytes() == env.repo.root_bytes(2)
+
+
+def test_a_role_only_sigstore_oidc_keys_can_sign_fails_closed(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A delegated role whose only key is ``sigstore-oidc`` cannot be verified
+    without the sigstore library: exit 1 naming the role's URL, no metadata
+    published (verified targets of other roles stay, unreferenced, for the rerun)."""
+    role = env.repo.add_delegation("targets", "oidc", paths=["oidc/*"])
+    key = _oidc_key()
+    delegations = env.repo.targets.signed.delegations
+    assert delegations is not None
+    role.keyids = [key.keyid]
+    delegations.keys[key.keyid] = key
+    env.publish()
+    assert env.run() == ExitStatus.VERIFICATION_FAILED
+    assert "/metadata/1.oidc.json: oidc" in capsys.readouterr().err
+    assert not [name for name in tree(env.dest) if name.startswith("metadata/")]
