@@ -391,7 +391,8 @@ class Synchronizer:
 
     def _where(self, name: str) -> str:
         """The URL (or path) of the upstream's metadata file ``name``, for messages."""
-        return metadata_location(self.settings.upstream[0], self.settings.metadata_url, name)
+        upstream = self.settings.upstream[0] if self.settings.upstream else self.settings.bundle
+        return metadata_location(upstream or "upstream", self.settings.metadata_url, name)
 
     async def _root_history(self, root_bytes: bytes, pinned_version: int) -> dict[int, bytes]:
         """Root versions 1 .. pinned-1 from the upstream, for a first sync: clients
