@@ -420,6 +420,12 @@ class Synchronizer:
             with naming(self._where(name)):
                 cycle.new_roots.append(new.update_root(data))
         new.check_root_not_expired()
+        if cycle.new_roots or not published.pinned_root_published:
+            cycle.root_json = await upstream_root_json(
+                lambda name: self._fetch_meta(name, self.limits.max_root_length),
+                [root_bytes, *published.roots, *(root.raw for root in cycle.new_roots)],
+                self.report,
+            )
 
         if published.timestamp is not None:
             try:
@@ -942,12 +948,6 @@ class Synchronizer:
         new = cycle.new
         if not published.pinned_root_published and published.pinned_version > 1:
             cycle.root_history = await self._root_history(root_bytes, published.pinned_version)
-        if cycle.new_roots or not published.pinned_root_published:
-            cycle.root_json = await upstream_root_json(
-                lambda name: self._fetch_meta(name, self.limits.max_root_length),
-                [root_bytes, *published.roots, *(root.raw for root in cycle.new_roots)],
-                self.report,
-            )
         self.report.upstream_versions = {"root": new.root.version}
         if new.timestamp is not None:
             self.report.upstream_versions["timestamp"] = new.timestamp.version

@@ -24,12 +24,12 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from mirror.errors import DelegationError, VerificationError
+from mirror.errors import VerificationError
 from mirror.plan import diff_snapshot
 from mirror.policy.model import Listing
 from mirror.storage import INTERNAL_PREFIX, ObjectInfo, PutOptions, Store
 from mirror.sync import Published, Synchronizer, _Cycle, load_published
-from mirror.trust import Authority, DelegationWalk, check_meta
+from mirror.trust import Authority, DelegationWalk
 from mirror.trust._tuf import TargetFile
 
 __all__ = ["PrefixStore", "SecondaryRepository"]
@@ -200,16 +200,9 @@ class SecondaryRepository(Synchronizer):
         for role, path, item in undecided:
             if walk.authority(path, role) is Authority.AUTHORIZED:
                 listing.setdefault(path, item)
-        unreached = [c.name for c in cycle.changes if c.name != "targets" and c.name not in visited]
-        if unreached and walk.missing:
-            raise DelegationError(f"delegated roles missing from snapshot: {walk.missing}")
-        for name in unreached:
-            change = changed[name]
-            data, local = await self._role_bytes(
-                name, change.new_version, changed=True, consistent=consistent
-            )
-            check_meta(name, new.snapshot.signed.meta[f"{name}.json"], data)
-            await self._spool_role(cycle, change, data, present=local)
+        # Roles the snapshot lists that nothing delegates to: never fetched (issue 9).
+        unreachable = walk.unreachable()
+        cycle.changes = [c for c in cycle.changes if c.name not in unreachable]
         return listing
 
     async def publish(self) -> None:
