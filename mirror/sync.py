@@ -86,6 +86,7 @@ from mirror.upstream import (
     ABSENT,
     check_is_metadata,
     fetch_root_history,
+    keep_published_roots,
     metadata_location,
     naming,
     note_unreachable,
@@ -947,7 +948,11 @@ class Synchronizer:
         cycle = await self._refresh_top_level(root_bytes, published)
         new = cycle.new
         if not published.pinned_root_published and published.pinned_version > 1:
-            cycle.root_history = await self._root_history(root_bytes, published.pinned_version)
+            cycle.root_history = await keep_published_roots(
+                lambda name: _read(self.store, _meta_key(name), self.limits.max_root_length),
+                await self._root_history(root_bytes, published.pinned_version),
+                self.report,
+            )
         self.report.upstream_versions = {"root": new.root.version}
         if new.timestamp is not None:
             self.report.upstream_versions["timestamp"] = new.timestamp.version

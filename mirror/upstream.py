@@ -43,6 +43,7 @@ __all__ = [
     "check_is_metadata",
     "check_pinned_root",
     "fetch_root_history",
+    "keep_published_roots",
     "metadata_location",
     "naming",
     "note_unreachable",
@@ -136,6 +137,29 @@ async def fetch_root_history(
         accepted[version] = data
         newer = data
     return accepted
+
+
+async def keep_published_roots(
+    read: Callable[[str], Awaitable[bytes | None]], roots: dict[int, bytes], report: RunReport
+) -> dict[int, bytes]:
+    """The old root versions still to write: those the destination does not hold
+    yet. A version it holds with other bytes (the upstream re-serialized an old
+    file, as sigstore did with 9.root.json) keeps the published, verified bytes
+    (invariant 9), and the difference is reported."""
+    out: dict[int, bytes] = {}
+    for version, data in roots.items():
+        name = f"{version}.root.json"
+        held = await read(name)
+        if held is None:
+            out[version] = data
+        elif held != data:
+            warning = (
+                f"the upstream now serves other bytes for {name} than this mirror "
+                "published (re-serialized upstream?): the published copy is kept"
+            )
+            log.warning("%s", warning)
+            report.warnings.append(warning)
+    return out
 
 
 async def upstream_root_json(

@@ -302,3 +302,35 @@ def test_a_role_only_sigstore_oidc_keys_can_sign_fails_closed(
     assert env.run() == ExitStatus.VERIFICATION_FAILED
     assert "/metadata/1.oidc.json: oidc" in capsys.readouterr().err
     assert not [name for name in tree(env.dest) if name.startswith("metadata/")]
+
+
+def test_a_re_serialized_old_root_keeps_the_published_bytes(tmp_path: Path) -> None:
+    """The operator moves the pin to a newer root while the upstream has rewritten
+    an old root file (sigstore re-serialized 9.root.json): the first sync of the new
+    pin fetches the old versions again, keeps the published, verified bytes of the
+    one it holds (invariant 9) and reports the difference."""
+    repo = make_repo()
+    upstream = tmp_path / "up"
+    repo.publish(upstream)
+    repo.bump_root()
+    repo.publish(upstream)
+    root_file = tmp_path / "root.json"
+    root_file.write_bytes(repo.root_bytes(1))
+    with serve_directory(upstream) as server:
+        env = Env(repo, upstream, server, root_file, tmp_path / "dest")
+        assert env.run() == ExitStatus.OK
+        published_one = (env.dest / "metadata" / "1.root.json").read_bytes()
+        # The upstream re-serializes 1.root.json (same signed content, new layout),
+        # a new root appears, and the operator pins it without the mirror holding it.
+        rewritten = json.dumps(json.loads(published_one), indent=4).encode()
+        assert rewritten != published_one
+        (upstream / "metadata" / "1.root.json").write_bytes(rewritten)
+        repo.bump_root()
+        repo.publish(upstream)
+        (env.dest / "metadata" / "2.root.json").unlink()
+        root_file.write_bytes(repo.root_bytes(3))
+        status, report = _report(env)
+        assert status == ExitStatus.OK, report["error"]
+        assert (env.dest / "metadata" / "1.root.json").read_bytes() == published_one
+        assert (env.dest / "metadata" / "2.root.json").read_bytes() == repo.root_bytes(2)
+        assert any("other bytes for 1.root.json" in w for w in report["warnings"])
