@@ -390,8 +390,11 @@ class Synchronizer:
         check_is_metadata(self._where(name), got, first_sync=self._first_sync)
         return got.data
 
-    def _where(self, name: str) -> str:
-        """The URL (or path) of the upstream's metadata file ``name``, for messages."""
+    def _where(self, name: str, *, local: bool = False) -> str:
+        """The URL (or path) of the upstream's metadata file ``name``, for messages
+        (``local``: the bytes came from the destination)."""
+        if local:
+            return f"destination {_meta_key(name)}"
         upstream = self.settings.upstream[0] if self.settings.upstream else self.settings.bundle
         return metadata_location(upstream or "upstream", self.settings.metadata_url, name)
 
@@ -603,7 +606,7 @@ class Synchronizer:
             consistent=consistent,
         )
         targets_name = metadata_filename("targets", targets_version if consistent else None)
-        with naming(self._where(targets_name)):
+        with naming(self._where(targets_name, local=local)):
             verified = new.update_targets(data, trusted=False)
         self.report.roles_verified += 1
         if tchange is not None:
@@ -660,7 +663,7 @@ class Synchronizer:
                 )
                 for step, (data, local, old) in zip(batch, loaded, strict=True):
                     name = metadata_filename(step.role, step.version if consistent else None)
-                    with naming(self._where(name)):
+                    with naming(self._where(name, local=local)):
                         verified = walk.feed(step, data, trusted=False)
                     self.report.roles_verified += 1
                     if step.repeat or step.role in visited:
