@@ -591,7 +591,7 @@ class RunWitness:
         """Observe the root versions and the timestamp this run publishes, apply
         ``--on-alarm``, and record the pending entries before anything is published
         (so a crash before the commit loses nothing)."""
-        roots = list(enumerate(cycle.root_history, start=1))
+        roots = sorted(cycle.root_history.items())  # version -> bytes (issue 9)
         if not published.pinned_root_published:
             roots.append((published.pinned_version, pinned))
         roots += [(root.version, root.raw) for root in cycle.new_roots]
