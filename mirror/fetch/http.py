@@ -78,6 +78,16 @@ from mirror.fetch.names import join_url, url_path
 from mirror.fetch.ratelimit import TokenBucket
 from mirror.fetch.retry import RetryLater, RetryPolicy, parse_retry_after, run_with_retries
 from mirror.fetch.spool import SpoolFile, check_algorithms, partial_name
+from mirror.fetch.transport import (
+    BODY_END_ERRORS,
+    OTHER_ERRORS,
+    REQUEST_ERRORS,
+    TRANSPORT_ERRORS,
+    Answer,
+    Connection,
+    DirectConnection,
+    HttpxConnection,
+)
 
 __all__ = ["HttpFetcher"]
 
@@ -172,35 +182,32 @@ class HttpFetcher:
         self.bandwidth = bandwidth
         self._partial_dir = partial_dir
         self._file_limiter = trio.CapacityLimiter(max_connections)
-        # One single-connection transport per concurrent transfer, handed out from a
-        # free list, instead of one pool of N connections: httpcore's pool scans (and
-        # polls) every connection on each request, which grows with N and dominated
-        # the CPU of small requests (scripts/bench). A mirror needs no cookies, auth
-        # or event hooks either, so no AsyncClient. Redirects are followed here.
-        self._owns_transport = transport is None
-        transports: list[httpx.AsyncBaseTransport]
-        if transport is None:
-            context = _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
-            transports = [
-                httpx.AsyncHTTPTransport(
-                    http2=http2,
-                    verify=context,
-                    limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                )
-                for _ in range(max_connections)
-            ]
-        else:
-            transports = [transport] * max_connections
-        self._all_transports = list(dict.fromkeys(transports))
-        self._free, self._take = trio.open_memory_channel[httpx.AsyncBaseTransport](max_connections)
-        for item in transports:
-            self._free.send_nowait(item)
-        self._timeout = {
+        # One connection per concurrent transfer, handed out from a free list,
+        # instead of one pool of N connections: httpcore's pool scans (and polls)
+        # every connection on each request, which grows with N and dominated the CPU
+        # of small requests (scripts/bench); and on httpcore's connection directly
+        # (``mirror.fetch.transport``), without httpx's request and response models.
+        # A mirror needs no cookies, auth or event hooks. Redirects are followed here.
+        timeouts: dict[str, float | None] = {
             "connect": connect_timeout,
             "read": read_timeout,
             "write": read_timeout,
             "pool": None,
         }
+        self._owns_transport = transport is None
+        connections: list[Connection]
+        if transport is None:
+            context = _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+            connections = [
+                DirectConnection(ssl_context=context, http2=http2, timeouts=timeouts)
+                for _ in range(max_connections)
+            ]
+        else:
+            connections = [HttpxConnection(transport, timeouts=timeouts)] * max_connections
+        self._all_connections = list(dict.fromkeys(connections))
+        self._free, self._take = trio.open_memory_channel[Connection](max_connections)
+        for item in connections:
+            self._free.send_nowait(item)
         self._headers = [
             (b"User-Agent", (user_agent or f"tuf-mirror/{mirror.__version__}").encode()),
             (b"Accept-Encoding", b"identity"),
@@ -240,8 +247,8 @@ class HttpFetcher:
             headers.append((b"If-Modified-Since", if_modified_since.encode()))
         conditional = if_none_match is not None or if_modified_since is not None
 
-        async def consume(response: httpx.Response, progress: _Progress) -> FetchedBytes | None:
-            if response.status_code == 304:
+        async def consume(response: Answer, progress: _Progress) -> FetchedBytes | None:
+            if response.status == 304:
                 if not conditional:
                     raise FetchError(f"GET {url}: HTTP 304 to an unconditional request")
                 self.stats.not_modified += 1
@@ -256,8 +263,8 @@ class HttpFetcher:
                     body += chunk
             return FetchedBytes(
                 data=bytes(body),
-                etag=response.headers.get("ETag"),
-                last_modified=response.headers.get("Last-Modified"),
+                etag=response.header("ETag"),
+                last_modified=response.header("Last-Modified"),
             )
 
         return await self._with_retries(url, headers, consume)
@@ -298,9 +305,9 @@ class HttpFetcher:
                 (b"If-Range", validator.encode()),
             ]
 
-        async def consume(response: httpx.Response, progress: _Progress) -> FetchedFile:
+        async def consume(response: Answer, progress: _Progress) -> FetchedFile:
             nonlocal spool
-            status = response.status_code
+            status = response.status
             if status == 304:
                 raise FetchError(f"{label}: HTTP 304 to an unconditional request")
             if spool is None:
@@ -316,15 +323,15 @@ class HttpFetcher:
                 if spool.received:
                     await spool.restart()  # changed upstream, or no ranges: from the start
                 spool.set_validators(
-                    etag=response.headers.get("ETag"),
-                    last_modified=response.headers.get("Last-Modified"),
+                    etag=response.header("ETag"),
+                    last_modified=response.header("Last-Modified"),
                 )
             elif _continues(response, spool, length):
                 _check_declared_length(url, response, maximum=length - spool.received, exact=True)
                 if not spool.received:
                     spool.set_validators(
-                        etag=response.headers.get("ETag"),
-                        last_modified=response.headers.get("Last-Modified"),
+                        etag=response.header("ETag"),
+                        last_modified=response.header("Last-Modified"),
                     )
                 spool.resumed_from = spool.received
                 self.stats.resumed += 1
@@ -334,7 +341,7 @@ class HttpFetcher:
                 raise RetryLater(
                     FetchError(
                         f"{label}: HTTP {status} "
-                        f"{response.headers.get('Content-Range', '')} does not continue "
+                        f"{response.header('Content-Range') or ''} does not continue "
                         f"the {held} bytes held"
                     )
                 )
@@ -361,8 +368,8 @@ class HttpFetcher:
     async def aclose(self) -> None:
         """Close the connections (not an injected transport)."""
         if self._owns_transport:
-            for transport in self._all_transports:
-                await transport.aclose()
+            for connection in self._all_connections:
+                await connection.aclose()
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -370,7 +377,7 @@ class HttpFetcher:
         self,
         url: str,
         headers: list[tuple[bytes, bytes]],
-        consume: Callable[[httpx.Response, _Progress], Awaitable[_T]],
+        consume: Callable[[Answer, _Progress], Awaitable[_T]],
     ) -> _T:
         """Attempts of one GET under the retry policy."""
         return await run_with_retries(
@@ -386,34 +393,34 @@ class HttpFetcher:
         self,
         url: str,
         headers: list[tuple[bytes, bytes]],
-        consume: Callable[[httpx.Response, _Progress], Awaitable[_T]],
+        consume: Callable[[Answer, _Progress], Awaitable[_T]],
         *,
         ranges: bool = False,
     ) -> _T:
         """One GET of ``url`` (following redirects): status checks, deadline, httpx
         exception translation. ``ranges``: 206 and 416 go to ``consume`` too."""
-        transport = await self._take.receive()
+        connection = await self._take.receive()
         try:
             with trio.CancelScope() as scope:
                 progress = _Progress(scope, self._transfer_timeout, self._min_throughput)
                 try:
-                    response = await self._get(transport, url, headers)
+                    response = await self._get(connection, url, headers)
                     try:
                         _check_status(url, response, ranges=ranges)
                         return await consume(response, progress)
                     finally:
                         with trio.move_on_after(_ABANDON_TIMEOUT, shield=True):
                             await response.aclose()
-                except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+                except REQUEST_ERRORS as exc:
                     raise FetchError(f"GET {url}: {_describe(exc)}") from exc
-                except (httpx.TransportError, httpx.DecodingError) as exc:  # timeouts too
+                except TRANSPORT_ERRORS as exc:  # timeouts too
                     raise _retry_later(url, exc) from exc
-                except httpx.HTTPError as exc:
-                    raise FetchError(f"GET {url}: {_describe(exc)}") from exc
                 except httpx.InvalidURL as exc:
                     raise FetchError(f"GET {url}: invalid URL ({exc})") from exc
+                except OTHER_ERRORS as exc:
+                    raise FetchError(f"GET {url}: {_describe(exc)}") from exc
         finally:
-            self._free.send_nowait(transport)
+            self._free.send_nowait(connection)
         # Only reached when the deadline cancelled the transfer.
         elapsed = trio.current_time() - progress.start
         raise RetryLater(
@@ -425,23 +432,21 @@ class HttpFetcher:
         )
 
     async def _get(
-        self, transport: httpx.AsyncBaseTransport, url: str, headers: list[tuple[bytes, bytes]]
-    ) -> httpx.Response:
-        """Send a GET through the transport, following up to ``_MAX_REDIRECTS``."""
-        target = httpx.URL(url)
+        self, connection: Connection, url: str, headers: list[tuple[bytes, bytes]]
+    ) -> Answer:
+        """Send a GET on the connection, following up to ``_MAX_REDIRECTS``."""
+        target = url
         for _ in range(_MAX_REDIRECTS + 1):
             self.stats.requests += 1
-            request = httpx.Request(
-                "GET", target, headers=headers, extensions={"timeout": self._timeout}
-            )
-            response = await transport.handle_async_request(request)
-            location = response.headers.get("Location")
-            if response.status_code not in _REDIRECT_STATUSES or not location:
+            response = await connection.get(target, headers)
+            location = response.header("Location")
+            if response.status not in _REDIRECT_STATUSES or not location:
                 return response
             await response.aclose()
-            target = target.join(location)
-            if target.scheme not in ("http", "https"):
-                raise FetchError(f"GET {url}: redirected to a non-HTTP URL {target}")
+            joined = httpx.URL(target).join(location)
+            if joined.scheme not in ("http", "https"):
+                raise FetchError(f"GET {url}: redirected to a non-HTTP URL {joined}")
+            target = str(joined)
         raise FetchError(f"GET {url}: more than {_MAX_REDIRECTS} redirects")
 
     async def _received(self, chunk: bytes, progress: _Progress) -> None:
@@ -454,27 +459,29 @@ class HttpFetcher:
 
 
 @contextlib.asynccontextmanager
-async def _body(response: httpx.Response) -> AsyncIterator[AsyncIterator[bytes]]:
-    """``response.aiter_bytes()``, finished properly however the caller stops.
+async def _body(response: Answer) -> AsyncIterator[AsyncIterator[bytes]]:
+    """``response.chunks()``, finished properly however the caller stops.
 
-    httpx streams through a chain of nested async generators. A consumer that stops
-    early (too many bytes, a disk error, cancellation between chunks) would leave
-    them suspended, to be finalized by the garbage collector (trio warns about
-    each). So: close the response, then pull once more, which raises from the
+    httpx and httpcore stream through a chain of nested async generators. A consumer
+    that stops early (too many bytes, a disk error, cancellation between chunks)
+    would leave them suspended, to be finalized by the garbage collector (trio warns
+    about each). So: close the response, then pull once more, which raises from the
     innermost generator through all of them and ends the chain here.
     """
-    chunks = response.aiter_bytes()
+    chunks = response.chunks()
     try:
         yield chunks
     finally:
         with trio.move_on_after(_ABANDON_TIMEOUT, shield=True):
             # Errors here must not replace the one that ended the transfer.
-            with contextlib.suppress(httpx.HTTPError, httpx.StreamError):
+            with contextlib.suppress(*BODY_END_ERRORS):
                 await response.aclose()
             for _ in range(_ABANDON_PULLS):
                 try:
                     await chunks.__anext__()
-                except (StopAsyncIteration, httpx.HTTPError, httpx.StreamError):
+                except StopAsyncIteration:
+                    break
+                except BODY_END_ERRORS:
                     break
 
 
@@ -490,25 +497,26 @@ def _check_base(url: str) -> str:
     return url
 
 
-def _check_status(url: str, response: httpx.Response, *, ranges: bool = False) -> None:
-    status = response.status_code
+def _check_status(url: str, response: Answer, *, ranges: bool = False) -> None:
+    status = response.status
     if status in (200, 304) or (ranges and status in (206, 416)):
         return
-    reason = f"GET {url}: HTTP {status} {response.reason_phrase}".rstrip()
+    reason = f"GET {url}: HTTP {status} {response.reason}".rstrip()
     if status in _NOT_FOUND_STATUSES:
         raise NotFoundError(reason)
     if status in _RETRIED_STATUSES or 500 <= status <= 599:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(response.header("Retry-After"))
         raise RetryLater(FetchError(reason), retry_after=retry_after)
     raise FetchError(reason)
 
 
 def _check_declared_length(
-    url: str, response: httpx.Response, *, maximum: int, exact: bool = False
+    url: str, response: Answer, *, maximum: int, exact: bool = False
 ) -> None:
     """Refuse a body whose declared length is already wrong, before reading it."""
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    declared = response.headers.get("Content-Length")
+    encoding = response.header("Content-Encoding")
+    encoding = "identity" if encoding is None else encoding.strip().lower()
+    declared = response.header("Content-Length")
     if declared is None or encoding != "identity" or not declared.strip().isdigit():
         return
     size = int(declared)
@@ -520,18 +528,18 @@ def _check_declared_length(
         )
 
 
-def _continues(response: httpx.Response, spool: SpoolFile, length: int) -> bool:
+def _continues(response: Answer, spool: SpoolFile, length: int) -> bool:
     """Whether a 206 answer carries exactly the rest of the file after the bytes
     ``spool`` holds, of the same version (ETag) they came from."""
-    if response.status_code != 206:
+    if response.status != 206:
         return False
-    match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+    match = _CONTENT_RANGE.match(response.header("Content-Range") or "")
     if match is None:
         return False
     first, last, total = int(match.group(1)), int(match.group(2)), match.group(3)
     if first != spool.received or last != length - 1 or total not in ("*", str(length)):
         return False
-    etag = response.headers.get("ETag")
+    etag = response.header("ETag")
     return not (spool.received and spool.etag and etag and etag != spool.etag)
 
 
