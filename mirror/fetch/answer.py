@@ -47,7 +47,7 @@ class Answer:
     """An HTTP answer: ``status``, ``reason``, ``header(name)``, ``chunks()`` and
     ``aclose()``."""
 
-    __slots__ = ("_chunks", "_close", "_fields", "_raw", "reason", "status")
+    __slots__ = ("_chunks", "_close", "_fields", "_raw", "closes_at_once", "reason", "status")
 
     def __init__(
         self,
@@ -56,7 +56,12 @@ class Answer:
         raw: Headers,
         chunks: AsyncIterator[bytes],
         close: Closer,
+        *,
+        closes_at_once: bool = False,
     ) -> None:
+        #: ``aclose`` neither waits for the peer nor can be interrupted half-way
+        #: (``mirror.fetch.h1``): the caller needs no shielded, time-bounded scope
+        self.closes_at_once = closes_at_once
         self.status = status
         self.reason = reason
         self._raw = raw

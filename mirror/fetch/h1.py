@@ -73,7 +73,7 @@ class H1Connection:
         self._write_timeout = timeouts.get("write")
         self._keepalive = keepalive
         self._stream: trio.abc.Stream | None = None
-        self._socket: trio.socket.SocketType | None = None
+        self._poll: select.poll | None = None
         self._origin: tuple[bytes, bytes, int] | None = None
         self._buffer = bytearray()
         self._idle_since = 0.0
@@ -120,14 +120,13 @@ class H1Connection:
     def _dropped(self) -> bool:
         """Whether the server closed the idle connection (or sent something
         unasked): its socket is readable."""
-        sock = self._socket
-        if sock is None:
+        poll = self._poll
+        if poll is None:
             return True
         try:
-            readable, _, _ = select.select([sock.fileno()], [], [], 0)
-        except (OSError, ValueError):
+            return bool(poll.poll(0))
+        except OSError:
             return True
-        return bool(readable)
 
     async def _connect(self, origin: tuple[bytes, bytes, int]) -> trio.abc.Stream:
         scheme, host, port = origin
@@ -159,13 +158,15 @@ class H1Connection:
             raise httpcore.ConnectTimeout(str(exc)) from exc
         except (OSError, trio.BrokenResourceError) as exc:
             raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-        self._stream, self._socket, self._origin = stream, tcp.socket, origin
+        self._stream, self._origin = stream, origin
+        self._poll = select.poll()
+        self._poll.register(tcp.socket.fileno(), select.POLLIN)
         self._buffer = bytearray()
         self._idle_since = trio.current_time()
         return stream
 
     async def _close(self) -> None:
-        stream, self._stream, self._socket = self._stream, None, None
+        stream, self._stream, self._poll = self._stream, None, None
         self._exchange = None
         self._buffer = bytearray()
         if stream is not None:
@@ -296,7 +297,7 @@ class _Exchange:
         else:
             assert length is not None
             body = self._exactly(length)
-        return Answer(status, reason, raw, body, self)
+        return Answer(status, reason, raw, body, self, closes_at_once=True)
 
     async def aclose(self) -> None:
         """Release the connection: kept for the next request only after a complete
