@@ -1,4 +1,5 @@
-"""``HttpFetcher``: the ``Fetcher`` for HTTP(S) upstreams, on httpx under trio.
+"""``HttpFetcher``: the ``Fetcher`` for HTTP(S) upstreams, under trio (connections:
+``mirror.fetch.transport``).
 
 Each request streams its body with a hard length cap (more bytes than allowed is
 ``OversizeError``, raised without reading further; a ``Content-Length`` above the
@@ -10,14 +11,14 @@ cap is refused before the body), hashes on the fly when writing to a spool file
   once its average speed after the first ``transfer_timeout`` seconds falls below
   ``min_throughput`` bytes/s, however large it is (slow-retrieval attack), and a
   server that sends nothing fails after ``transfer_timeout`` seconds;
-- ``connect_timeout`` and ``read_timeout`` (no byte for that long) from httpx.
+- ``connect_timeout`` and ``read_timeout`` (no byte for that long), per connection.
 
 Transient failures (connection errors, resets, timeouts, a body cut short by the
 connection closing, HTTP 408, 429 and 5xx) are retried under one ``RetryPolicy``
 (``mirror.fetch.retry``) honouring ``Retry-After``; 404 and 410 are
 ``NotFoundError`` at once, other statuses ``FetchError`` at once, and length
-violations are never retried. Every httpx exception is translated here: only
-``mirror.errors`` exceptions leave this module.
+violations are never retried. Every httpx and httpcore exception is translated
+here: only ``mirror.errors`` exceptions leave this module.
 
 Requests ask for ``Accept-Encoding: identity``: lengths and hashes are about the
 file's bytes, and a compressed body would make ``Content-Length`` checks and the
@@ -41,9 +42,9 @@ given up by one run (transient failure, cancellation, a kill) is continued by th
 next. The length cap and every hash still cover the whole file.
 
 HTTP/2: with ``http2`` (the default) the TLS handshake offers ``h2`` and
-``http/1.1`` by ALPN and httpx speaks HTTP/2 when the server picks it; plain
-``http://`` stays HTTP/1.1. Each transport holds one connection, so a transfer has
-its connection to itself either way. All transports of a process share one TLS
+``http/1.1`` by ALPN and httpcore speaks HTTP/2 when the server picks it; plain
+``http://`` stays HTTP/1.1. Each transfer slot holds one connection, so a transfer
+has its connection to itself either way. All connections of a process share one TLS
 context (building one loads the CA bundle, ~40 ms).
 
 What it does not do: decide whether bytes are trustworthy, or fail over between
