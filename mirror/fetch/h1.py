@@ -78,6 +78,9 @@ class H1Connection:
         self._buffer = bytearray()
         self._idle_since = 0.0
         self._exchange: _Exchange | None = None
+        #: while a request and its answer's head are under way: their timeout scope
+        self._head_scope: trio.CancelScope | None = None
+        self._phase_is_write = False
 
     async def get(self, target: Target, headers: Headers) -> Answer:
         """Send ``GET`` to ``target`` and read the answer's head."""
@@ -92,8 +95,19 @@ class H1Connection:
         stream = await self._ready((target.scheme, target.host, target.port_or_default))
         exchange = self._exchange = _Exchange(self, stream)
         try:
-            await self._send(stream, b"".join(lines))
-            return await exchange.read_head()
+            # One scope for the request and the answer's head, its deadline moved
+            # before each send and receive (write, then read timeout), instead of a
+            # scope per operation: per small file, scopes show in profiles.
+            with trio.CancelScope() as scope:
+                self._head_scope = scope
+                try:
+                    await self._send(stream, b"".join(lines))
+                    return await exchange.read_head()
+                finally:
+                    self._head_scope = None
+            if self._phase_is_write:
+                raise httpcore.WriteTimeout("timed out sending the request")
+            raise httpcore.ReadTimeout("timed out reading the answer")
         except BaseException:
             await exchange.aclose()
             raise
@@ -174,7 +188,12 @@ class H1Connection:
 
     async def _send(self, stream: trio.abc.Stream, data: bytes) -> None:
         try:
-            if self._write_timeout is None:
+            scope = self._head_scope
+            if scope is not None:
+                self._phase_is_write = True
+                scope.deadline = _deadline(self._write_timeout)
+                await stream.send_all(data)
+            elif self._write_timeout is None:
                 await stream.send_all(data)
             else:
                 with trio.fail_after(self._write_timeout):
@@ -186,6 +205,11 @@ class H1Connection:
 
     async def _receive(self, stream: trio.abc.Stream) -> bytes:
         try:
+            scope = self._head_scope
+            if scope is not None:
+                self._phase_is_write = False
+                scope.deadline = _deadline(self._read_timeout)
+                return bytes(await stream.receive_some(_READ))
             if self._read_timeout is None:
                 return bytes(await stream.receive_some(_READ))
             with trio.fail_after(self._read_timeout):
@@ -424,3 +448,7 @@ def _parse_fields(fields: bytes) -> Headers:
 
 def _forever(timeout: float | None) -> float:
     return float("inf") if timeout is None else timeout
+
+
+def _deadline(timeout: float | None) -> float:
+    return float("inf") if timeout is None else trio.current_time() + timeout

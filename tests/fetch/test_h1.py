@@ -317,3 +317,28 @@ async def test_repeated_headers_are_joined(scripted: Callable[..., Scripted]) ->
         await fetcher.aclose()
     assert got is not None
     assert got.etag == '"a", "b"'
+
+
+async def test_no_answer_is_a_read_timeout(scripted: Callable[..., Scripted]) -> None:
+    """A server that takes the request and never answers fails each attempt after
+    ``read_timeout`` (ReadTimeout, retried), also without a transfer deadline."""
+    server = scripted(lambda n, _: b"")
+    fetcher = fetcher_for(server, transfer_timeout=None, read_timeout=0.2)
+    try:
+        with pytest.raises(FetchError, match=r"ReadTimeout.*3 attempts"):
+            await fetcher.fetch_bytes("metadata", "a.json", max_length=100)
+    finally:
+        await fetcher.aclose()
+    assert len(server.requests) == 3
+
+
+async def test_a_stalled_body_is_a_read_timeout(scripted: Callable[..., Scripted]) -> None:
+    """A body that stops coming after the head fails after ``read_timeout`` too."""
+    server = scripted(lambda n, _: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    fetcher = fetcher_for(server, transfer_timeout=None, read_timeout=0.2)
+    try:
+        with pytest.raises(FetchError, match=r"ReadTimeout.*3 attempts"):
+            await fetcher.fetch_bytes("metadata", "a.json", max_length=100)
+    finally:
+        await fetcher.aclose()
+    assert len(server.requests) == 3
