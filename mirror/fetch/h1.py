@@ -7,26 +7,29 @@ general-purpose state machines cost most of the client's CPU per file (about
 time, so this module implements exactly that part of RFC 9112, strictly:
 
 - the request: ``GET <target> HTTP/1.1``, ``Host`` and the caller's headers (a
-  value holding CR, LF or NUL is refused: ``httpcore.LocalProtocolError``);
+  value holding CR, LF or NUL is refused: ``LocalProtocolError``);
 - the answer: status line ``HTTP/1.x NNN reason``; ``1xx`` answers before the final
   one are skipped; header lines ``name: value`` (no folding, names are tokens); at
-  most ``MAX_HEAD`` bytes of head; anything else is ``httpcore.RemoteProtocolError``;
+  most ``MAX_HEAD`` bytes of head; anything else is ``RemoteProtocolError``;
 - the body (RFC 9112 §6.3): none for ``1xx``/``204``/``304``; ``Transfer-Encoding``
   ending in ``chunked`` is de-chunked (trailers read and dropped); another
   ``Transfer-Encoding``, or no ``Content-Length``, is read until the server closes;
   else exactly ``Content-Length`` bytes (several differing values are an error). A
-  body cut short by the connection closing is ``httpcore.RemoteProtocolError``;
+  body cut short by the connection closing is ``RemoteProtocolError``;
 - keep-alive: the connection is reused for the next request when the answer was
   HTTP/1.1, complete, without ``Connection: close``, with no byte after it, and the
   next request comes within ``keepalive`` seconds; an idle connection the server
   closed (readable while idle) is replaced before it is used.
 
-Timeouts are httpcore's: ``connect`` (TCP and TLS handshake), ``read`` (no byte for
-that long), ``write``; failures raise httpcore's exception classes
-(``ConnectError``, ``ConnectTimeout``, ``ReadError``, ``ReadTimeout``,
-``WriteError``, ``WriteTimeout``, ``RemoteProtocolError``), which
-``mirror.fetch.http`` translates like the rest. TLS (``https``) offers ALPN
+Timeouts as httpcore's: ``connect`` (TCP and TLS handshake), ``read`` (no byte for
+that long), ``write``. Failures raise this module's exceptions, named as httpcore's
+and httpx's (``ConnectError``, ``ConnectTimeout``, ``ReadError``, ``ReadTimeout``,
+``WriteError``, ``WriteTimeout``, ``RemoteProtocolError``: ``TransientHttpError``;
+``LocalProtocolError``, ``UnsupportedProtocol``: ``HttpError``), which
+``mirror.fetch.http`` translates like theirs. TLS (``https``) offers ALPN
 ``http/1.1`` only: HTTP/2 goes through httpcore (``mirror.fetch.transport``).
+Neither httpx nor httpcore is imported here: a process that only speaks HTTP/1.1
+does not pay for importing them (a few hundred milliseconds per process start).
 
 What it does not do: request bodies, other methods, pipelining, proxies, or
 decoding a ``Content-Encoding`` (the caller asks for ``identity`` and decodes what
@@ -38,14 +41,27 @@ from __future__ import annotations
 import re
 import select
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
-import httpcore
 import trio
 
 from mirror.fetch.answer import Answer, Headers, Target, Timeouts
 
-__all__ = ["MAX_HEAD", "H1Connection"]
+__all__ = [
+    "MAX_HEAD",
+    "ConnectError",
+    "ConnectTimeout",
+    "H1Connection",
+    "HttpError",
+    "LocalProtocolError",
+    "ReadError",
+    "ReadTimeout",
+    "RemoteProtocolError",
+    "TransientHttpError",
+    "UnsupportedProtocol",
+    "WriteError",
+    "WriteTimeout",
+]
 
 #: bytes of status line and headers accepted at most (as httpcore's h11 default)
 MAX_HEAD = 100 * 1024
@@ -57,17 +73,62 @@ _BAD_VALUE = re.compile(rb"[\r\n\x00]")
 _NO_BODY = frozenset({204, 304})
 
 
+class HttpError(Exception):
+    """A request this client cannot send as asked (retrying does not help)."""
+
+
+class LocalProtocolError(HttpError):
+    """The request would not be valid HTTP/1.1 (a header value with CR or LF)."""
+
+
+class UnsupportedProtocol(HttpError):
+    """Not an ``http`` or ``https`` URL."""
+
+
+class TransientHttpError(HttpError):
+    """A failure of the connection or of the answer: worth retrying."""
+
+
+class ConnectError(TransientHttpError):
+    pass
+
+
+class ConnectTimeout(TransientHttpError):
+    pass
+
+
+class ReadError(TransientHttpError):
+    pass
+
+
+class ReadTimeout(TransientHttpError):
+    pass
+
+
+class WriteError(TransientHttpError):
+    pass
+
+
+class WriteTimeout(TransientHttpError):
+    pass
+
+
+class RemoteProtocolError(TransientHttpError):
+    """The server's answer is not valid HTTP/1.1, or was cut short."""
+
+
 class H1Connection:
     """One HTTP/1.1 connection (``http`` or ``https``); see the module docstring."""
 
     def __init__(
         self,
         *,
-        ssl_context: ssl.SSLContext | None,
+        tls_context: Callable[[], ssl.SSLContext],
         timeouts: Timeouts,
         keepalive: float,
     ) -> None:
-        self._ssl_context = ssl_context
+        #: the TLS context for https, built on first use
+        self._tls_context = tls_context
         self._connect_timeout = timeouts.get("connect")
         self._read_timeout = timeouts.get("read")
         self._write_timeout = timeouts.get("write")
@@ -89,7 +150,7 @@ class H1Connection:
         lines = [b"GET ", target.path, b" HTTP/1.1\r\nHost: ", target.netloc, b"\r\n"]
         for name, value in headers:
             if _BAD_VALUE.search(value) or not _TOKEN.fullmatch(name):
-                raise httpcore.LocalProtocolError(f"invalid header {name!r}: {value!r}")
+                raise LocalProtocolError(f"invalid header {name!r}: {value!r}")
             lines += (name, b": ", value, b"\r\n")
         lines.append(b"\r\n")
         stream = await self._ready((target.scheme, target.host, target.port_or_default))
@@ -106,8 +167,8 @@ class H1Connection:
                 finally:
                     self._head_scope = None
             if self._phase_is_write:
-                raise httpcore.WriteTimeout("timed out sending the request")
-            raise httpcore.ReadTimeout("timed out reading the answer")
+                raise WriteTimeout("timed out sending the request")
+            raise ReadTimeout("timed out reading the answer")
         except BaseException:
             await exchange.aclose()
             raise
@@ -150,12 +211,11 @@ class H1Connection:
                 tcp = await trio.open_tcp_stream(hostname, port)
                 stream: trio.abc.Stream = tcp
                 if scheme == b"https":
-                    if self._ssl_context is None:
-                        raise httpcore.ConnectError("https without a TLS context")
-                    self._ssl_context.set_alpn_protocols(["http/1.1"])
+                    context = self._tls_context()
+                    context.set_alpn_protocols(["http/1.1"])
                     tls = trio.SSLStream(
                         tcp,
-                        self._ssl_context,
+                        context,
                         server_hostname=hostname,
                         https_compatible=True,
                     )
@@ -167,11 +227,11 @@ class H1Connection:
                     stream = tls
                 elif scheme != b"http":
                     await trio.aclose_forcefully(tcp)
-                    raise httpcore.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
+                    raise UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
         except trio.TooSlowError as exc:
-            raise httpcore.ConnectTimeout(str(exc)) from exc
+            raise ConnectTimeout(str(exc)) from exc
         except (OSError, trio.BrokenResourceError) as exc:
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+            raise ConnectError(str(exc) or type(exc).__name__) from exc
         self._stream, self._origin = stream, origin
         self._poll = select.poll()
         self._poll.register(tcp.socket.fileno(), select.POLLIN)
@@ -199,9 +259,9 @@ class H1Connection:
                 with trio.fail_after(self._write_timeout):
                     await stream.send_all(data)
         except trio.TooSlowError as exc:
-            raise httpcore.WriteTimeout(str(exc)) from exc
+            raise WriteTimeout(str(exc)) from exc
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
+            raise WriteError(str(exc) or type(exc).__name__) from exc
 
     async def _receive(self, stream: trio.abc.Stream) -> bytes:
         try:
@@ -215,9 +275,9 @@ class H1Connection:
             with trio.fail_after(self._read_timeout):
                 return bytes(await stream.receive_some(_READ))
         except trio.TooSlowError as exc:
-            raise httpcore.ReadTimeout(str(exc)) from exc
+            raise ReadTimeout(str(exc)) from exc
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
+            raise ReadError(str(exc) or type(exc).__name__) from exc
 
     async def _finished(self, exchange: _Exchange, *, reusable: bool) -> None:
         """``exchange`` is closed: keep the connection for the next request, or not."""
@@ -249,30 +309,28 @@ class _Exchange:
             end = buffer.find(b"\r\n\r\n")
             while end < 0:
                 if len(buffer) > MAX_HEAD:
-                    raise httpcore.RemoteProtocolError("answer head too large")
+                    raise RemoteProtocolError("answer head too large")
                 data = await connection._receive(self.stream)
                 if not data:
                     if buffer:
-                        raise httpcore.RemoteProtocolError(
+                        raise RemoteProtocolError(
                             "peer closed connection in the middle of an answer head"
                         )
-                    raise httpcore.RemoteProtocolError(
-                        "Server disconnected without sending a response."
-                    )
+                    raise RemoteProtocolError("Server disconnected without sending a response.")
                 start = max(0, len(buffer) - 3)
                 buffer += data
                 end = buffer.find(b"\r\n\r\n", start)
             if end + 4 > MAX_HEAD:
-                raise httpcore.RemoteProtocolError("answer head too large")
+                raise RemoteProtocolError("answer head too large")
             head = bytes(buffer[:end])
             del buffer[: end + 4]
             status_line, _, fields = head.partition(b"\r\n")
             match = _STATUS.fullmatch(status_line)
             if match is None:
-                raise httpcore.RemoteProtocolError(f"malformed status line {status_line[:80]!r}")
+                raise RemoteProtocolError(f"malformed status line {status_line[:80]!r}")
             status = int(match.group(2))
             if status == 101:
-                raise httpcore.RemoteProtocolError("101 Switching Protocols: nothing was asked")
+                raise RemoteProtocolError("101 Switching Protocols: nothing was asked")
             if 100 <= status < 200:
                 continue  # an interim answer (100 Continue, 103 Early Hints): the next
             raw = _parse_fields(fields) if fields else []
@@ -306,10 +364,10 @@ class _Exchange:
             close = close or bool(lengths)  # both framings: never reuse
         elif lengths:
             if len(lengths) != 1:
-                raise httpcore.RemoteProtocolError("conflicting Content-Length values")
+                raise RemoteProtocolError("conflicting Content-Length values")
             (value,) = lengths
             if not value.isdigit():
-                raise httpcore.RemoteProtocolError(f"malformed Content-Length {value[:40]!r}")
+                raise RemoteProtocolError(f"malformed Content-Length {value[:40]!r}")
             length = int(value)
         else:
             until_close = True
@@ -345,7 +403,7 @@ class _Exchange:
             else:
                 data = await connection._receive(self.stream)
                 if not data:
-                    raise httpcore.RemoteProtocolError(
+                    raise RemoteProtocolError(
                         f"peer closed connection without sending complete message body: "
                         f"received {length - remaining} bytes, expected {length}"
                     )
@@ -390,10 +448,10 @@ class _Exchange:
                 del buffer[: end + 2]
                 return line
             if len(buffer) > MAX_HEAD:
-                raise httpcore.RemoteProtocolError("chunked body: line too long")
+                raise RemoteProtocolError("chunked body: line too long")
             data = await connection._receive(self.stream)
             if not data:
-                raise httpcore.RemoteProtocolError(
+                raise RemoteProtocolError(
                     "peer closed connection without sending complete message body: "
                     "incomplete chunked read"
                 )
@@ -406,7 +464,7 @@ class _Exchange:
             line = await self._line()
             match = _CHUNK_SIZE.fullmatch(line)
             if match is None:
-                raise httpcore.RemoteProtocolError(f"malformed chunk size {line[:40]!r}")
+                raise RemoteProtocolError(f"malformed chunk size {line[:40]!r}")
             remaining = int(match.group(1), 16)
             if remaining == 0:
                 while await self._line():  # trailer fields, up to the empty line
@@ -417,7 +475,7 @@ class _Exchange:
                 if not buffer:
                     data = await connection._receive(self.stream)
                     if not data:
-                        raise httpcore.RemoteProtocolError(
+                        raise RemoteProtocolError(
                             "peer closed connection without sending complete message body: "
                             "incomplete chunked read"
                         )
@@ -430,7 +488,7 @@ class _Exchange:
                 if self._closed:
                     return
             if await self._line():
-                raise httpcore.RemoteProtocolError("chunk not followed by CRLF")
+                raise RemoteProtocolError("chunk not followed by CRLF")
 
 
 def _parse_fields(fields: bytes) -> Headers:
@@ -438,10 +496,10 @@ def _parse_fields(fields: bytes) -> Headers:
     for line in fields.split(b"\r\n"):
         name, colon, value = line.partition(b":")
         if not colon or not _TOKEN.fullmatch(name):
-            raise httpcore.RemoteProtocolError(f"malformed header line {line[:80]!r}")
+            raise RemoteProtocolError(f"malformed header line {line[:80]!r}")
         value = value.strip(b" \t")
         if _BAD_VALUE.search(value):
-            raise httpcore.RemoteProtocolError(f"malformed header value in {line[:80]!r}")
+            raise RemoteProtocolError(f"malformed header value in {line[:80]!r}")
         raw.append((name, value))
     return raw
 

@@ -61,9 +61,8 @@ import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import httpx
 import trio
 
 import mirror
@@ -80,15 +79,20 @@ from mirror.fetch.ratelimit import TokenBucket
 from mirror.fetch.retry import RetryLater, RetryPolicy, parse_retry_after, run_with_retries
 from mirror.fetch.spool import SpoolFile, check_algorithms, partial_name
 from mirror.fetch.transport import (
-    BODY_END_ERRORS,
-    OTHER_ERRORS,
-    REQUEST_ERRORS,
-    TRANSPORT_ERRORS,
     Answer,
     Connection,
     DirectConnection,
     HttpxConnection,
+    body_end_errors,
+    invalid_url_errors,
+    is_plain_origin,
+    other_errors,
+    request_errors,
+    transport_errors,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["HttpFetcher"]
 
@@ -198,9 +202,12 @@ class HttpFetcher:
         self._owns_transport = transport is None
         connections: list[Connection]
         if transport is None:
-            context = _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+            cert_env = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+            context = functools.partial(_tls_context, *cert_env)
+            if any(base.startswith("https:") for base in self._bases.values()):
+                context()  # built now, as always: a bad CA setting shows at once
             connections = [
-                DirectConnection(ssl_context=context, http2=http2, timeouts=timeouts)
+                DirectConnection(tls_context=context, http2=http2, timeouts=timeouts)
                 for _ in range(max_connections)
             ]
         else:
@@ -415,13 +422,13 @@ class HttpFetcher:
                         else:
                             with trio.move_on_after(_ABANDON_TIMEOUT, shield=True):
                                 await response.aclose()
-                except REQUEST_ERRORS as exc:
+                except request_errors() as exc:
                     raise FetchError(f"GET {url}: {_describe(exc)}") from exc
-                except TRANSPORT_ERRORS as exc:  # timeouts too
+                except transport_errors() as exc:  # timeouts too
                     raise _retry_later(url, exc) from exc
-                except httpx.InvalidURL as exc:
+                except invalid_url_errors() as exc:
                     raise FetchError(f"GET {url}: invalid URL ({exc})") from exc
-                except OTHER_ERRORS as exc:
+                except other_errors() as exc:
                     raise FetchError(f"GET {url}: {_describe(exc)}") from exc
         finally:
             self._free.send_nowait(connection)
@@ -447,6 +454,8 @@ class HttpFetcher:
             if response.status not in _REDIRECT_STATUSES or not location:
                 return response
             await response.aclose()
+            import httpx
+
             joined = httpx.URL(target).join(location)
             if joined.scheme not in ("http", "https"):
                 raise FetchError(f"GET {url}: redirected to a non-HTTP URL {joined}")
@@ -491,18 +500,26 @@ class _Body:
             return
         with trio.move_on_after(_ABANDON_TIMEOUT, shield=True):
             # Errors here must not replace the one that ended the transfer.
-            with contextlib.suppress(*BODY_END_ERRORS):
+            with contextlib.suppress(*body_end_errors()):
                 await self._response.aclose()
             for _ in range(_ABANDON_PULLS):
                 try:
                     await self._chunks.__anext__()
                 except StopAsyncIteration:
                     break
-                except BODY_END_ERRORS:
+                except body_end_errors():
                     break
 
 
 def _check_base(url: str) -> str:
+    scheme_end = url.find("://")
+    path_start = url.find("/", scheme_end + 3) if scheme_end > 0 else -1
+    origin = url if path_start < 0 else url[:path_start]
+    plain = url.isascii() and url.isprintable() and not any(c in url for c in " ?#")
+    if plain and is_plain_origin(origin):
+        return url  # the usual case, checked without importing httpx
+    import httpx
+
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
@@ -573,6 +590,8 @@ def _tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
     """httpx's TLS context (certifi, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``), built
     once per process and setting: every transport shares it."""
     del cert_file, cert_dir  # the cache key: httpx reads them from the environment
+    import httpx
+
     return httpx.create_ssl_context()
 
 
