@@ -6,6 +6,8 @@ its limits, and malformed answers, which are transient ``FetchError``s."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -342,3 +344,32 @@ async def test_a_stalled_body_is_a_read_timeout(scripted: Callable[..., Scripted
     finally:
         await fetcher.aclose()
     assert len(server.requests) == 3
+
+
+def test_http1_fetches_import_neither_httpx_nor_httpcore() -> None:
+    """A sync, its workers and an HTTP/1.1 fetch import neither httpx nor httpcore
+    (their import costs a few hundred milliseconds per process start)."""
+    code = """
+import socket, sys, threading, trio
+import mirror.cli, mirror.sync, mirror.workers
+from mirror.fetch.http import HttpFetcher
+
+server = socket.create_server(("127.0.0.1", 0))
+def answer():
+    conn, _ = server.accept()
+    conn.recv(65536)
+    conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
+threading.Thread(target=answer, daemon=True).start()
+base = "http://127.0.0.1:%d" % server.getsockname()[1]
+
+async def main():
+    fetcher = HttpFetcher(base + "/metadata", base + "/targets")
+    got = await fetcher.fetch_bytes("metadata", "a.json", max_length=10)
+    await fetcher.aclose()
+    assert got is not None and got.data == b"ok", got
+
+trio.run(main)
+loaded = sorted(name for name in ("httpx", "httpcore", "h11", "h2") if name in sys.modules)
+assert not loaded, loaded
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
