@@ -190,9 +190,10 @@ class HttpFetcher:
         # One connection per concurrent transfer, handed out from a free list,
         # instead of one pool of N connections: httpcore's pool scans (and polls)
         # every connection on each request, which grows with N and dominated the CPU
-        # of small requests (scripts/bench); and on httpcore's connection directly
-        # (``mirror.fetch.transport``), without httpx's request and response models.
-        # A mirror needs no cookies, auth or event hooks. Redirects are followed here.
+        # of small requests (scripts/bench); and without httpx's request and response
+        # models (``mirror.fetch.transport``: HTTP/1.1 on ``mirror.fetch.h1``, HTTP/2
+        # on httpcore). A mirror needs no cookies, auth or event hooks. Redirects are
+        # followed here.
         timeouts: dict[str, float | None] = {
             "connect": connect_timeout,
             "read": read_timeout,
