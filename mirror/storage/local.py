@@ -511,10 +511,13 @@ class _Batcher:
 
     A caller that finds no batch running runs the queued jobs (its own included) in
     one thread call, and again while more queued meanwhile; the others wait for
-    their job. A job's exception is raised to its own caller only. If the running
-    caller is cancelled, jobs not yet run go back to the queue and their owners take
-    over; a waiting caller that is cancelled leaves its job queued (it runs with the
-    next batch, if any: an atomic write of verified bytes, or none)."""
+    their job. A job's exception is raised to its own caller only. Cancellation
+    works as for ``trio.to_thread.run_sync``: a cancelled caller whose write has not
+    started withdraws it (Cancelled); one whose write is running in a thread waits
+    for it and returns (the cancellation arrives at its next checkpoint), so a
+    write that happened is never unreported. If the running caller is cancelled
+    before its thread starts, the jobs go back to the queue and their owners take
+    over."""
 
     def __init__(self, limiter: trio.CapacityLimiter) -> None:
         self._limiter = limiter
@@ -524,13 +527,26 @@ class _Batcher:
     async def run(self, fn: Callable[..., None], *args: object) -> None:
         job = _Job(fn, args)
         self._queue.append(job)
-        while not job.finished:
-            if self._running:
-                await job.wake.wait()
-                if not job.finished:
-                    job.wake = trio.Event()
-                continue
-            await self._run_batches()
+        try:
+            while not job.finished:
+                if self._running:
+                    await job.wake.wait()
+                    if not job.finished:
+                        job.wake = trio.Event()
+                    continue
+                await self._run_batches()
+        except trio.Cancelled:
+            # As ``trio.to_thread.run_sync``: a write not started is not done; one
+            # running in a thread is waited for and reported (the cancellation
+            # arrives at the caller's next checkpoint).
+            with trio.CancelScope(shield=True):
+                while not job.finished and job not in self._queue:
+                    await job.wake.wait()
+                    if not job.finished:
+                        job.wake = trio.Event()
+            if not job.finished:
+                self._queue.remove(job)
+                raise
         if job.error is not None:
             raise job.error
 

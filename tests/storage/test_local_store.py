@@ -321,8 +321,9 @@ async def test_a_failing_batched_write_fails_only_its_caller(tmp_path: Path) -> 
 async def test_cancelled_batch_runner_hands_the_queue_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """When the caller running a batch is cancelled, the writes queued behind it
-    are still run, by their own callers: none waits forever."""
+    """A caller cancelled while its batch runs in a thread waits for it and reports
+    its write (as ``trio.to_thread.run_sync`` does); the writes queued behind it are
+    then run by their own callers: none is lost, none waits forever."""
     import threading
 
     import trio
@@ -360,6 +361,49 @@ async def test_cancelled_batch_runner_hands_the_queue_over(
         first_scope.cancel()
         release.set()
     assert not nursery.cancel_scope.cancelled_caught
-    assert first_scope.cancelled_caught
-    assert sorted(done) == ["second", "third"]
+    assert sorted(done) == ["first", "second", "third"]
     assert files_under(tmp_path / "dest") == {"first", "second", "third"}
+
+
+async def test_cancelled_caller_withdraws_a_write_not_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller cancelled while its write is still queued behind a running batch
+    withdraws it: Cancelled, and the file is never written (so a run stopped by its
+    budget reports every target it wrote)."""
+    import threading
+
+    import trio
+    import trio.testing
+
+    store = LocalStore(tmp_path / "dest")
+    release = threading.Event()
+    real = store._put_bytes_sync
+
+    def held(key: str, path: Path, data: bytes, durable: bool = True) -> None:
+        if key == "first":
+            release.wait(10)
+        real(key, path, data, durable)
+
+    monkeypatch.setattr(store, "_put_bytes_sync", held)
+    queued_scope = trio.CancelScope()
+    finished: list[str] = []
+
+    async def put_queued() -> None:
+        with queued_scope:
+            await store.put_bytes("queued", b"x", DEFERRED)
+            finished.append("queued")
+
+    async with trio.open_nursery() as nursery:
+        nursery.cancel_scope.deadline = trio.current_time() + 30  # never hang
+        nursery.start_soon(store.put_bytes, "first", b"x", DEFERRED)
+        await trio.testing.wait_all_tasks_blocked()  # "first" runs its batch, held
+        nursery.start_soon(put_queued)
+        await trio.testing.wait_all_tasks_blocked()  # queued behind it
+        queued_scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    assert not nursery.cancel_scope.cancelled_caught
+    assert queued_scope.cancelled_caught
+    assert finished == []
+    assert files_under(tmp_path / "dest") == {"first"}
