@@ -1,4 +1,5 @@
-"""``HttpFetcher``: the ``Fetcher`` for HTTP(S) upstreams, on httpx under trio.
+"""``HttpFetcher``: the ``Fetcher`` for HTTP(S) upstreams, under trio (connections:
+``mirror.fetch.transport``).
 
 Each request streams its body with a hard length cap (more bytes than allowed is
 ``OversizeError``, raised without reading further; a ``Content-Length`` above the
@@ -10,14 +11,14 @@ cap is refused before the body), hashes on the fly when writing to a spool file
   once its average speed after the first ``transfer_timeout`` seconds falls below
   ``min_throughput`` bytes/s, however large it is (slow-retrieval attack), and a
   server that sends nothing fails after ``transfer_timeout`` seconds;
-- ``connect_timeout`` and ``read_timeout`` (no byte for that long) from httpx.
+- ``connect_timeout`` and ``read_timeout`` (no byte for that long), per connection.
 
 Transient failures (connection errors, resets, timeouts, a body cut short by the
 connection closing, HTTP 408, 429 and 5xx) are retried under one ``RetryPolicy``
 (``mirror.fetch.retry``) honouring ``Retry-After``; 404 and 410 are
 ``NotFoundError`` at once, other statuses ``FetchError`` at once, and length
-violations are never retried. Every httpx exception is translated here: only
-``mirror.errors`` exceptions leave this module.
+violations are never retried. Every httpx and httpcore exception is translated
+here: only ``mirror.errors`` exceptions leave this module.
 
 Requests ask for ``Accept-Encoding: identity``: lengths and hashes are about the
 file's bytes, and a compressed body would make ``Content-Length`` checks and the
@@ -41,9 +42,9 @@ given up by one run (transient failure, cancellation, a kill) is continued by th
 next. The length cap and every hash still cover the whole file.
 
 HTTP/2: with ``http2`` (the default) the TLS handshake offers ``h2`` and
-``http/1.1`` by ALPN and httpx speaks HTTP/2 when the server picks it; plain
-``http://`` stays HTTP/1.1. Each transport holds one connection, so a transfer has
-its connection to itself either way. All transports of a process share one TLS
+``http/1.1`` by ALPN and httpcore speaks HTTP/2 when the server picks it; plain
+``http://`` stays HTTP/1.1. Each transfer slot holds one connection, so a transfer
+has its connection to itself either way. All connections of a process share one TLS
 context (building one loads the CA bundle, ~40 ms).
 
 What it does not do: decide whether bytes are trustworthy, or fail over between
@@ -60,9 +61,8 @@ import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import httpx
 import trio
 
 import mirror
@@ -79,6 +79,21 @@ from mirror.fetch.names import join_url, url_path
 from mirror.fetch.ratelimit import TokenBucket
 from mirror.fetch.retry import RetryLater, RetryPolicy, parse_retry_after, run_with_retries
 from mirror.fetch.spool import SpoolFile, check_algorithms, partial_name
+from mirror.fetch.transport import (
+    Answer,
+    Connection,
+    DirectConnection,
+    HttpxConnection,
+    body_end_errors,
+    invalid_url_errors,
+    is_plain_origin,
+    other_errors,
+    request_errors,
+    transport_errors,
+)
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["HttpFetcher"]
 
@@ -173,35 +188,36 @@ class HttpFetcher:
         self.bandwidth = bandwidth
         self._partial_dir = partial_dir
         self._file_limiter = trio.CapacityLimiter(max_connections)
-        # One single-connection transport per concurrent transfer, handed out from a
-        # free list, instead of one pool of N connections: httpcore's pool scans (and
-        # polls) every connection on each request, which grows with N and dominated
-        # the CPU of small requests (scripts/bench). A mirror needs no cookies, auth
-        # or event hooks either, so no AsyncClient. Redirects are followed here.
-        self._owns_transport = transport is None
-        transports: list[httpx.AsyncBaseTransport]
-        if transport is None:
-            context = _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
-            transports = [
-                httpx.AsyncHTTPTransport(
-                    http2=http2,
-                    verify=context,
-                    limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                )
-                for _ in range(max_connections)
-            ]
-        else:
-            transports = [transport] * max_connections
-        self._all_transports = list(dict.fromkeys(transports))
-        self._free, self._take = trio.open_memory_channel[httpx.AsyncBaseTransport](max_connections)
-        for item in transports:
-            self._free.send_nowait(item)
-        self._timeout = {
+        # One connection per concurrent transfer, handed out from a free list,
+        # instead of one pool of N connections: httpcore's pool scans (and polls)
+        # every connection on each request, which grows with N and dominated the CPU
+        # of small requests (scripts/bench); and without httpx's request and response
+        # models (``mirror.fetch.transport``: HTTP/1.1 on ``mirror.fetch.h1``, HTTP/2
+        # on httpcore). A mirror needs no cookies, auth or event hooks. Redirects are
+        # followed here.
+        timeouts: dict[str, float | None] = {
             "connect": connect_timeout,
             "read": read_timeout,
             "write": read_timeout,
             "pool": None,
         }
+        self._owns_transport = transport is None
+        connections: list[Connection]
+        if transport is None:
+            cert_env = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+            context = functools.partial(_tls_context, *cert_env)
+            if any(base.startswith("https:") for base in self._bases.values()):
+                context()  # built now, as always: a bad CA setting shows at once
+            connections = [
+                DirectConnection(tls_context=context, http2=http2, timeouts=timeouts)
+                for _ in range(max_connections)
+            ]
+        else:
+            connections = [HttpxConnection(transport, timeouts=timeouts)] * max_connections
+        self._all_connections = list(dict.fromkeys(connections))
+        self._free, self._take = trio.open_memory_channel[Connection](max_connections)
+        for item in connections:
+            self._free.send_nowait(item)
         self._headers = [
             (b"User-Agent", (user_agent or f"tuf-mirror/{mirror.__version__}").encode()),
             (b"Accept-Encoding", b"identity"),
@@ -241,15 +257,15 @@ class HttpFetcher:
             headers.append((b"If-Modified-Since", if_modified_since.encode()))
         conditional = if_none_match is not None or if_modified_since is not None
 
-        async def consume(response: httpx.Response, progress: _Progress) -> FetchedBytes | None:
-            if response.status_code == 304:
+        async def consume(response: Answer, progress: _Progress) -> FetchedBytes | None:
+            if response.status == 304:
                 if not conditional:
                     raise FetchError(f"GET {url}: HTTP 304 to an unconditional request")
                 self.stats.not_modified += 1
                 return None
             _check_declared_length(url, response, maximum=max_length)
             body = bytearray()
-            async with _body(response) as chunks:
+            async with _Body(response) as chunks:
                 async for chunk in chunks:
                     await self._received(chunk, progress)
                     if len(body) + len(chunk) > max_length:
@@ -257,9 +273,9 @@ class HttpFetcher:
                     body += chunk
             return FetchedBytes(
                 data=bytes(body),
-                etag=response.headers.get("ETag"),
-                last_modified=response.headers.get("Last-Modified"),
-                content_type=response.headers.get("Content-Type"),
+                etag=response.header("ETag"),
+                last_modified=response.header("Last-Modified"),
+                content_type=response.header("Content-Type"),
             )
 
         return await self._with_retries(url, headers, consume)
@@ -300,9 +316,9 @@ class HttpFetcher:
                 (b"If-Range", validator.encode()),
             ]
 
-        async def consume(response: httpx.Response, progress: _Progress) -> FetchedFile:
+        async def consume(response: Answer, progress: _Progress) -> FetchedFile:
             nonlocal spool
-            status = response.status_code
+            status = response.status
             if status == 304:
                 raise FetchError(f"{label}: HTTP 304 to an unconditional request")
             if spool is None:
@@ -318,15 +334,15 @@ class HttpFetcher:
                 if spool.received:
                     await spool.restart()  # changed upstream, or no ranges: from the start
                 spool.set_validators(
-                    etag=response.headers.get("ETag"),
-                    last_modified=response.headers.get("Last-Modified"),
+                    etag=response.header("ETag"),
+                    last_modified=response.header("Last-Modified"),
                 )
             elif _continues(response, spool, length):
                 _check_declared_length(url, response, maximum=length - spool.received, exact=True)
                 if not spool.received:
                     spool.set_validators(
-                        etag=response.headers.get("ETag"),
-                        last_modified=response.headers.get("Last-Modified"),
+                        etag=response.header("ETag"),
+                        last_modified=response.header("Last-Modified"),
                     )
                 spool.resumed_from = spool.received
                 self.stats.resumed += 1
@@ -336,11 +352,11 @@ class HttpFetcher:
                 raise RetryLater(
                     FetchError(
                         f"{label}: HTTP {status} "
-                        f"{response.headers.get('Content-Range', '')} does not continue "
+                        f"{response.header('Content-Range') or ''} does not continue "
                         f"the {held} bytes held"
                     )
                 )
-            async with _body(response) as chunks:
+            async with _Body(response) as chunks:
                 async for chunk in chunks:
                     await self._received(chunk, progress)
                     await spool.write(chunk)
@@ -363,8 +379,8 @@ class HttpFetcher:
     async def aclose(self) -> None:
         """Close the connections (not an injected transport)."""
         if self._owns_transport:
-            for transport in self._all_transports:
-                await transport.aclose()
+            for connection in self._all_connections:
+                await connection.aclose()
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -372,7 +388,7 @@ class HttpFetcher:
         self,
         url: str,
         headers: list[tuple[bytes, bytes]],
-        consume: Callable[[httpx.Response, _Progress], Awaitable[_T]],
+        consume: Callable[[Answer, _Progress], Awaitable[_T]],
     ) -> _T:
         """Attempts of one GET under the retry policy."""
         return await run_with_retries(
@@ -388,34 +404,37 @@ class HttpFetcher:
         self,
         url: str,
         headers: list[tuple[bytes, bytes]],
-        consume: Callable[[httpx.Response, _Progress], Awaitable[_T]],
+        consume: Callable[[Answer, _Progress], Awaitable[_T]],
         *,
         ranges: bool = False,
     ) -> _T:
         """One GET of ``url`` (following redirects): status checks, deadline, httpx
         exception translation. ``ranges``: 206 and 416 go to ``consume`` too."""
-        transport = await self._take.receive()
+        connection = await self._take.receive()
         try:
             with trio.CancelScope() as scope:
                 progress = _Progress(scope, self._transfer_timeout, self._min_throughput)
                 try:
-                    response = await self._get(transport, url, headers)
+                    response = await self._get(connection, url, headers)
                     try:
                         _check_status(url, response, ranges=ranges)
                         return await consume(response, progress)
                     finally:
-                        with trio.move_on_after(_ABANDON_TIMEOUT, shield=True):
+                        if response.closes_at_once:
                             await response.aclose()
-                except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+                        else:
+                            with trio.move_on_after(_ABANDON_TIMEOUT, shield=True):
+                                await response.aclose()
+                except request_errors() as exc:
                     raise FetchError(f"GET {url}: {_describe(exc)}") from exc
-                except (httpx.TransportError, httpx.DecodingError) as exc:  # timeouts too
+                except transport_errors() as exc:  # timeouts too
                     raise _retry_later(url, exc) from exc
-                except httpx.HTTPError as exc:
-                    raise FetchError(f"GET {url}: {_describe(exc)}") from exc
-                except httpx.InvalidURL as exc:
+                except invalid_url_errors() as exc:
                     raise FetchError(f"GET {url}: invalid URL ({exc})") from exc
+                except other_errors() as exc:
+                    raise FetchError(f"GET {url}: {_describe(exc)}") from exc
         finally:
-            self._free.send_nowait(transport)
+            self._free.send_nowait(connection)
         # Only reached when the deadline cancelled the transfer.
         elapsed = trio.current_time() - progress.start
         raise RetryLater(
@@ -427,23 +446,23 @@ class HttpFetcher:
         )
 
     async def _get(
-        self, transport: httpx.AsyncBaseTransport, url: str, headers: list[tuple[bytes, bytes]]
-    ) -> httpx.Response:
-        """Send a GET through the transport, following up to ``_MAX_REDIRECTS``."""
-        target = httpx.URL(url)
+        self, connection: Connection, url: str, headers: list[tuple[bytes, bytes]]
+    ) -> Answer:
+        """Send a GET on the connection, following up to ``_MAX_REDIRECTS``."""
+        target = url
         for _ in range(_MAX_REDIRECTS + 1):
             self.stats.requests += 1
-            request = httpx.Request(
-                "GET", target, headers=headers, extensions={"timeout": self._timeout}
-            )
-            response = await transport.handle_async_request(request)
-            location = response.headers.get("Location")
-            if response.status_code not in _REDIRECT_STATUSES or not location:
+            response = await connection.get(target, headers)
+            location = response.header("Location")
+            if response.status not in _REDIRECT_STATUSES or not location:
                 return response
             await response.aclose()
-            target = target.join(location)
-            if target.scheme not in ("http", "https"):
-                raise FetchError(f"GET {url}: redirected to a non-HTTP URL {target}")
+            import httpx
+
+            joined = httpx.URL(target).join(location)
+            if joined.scheme not in ("http", "https"):
+                raise FetchError(f"GET {url}: redirected to a non-HTTP URL {joined}")
+            target = str(joined)
         raise FetchError(f"GET {url}: more than {_MAX_REDIRECTS} redirects")
 
     async def _received(self, chunk: bytes, progress: _Progress) -> None:
@@ -455,32 +474,55 @@ class HttpFetcher:
                 await self.bandwidth.take(len(chunk))
 
 
-@contextlib.asynccontextmanager
-async def _body(response: httpx.Response) -> AsyncIterator[AsyncIterator[bytes]]:
-    """``response.aiter_bytes()``, finished properly however the caller stops.
+class _Body:
+    """``async with _Body(response) as chunks``: ``response.chunks()``, finished
+    properly however the caller stops.
 
-    httpx streams through a chain of nested async generators. A consumer that stops
-    early (too many bytes, a disk error, cancellation between chunks) would leave
-    them suspended, to be finalized by the garbage collector (trio warns about
-    each). So: close the response, then pull once more, which raises from the
-    innermost generator through all of them and ends the chain here.
+    httpx and httpcore stream through a chain of nested async generators. A consumer
+    that stops early (too many bytes, a disk error, cancellation between chunks)
+    would leave them suspended, to be finalized by the garbage collector (trio warns
+    about each). So, when the block ends with an exception: close the response, then
+    pull once more, which raises from the innermost generator through all of them
+    and ends the chain here. A block that ends without one has read the body to its
+    end (the fetcher's loops only stop early by raising): nothing to finish. A class
+    rather than a generator-based context manager: one per file, it shows up in
+    profiles.
     """
-    chunks = response.aiter_bytes()
-    try:
-        yield chunks
-    finally:
+
+    __slots__ = ("_chunks", "_response")
+
+    def __init__(self, response: Answer) -> None:
+        self._response = response
+        self._chunks = response.chunks()
+
+    async def __aenter__(self) -> AsyncIterator[bytes]:
+        return self._chunks
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None:
+            return
         with trio.move_on_after(_ABANDON_TIMEOUT, shield=True):
             # Errors here must not replace the one that ended the transfer.
-            with contextlib.suppress(httpx.HTTPError, httpx.StreamError):
-                await response.aclose()
+            with contextlib.suppress(*body_end_errors()):
+                await self._response.aclose()
             for _ in range(_ABANDON_PULLS):
                 try:
-                    await chunks.__anext__()
-                except (StopAsyncIteration, httpx.HTTPError, httpx.StreamError):
+                    await self._chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                except body_end_errors():
                     break
 
 
 def _check_base(url: str) -> str:
+    scheme_end = url.find("://")
+    path_start = url.find("/", scheme_end + 3) if scheme_end > 0 else -1
+    origin = url if path_start < 0 else url[:path_start]
+    plain = url.isascii() and url.isprintable() and not any(c in url for c in " ?#")
+    if plain and is_plain_origin(origin):
+        return url  # the usual case, checked without importing httpx
+    import httpx
+
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
@@ -492,27 +534,28 @@ def _check_base(url: str) -> str:
     return url
 
 
-def _check_status(url: str, response: httpx.Response, *, ranges: bool = False) -> None:
-    status = response.status_code
+def _check_status(url: str, response: Answer, *, ranges: bool = False) -> None:
+    status = response.status
     if status in (200, 304) or (ranges and status in (206, 416)):
         return
-    reason = f"GET {url}: HTTP {status} {response.reason_phrase}".rstrip()
+    reason = f"GET {url}: HTTP {status} {response.reason}".rstrip()
     if status in _NOT_FOUND_STATUSES:
         raise NotFoundError(reason)
     if status == 403:
         raise ForbiddenError(reason)
     if status in _RETRIED_STATUSES or 500 <= status <= 599:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(response.header("Retry-After"))
         raise RetryLater(FetchError(reason), retry_after=retry_after)
     raise FetchError(reason)
 
 
 def _check_declared_length(
-    url: str, response: httpx.Response, *, maximum: int, exact: bool = False
+    url: str, response: Answer, *, maximum: int, exact: bool = False
 ) -> None:
     """Refuse a body whose declared length is already wrong, before reading it."""
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    declared = response.headers.get("Content-Length")
+    encoding = response.header("Content-Encoding")
+    encoding = "identity" if encoding is None else encoding.strip().lower()
+    declared = response.header("Content-Length")
     if declared is None or encoding != "identity" or not declared.strip().isdigit():
         return
     size = int(declared)
@@ -524,18 +567,18 @@ def _check_declared_length(
         )
 
 
-def _continues(response: httpx.Response, spool: SpoolFile, length: int) -> bool:
+def _continues(response: Answer, spool: SpoolFile, length: int) -> bool:
     """Whether a 206 answer carries exactly the rest of the file after the bytes
     ``spool`` holds, of the same version (ETag) they came from."""
-    if response.status_code != 206:
+    if response.status != 206:
         return False
-    match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+    match = _CONTENT_RANGE.match(response.header("Content-Range") or "")
     if match is None:
         return False
     first, last, total = int(match.group(1)), int(match.group(2)), match.group(3)
     if first != spool.received or last != length - 1 or total not in ("*", str(length)):
         return False
-    etag = response.headers.get("ETag")
+    etag = response.header("ETag")
     return not (spool.received and spool.etag and etag and etag != spool.etag)
 
 
@@ -552,6 +595,8 @@ def _tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
     """httpx's TLS context (certifi, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``), built
     once per process and setting: every transport shares it."""
     del cert_file, cert_dir  # the cache key: httpx reads them from the environment
+    import httpx
+
     return httpx.create_ssl_context()
 
 

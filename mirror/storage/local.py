@@ -11,8 +11,12 @@ first write (each new directory is made durable by an ``fsync`` of its parent).
 Reads of a missing root behave like an empty store.
 
 Blocking file I/O runs in worker threads (``trio.to_thread.run_sync`` with one
-``CapacityLimiter`` per store); each operation is one thread call, so a
-cancelled task never leaves a write half done. ``OSError`` is translated here:
+``CapacityLimiter`` per store); each operation runs whole in one thread call, so a
+cancelled task never leaves a write half done. Small writes with deferred
+durability (``put_bytes`` of at most ``BATCHED_BYTES``, ``durable=False``: a first
+sync's targets) share thread calls: a thread hop costs more CPU than writing a
+small file, so while one batch runs in a thread the next ones queue, and the next
+call takes them all (``_Batcher``). ``OSError`` is translated here:
 to ``StorageError`` naming the key, or ``StorageConfigError`` when the root
 directory itself cannot be used.
 
@@ -51,7 +55,7 @@ from mirror.storage.base import (
     validate_prefix,
 )
 
-__all__ = ["TEMP_PREFIX", "LocalStore", "path_from_file_url"]
+__all__ = ["BATCHED_BYTES", "TEMP_PREFIX", "LocalStore", "path_from_file_url"]
 
 #: Temporary files start with this; listings skip them and keys may not use it.
 TEMP_PREFIX = ".tmp-"
@@ -59,6 +63,10 @@ _SPOOL_KEY = INTERNAL_PREFIX + "spool"
 _LIST_BATCH = 512
 #: ``ObjectInfo.modified`` of a listed file is its mtime plus this (coarse clock)
 _MTIME_SLACK = timedelta(milliseconds=20)
+#: ``put_bytes`` with deferred durability of at most this many bytes share thread calls
+BATCHED_BYTES = 256 * 1024
+#: writes run in one thread call at most
+_MAX_BATCH = 64
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
 
@@ -84,6 +92,7 @@ class LocalStore:
         self.root = Path(os.path.abspath(root))
         self.url = str(self.root)
         self._limiter = trio.CapacityLimiter(max_threads)
+        self._batcher = _Batcher(self._limiter)
         #: directories known to exist (read and added from worker threads: a set's
         #: add and membership test are atomic under the GIL)
         self._known_dirs: set[Path] = set()
@@ -120,7 +129,10 @@ class LocalStore:
 
     async def put_bytes(self, key: str, data: bytes, options: PutOptions) -> None:
         path = self._path(key)
-        await self._run(self._put_bytes_sync, key, path, data, options.durable)
+        if not options.durable and len(data) <= BATCHED_BYTES:
+            await self._batcher.run(self._put_bytes_sync, key, path, data, False)
+        else:
+            await self._run(self._put_bytes_sync, key, path, data, options.durable)
 
     async def put_file(self, key: str, path: Path, options: PutOptions) -> None:
         dest = self._path(key)
@@ -478,6 +490,95 @@ class LocalStore:
 
     async def _run(self, fn: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+
+class _Job:
+    """One write for ``_Batcher``: the call, and how it ended."""
+
+    __slots__ = ("args", "error", "finished", "fn", "wake")
+
+    def __init__(self, fn: Callable[..., None], args: tuple[object, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.finished = False
+        self.error: BaseException | None = None
+        #: set when the job finished, or when its owner must take the batches over
+        self.wake = trio.Event()
+
+
+class _Batcher:
+    """Runs small blocking writes in worker threads, many per thread call.
+
+    A caller that finds no batch running runs the queued jobs (its own included) in
+    one thread call, and again while more queued meanwhile; the others wait for
+    their job. A job's exception is raised to its own caller only. Cancellation
+    works as for ``trio.to_thread.run_sync``: a cancelled caller whose write has not
+    started withdraws it (Cancelled); one whose write is running in a thread waits
+    for it and returns (the cancellation arrives at its next checkpoint), so a
+    write that happened is never unreported. If the running caller is cancelled
+    before its thread starts, the jobs go back to the queue and their owners take
+    over."""
+
+    def __init__(self, limiter: trio.CapacityLimiter) -> None:
+        self._limiter = limiter
+        self._queue: list[_Job] = []
+        self._running = False
+
+    async def run(self, fn: Callable[..., None], *args: object) -> None:
+        job = _Job(fn, args)
+        self._queue.append(job)
+        try:
+            while not job.finished:
+                if self._running:
+                    await job.wake.wait()
+                    if not job.finished:
+                        job.wake = trio.Event()
+                    continue
+                await self._run_batches()
+        except trio.Cancelled:
+            # As ``trio.to_thread.run_sync``: a write not started is not done; one
+            # running in a thread is waited for and reported (the cancellation
+            # arrives at the caller's next checkpoint).
+            with trio.CancelScope(shield=True):
+                while not job.finished and job not in self._queue:
+                    await job.wake.wait()
+                    if not job.finished:
+                        job.wake = trio.Event()
+            if not job.finished:
+                self._queue.remove(job)
+                raise
+        if job.error is not None:
+            raise job.error
+
+    async def _run_batches(self) -> None:
+        self._running = True
+        try:
+            while self._queue:
+                batch = self._queue[:_MAX_BATCH]
+                del self._queue[: len(batch)]
+                try:
+                    await trio.to_thread.run_sync(_run_jobs, batch, limiter=self._limiter)
+                finally:
+                    left = [job for job in batch if not job.finished]
+                    self._queue[:0] = left
+                    for job in batch:
+                        if job.finished:
+                            job.wake.set()
+        finally:
+            self._running = False
+            # Cancelled: the owners of what is left take over (the first to run
+            # leads; a cancelled owner's job runs with the others).
+            for job in self._queue:
+                job.wake.set()
+
+
+def _run_jobs(batch: list[_Job]) -> None:
+    for job in batch:
+        try:
+            job.fn(*job.args)
+        except Exception as exc:  # noqa: BLE001 - handed to the job's own caller
+            job.error = exc
+        job.finished = True
 
 
 def _take(iterator: Iterator[_T], count: int) -> list[_T]:

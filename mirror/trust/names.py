@@ -41,6 +41,10 @@ _MAX_ENCODED_ROLE_BYTES = MAX_NAME_BYTES - _MAX_VERSION_DIGITS - len("..json")
 
 _LOWER_HEX = re.compile(r"[0-9a-f]+")
 _DRIVE = re.compile(r"[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: a segment of at most this many characters fits in MAX_NAME_BYTES whatever they
+#: are (UTF-8 takes at most 4 bytes per code point)
+_SHORT_SEGMENT = MAX_NAME_BYTES // 4
 
 
 def encode_role_name(name: str) -> str:
@@ -94,7 +98,7 @@ def validate_target_path(path: str) -> str:
         raise UnsafeNameError(f"target path {path!r} is absolute")
     if "\\" in path:
         raise UnsafeNameError(f"target path {path!r} contains a backslash")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+    if _CONTROL.search(path) is not None:
         raise UnsafeNameError(f"target path {path!r} contains a control character")
     try:
         encoded = path.encode("utf-8")
@@ -112,7 +116,7 @@ def validate_target_path(path: str) -> str:
             raise UnsafeNameError(f"target path {path!r} has an empty segment")
         if segment in (".", ".."):
             raise UnsafeNameError(f"target path {path!r} has a {segment!r} segment")
-        if len(segment.encode("utf-8")) > MAX_NAME_BYTES:
+        if len(segment) > _SHORT_SEGMENT and len(segment.encode("utf-8")) > MAX_NAME_BYTES:
             raise UnsafeNameError(
                 f"target path {path[:60]!r}: a segment is longer than {MAX_NAME_BYTES} bytes"
             )
@@ -133,6 +137,8 @@ def target_filenames(path: str, hashes: dict[str, str], *, consistent_snapshot: 
     if not hashes:
         raise MalformedMetadataError(f"target {path!r}: no hashes listed")
     directory, _, basename = path.rpartition("/")
+    basename_bytes = len(basename.encode("utf-8"))
+    directory_bytes = len(directory.encode("utf-8")) + 1 if directory else 0
     names: list[str] = []
     for algorithm in sorted(hashes):
         value = hashes[algorithm]
@@ -141,7 +147,11 @@ def target_filenames(path: str, hashes: dict[str, str], *, consistent_snapshot: 
                 f"target {path!r}: {algorithm} hash {value!r} is not lower-case hex"
             )
         name = f"{directory}/{value}.{basename}" if directory else f"{value}.{basename}"
-        validate_target_path(name)
+        # ``path`` passed, and a lower-case hex prefix adds no character the checks
+        # refuse: only the lengths can fail now (the full check gives the message).
+        segment_bytes = len(value) + 1 + basename_bytes
+        if segment_bytes > MAX_NAME_BYTES or directory_bytes + segment_bytes > MAX_PATH_BYTES:
+            validate_target_path(name)
         if name not in names:
             names.append(name)
     return names

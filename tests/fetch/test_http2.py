@@ -210,3 +210,58 @@ async def test_http2_off_offers_only_http1(tls_files: tuple[Path, Path]) -> None
             await fetcher.aclose()
 
     assert server.protocols == ["http/1.1"]
+
+
+async def test_http1_over_tls(tls_files: tuple[Path, Path]) -> None:
+    """With http2=False, HTTPS goes over HTTP/1.1 (the project's own client): the
+    certificate is verified against SSL_CERT_FILE, ALPN offers http/1.1 only, and
+    the answers arrive whole, also for a second request."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*tls_files)
+    context.set_alpn_protocols(["http/1.1"])
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    offered: list[str | None] = []
+    requests: list[bytes] = []
+    stop = threading.Event()
+
+    def serve_one(conn: socket.socket) -> None:
+        conn.settimeout(10)
+        with contextlib.suppress(OSError), context.wrap_socket(conn, server_side=True) as tls:
+            offered.append(tls.selected_alpn_protocol())
+            pending = b""
+            while data := tls.recv(65536):
+                pending += data
+                while b"\r\n\r\n" in pending:
+                    head, pending = pending.split(b"\r\n\r\n", 1)
+                    requests.append(head)
+                    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY)
+                    tls.sendall(answer + BODY)
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=serve_one, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+    fetcher = HttpFetcher(url + "/metadata", url + "/targets", http2=False)
+    try:
+        first = await fetcher.fetch_bytes("metadata", "timestamp.json", max_length=1000)
+        second = await fetcher.fetch_bytes("metadata", "timestamp.json", max_length=1000)
+    finally:
+        await fetcher.aclose()
+        stop.set()
+        thread.join(5)
+        listener.close()
+    assert first is not None
+    assert second is not None
+    assert first.data == second.data == BODY
+    assert set(offered) == {"http/1.1"}
+    assert len(requests) == 2
+    assert requests[0].startswith(b"GET /metadata/timestamp.json HTTP/1.1\r\n")
+    assert fetcher.stats.retries == 0

@@ -264,3 +264,146 @@ def test_local_destinations_do_not_import_boto3(tmp_path: Path) -> None:
         "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+DEFERRED = PutOptions(durable=False)
+
+
+async def test_small_deferred_writes_share_thread_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many concurrent small ``durable=False`` puts all land with their bytes, in
+    fewer thread calls than puts (they queue behind the batch running)."""
+    import trio
+
+    from mirror.storage import local
+
+    calls: list[int] = []
+    real = local._run_jobs
+
+    def counting(batch: list[Any]) -> None:
+        calls.append(len(batch))
+        real(batch)
+
+    monkeypatch.setattr(local, "_run_jobs", counting)
+    store = LocalStore(tmp_path / "dest")
+    async with trio.open_nursery() as nursery:
+        for index in range(64):
+            nursery.start_soon(store.put_bytes, f"t/{index}", b"%d" % index, DEFERRED)
+    assert all((tmp_path / "dest" / "t" / str(i)).read_bytes() == b"%d" % i for i in range(64))
+    assert sum(calls) == 64
+    assert len(calls) < 64
+
+
+async def test_a_failing_batched_write_fails_only_its_caller(tmp_path: Path) -> None:
+    """In a batch, one write that fails (its parent is a file) is a StorageError for
+    its own caller; the others land."""
+    import trio
+
+    store = LocalStore(tmp_path / "dest")
+    await store.put_bytes("blocker", b"a file", OPTIONS)
+    errors: list[BaseException] = []
+
+    async def put(key: str) -> None:
+        try:
+            await store.put_bytes(key, b"x", DEFERRED)
+        except StorageError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        for key in ("ok/1", "blocker/bad", "ok/2", "ok/3"):
+            nursery.start_soon(put, key)
+    assert len(errors) == 1
+    assert "blocker/bad" in str(errors[0])
+    assert files_under(tmp_path / "dest") == {"blocker", "ok/1", "ok/2", "ok/3"}
+
+
+async def test_cancelled_batch_runner_hands_the_queue_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller cancelled while its batch runs in a thread waits for it and reports
+    its write (as ``trio.to_thread.run_sync`` does); the writes queued behind it are
+    then run by their own callers: none is lost, none waits forever."""
+    import threading
+
+    import trio
+    import trio.testing
+
+    store = LocalStore(tmp_path / "dest")
+    release = threading.Event()
+    real = store._put_bytes_sync
+
+    def held(key: str, path: Path, data: bytes, durable: bool = True) -> None:
+        if key == "first":
+            release.wait(10)
+        real(key, path, data, durable)
+
+    monkeypatch.setattr(store, "_put_bytes_sync", held)
+    done: list[str] = []
+
+    async def put(key: str) -> None:
+        await store.put_bytes(key, b"x", DEFERRED)
+        done.append(key)
+
+    first_scope = trio.CancelScope()
+
+    async def put_first() -> None:
+        with first_scope:
+            await put("first")
+
+    async with trio.open_nursery() as nursery:
+        nursery.cancel_scope.deadline = trio.current_time() + 30  # never hang
+        nursery.start_soon(put_first)
+        await trio.testing.wait_all_tasks_blocked()  # "first" runs its batch, held
+        nursery.start_soon(put, "second")
+        nursery.start_soon(put, "third")
+        await trio.testing.wait_all_tasks_blocked()  # both queued behind it
+        first_scope.cancel()
+        release.set()
+    assert not nursery.cancel_scope.cancelled_caught
+    assert sorted(done) == ["first", "second", "third"]
+    assert files_under(tmp_path / "dest") == {"first", "second", "third"}
+
+
+async def test_cancelled_caller_withdraws_a_write_not_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller cancelled while its write is still queued behind a running batch
+    withdraws it: Cancelled, and the file is never written (so a run stopped by its
+    budget reports every target it wrote)."""
+    import threading
+
+    import trio
+    import trio.testing
+
+    store = LocalStore(tmp_path / "dest")
+    release = threading.Event()
+    real = store._put_bytes_sync
+
+    def held(key: str, path: Path, data: bytes, durable: bool = True) -> None:
+        if key == "first":
+            release.wait(10)
+        real(key, path, data, durable)
+
+    monkeypatch.setattr(store, "_put_bytes_sync", held)
+    queued_scope = trio.CancelScope()
+    finished: list[str] = []
+
+    async def put_queued() -> None:
+        with queued_scope:
+            await store.put_bytes("queued", b"x", DEFERRED)
+            finished.append("queued")
+
+    async with trio.open_nursery() as nursery:
+        nursery.cancel_scope.deadline = trio.current_time() + 30  # never hang
+        nursery.start_soon(store.put_bytes, "first", b"x", DEFERRED)
+        await trio.testing.wait_all_tasks_blocked()  # "first" runs its batch, held
+        nursery.start_soon(put_queued)
+        await trio.testing.wait_all_tasks_blocked()  # queued behind it
+        queued_scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    assert not nursery.cancel_scope.cancelled_caught
+    assert queued_scope.cancelled_caught
+    assert finished == []
+    assert files_under(tmp_path / "dest") == {"first"}

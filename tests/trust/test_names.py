@@ -150,3 +150,60 @@ def test_target_filenames_too_long_segment() -> None:
     sha512 = hashlib.sha512(b"x").hexdigest()
     with pytest.raises(UnsafeNameError):
         target_filenames("d/" + "n" * 200, {"sha512": sha512}, consistent_snapshot=True)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "a\x1fb",
+        "a\x01",
+        "\x7f",
+        "x" * 63 + "é" * 64,  # 63 + 128 bytes: fits
+        "x" * 127 + "é" * 64,  # 255 bytes: fits exactly
+        "é" * 63,
+        "€" * 85,  # 255 bytes in 85 characters
+    ],
+)
+def test_validate_target_path_control_and_multibyte(path: str) -> None:
+    """Control characters (U+0000-U+001F, U+007F) are refused; segment length is
+    counted in UTF-8 bytes, so a short segment of multi-byte characters passes up to
+    exactly 255 bytes."""
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+        with pytest.raises(UnsafeNameError, match="control character"):
+            validate_target_path(path)
+    else:
+        assert validate_target_path(path) == path
+    with pytest.raises(UnsafeNameError, match="longer than 255 bytes"):
+        validate_target_path("€" * 86)  # 258 bytes in 86 characters
+
+
+@pytest.mark.parametrize(
+    ("directory", "basename"),
+    [
+        ("d", "n" * 190),  # 64 + 1 + 190 = 255 bytes: fits
+        ("d", "n" * 191),  # 256 bytes: refused
+        ("d", "é" * 95),  # 64 + 1 + 190 bytes: fits
+        ("d", "é" * 96),  # 257 bytes: refused
+        ("/".join(["s" * 200] * 20), "n" * 30),  # 4115 bytes once prefixed: refused
+        ("/".join(["s" * 200] * 20), "n" * 10),  # 4095 bytes: fits
+        ("", "n" * 190),
+        ("", "n" * 191),
+    ],
+)
+def test_target_filenames_lengths_as_the_full_check(directory: str, basename: str) -> None:
+    """A content-addressed name is refused exactly when validating it as a target path
+    would refuse it (segment and path length in UTF-8 bytes), with that message."""
+    sha256 = hashlib.sha256(b"x").hexdigest()
+    path = f"{directory}/{basename}" if directory else basename
+    name = f"{directory}/{sha256}.{basename}" if directory else f"{sha256}.{basename}"
+    expected: str | None = None
+    try:
+        validate_target_path(name)
+    except UnsafeNameError as exc:
+        expected = str(exc)
+    if expected is None:
+        assert target_filenames(path, {"sha256": sha256}, consistent_snapshot=True) == [name]
+        return
+    with pytest.raises(UnsafeNameError) as excinfo:
+        target_filenames(path, {"sha256": sha256}, consistent_snapshot=True)
+    assert str(excinfo.value) == expected
