@@ -230,9 +230,28 @@ OPTIONS: tuple[Option, ...] = (
         "break_stale_lock",
         _bool,
         False,
-        "break a lock left by a dead run",
+        "take over a lock whose lease has not expired yet (its run is known to be"
+        " gone) or that is unreadable; expired leases are taken over without it",
         flag=True,
         commands=_SYNCISH | _IMPORT | _PRUNE,
+    ),
+    Option(
+        "lock_lease",
+        parse_duration,
+        600.0,
+        "length of the destination lock's lease, renewed every third of it while a"
+        " sync runs; a lease not renewed in time is taken over by the next run",
+        "DURATION",
+        commands=frozenset({"sync"}),
+    ),
+    Option(
+        "repair",
+        _bool,
+        False,
+        "also re-fetch from the upstream, and re-verify, published targets that are"
+        " missing or do not match their verified hashes (what verify reports)",
+        flag=True,
+        commands=frozenset({"sync"}),
     ),
     # Operating it: budget, partial mirrors, monitoring.
     Option(
@@ -564,6 +583,8 @@ class Settings:
     max_snapshot_size: int = 32 * 1024**2
     max_targets_size: int = 64 * 1024**2
     break_stale_lock: bool = False
+    lock_lease: float = 600.0
+    repair: bool = False
     json: bool = False
     report: Path | None = None
     max_transfer: int | None = None

@@ -42,6 +42,7 @@ a ``MirrorError``, so they keep their traceback.
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import IntEnum
 
 
@@ -180,9 +181,14 @@ class StorageError(TransientError):
 
 
 class LockHeldError(MirrorError):
-    """Another run holds the destination's lock."""
+    """Another run holds the destination's lock (a live lease)."""
 
     exit_status = ExitStatus.LOCKED
+
+    def __init__(self, message: str, *, held_since: datetime | None = None) -> None:
+        super().__init__(message)
+        #: since when the holder has held the destination, when known
+        self.held_since = held_since
 
 
 class BudgetExhaustedError(MirrorError):

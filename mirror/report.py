@@ -100,6 +100,11 @@ class RunReport:
     missing: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
     nothing_new: bool = False
+    #: how long the destination had been held by another run when this one found it
+    #: locked (exit 4), as far as this run can tell; 0 when it got the lock
+    locked_out_seconds: float = 0.0
+    #: the dead lease this run took over (``alice on host1 (pid 1), taken 2h ago``)
+    lock_taken_over: str | None = None
     #: peak resident memory of this process (VmHWM), and of the largest worker process
     peak_rss_bytes: int = 0
     worker_peak_rss_bytes: int = 0

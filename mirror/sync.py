@@ -1214,7 +1214,7 @@ async def run_sync(
 
     ``report`` (optional) is filled in as the run goes, so a caller still has the
     counters of a run that raised."""
-    from mirror.storage.lock import acquire_lock
+    from mirror.storage.lock import lease_for_sync
 
     upstream = settings.upstream[0]
     if report is None:
@@ -1234,7 +1234,7 @@ async def run_sync(
         async with contextlib.AsyncExitStack() as stack:
             if not dry_run:
                 lock = await stack.enter_async_context(
-                    acquire_lock(store, break_stale=settings.break_stale_lock)
+                    lease_for_sync(store, settings, report)
                 )
                 from mirror.ledger.run import witnessed
 

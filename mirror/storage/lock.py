@@ -1,4 +1,4 @@
-"""The destination lock: two runs never write the same destination at once.
+"""The destination lock, a lease: two runs never write the same destination at once.
 
 The lock is one object, ``.tuf-mirror/lock``, created with
 ``Store.create_exclusive`` (O_CREAT|O_EXCL semantics locally, If-None-Match on S3)
@@ -9,29 +9,36 @@ and what identifies the process beyond its pid (``boot_id``, ``pid_ns``,
 
 ``acquire_lock`` is an async context manager::
 
-    async with acquire_lock(store, ttl=timedelta(hours=1)) as lock:
+    async with acquire_lock(store, ttl=timedelta(minutes=10)) as lock:
         ...                      # call ``await lock.refresh()`` in long runs
 
-A lock held by someone else raises ``LockHeldError`` (exit 4) naming owner, host,
-pid and age. A *stale* lock is one that expired, one whose holding process is
-provably gone, or an unreadable one. Stale locks are reported (still
-``LockHeldError``, saying why it is stale) and removed only with
-``break_stale=True`` -- with one exception, chosen because it is safe and saves
-cron users a manual step after a crash or SIGKILL: a lock taken on *this* machine,
-in this boot and this PID namespace, by a process that no longer exists (or whose
-pid now belongs to a different process), is broken automatically, with a warning.
-A lock from another host, another container or before a reboot is never broken
-without ``break_stale``, because its pid means nothing here.
+The lock is a *lease*: its holder renews it (``refresh``, every third of the ttl in
+``mirror.sync``), and a lease that was not renewed before its ``expires`` is dead,
+whichever host or container took it. A dead lease is taken over automatically, with
+a warning; so is a lease whose process provably died on this machine (same host,
+boot and PID namespace; the crash/SIGKILL case). A live lease raises
+``LockHeldError`` (exit 4) naming owner, host, pid and how long it has been held
+(``LockHeldError.held_since``). ``break_stale=True`` (``--break-stale-lock``) is for
+what the mirror cannot tell by itself: a lease that has not expired yet but whose
+holder the operator knows is gone, or an unreadable lock object.
+
+Taking over is a compare-and-swap built from ``create_exclusive`` alone, so it is
+safe on every store: to replace the lock object whose bytes were ``B``, a run must
+first create the *claim* object ``.tuf-mirror/lock.claim-<sha256(B)>`` (only one run
+can), then read the lock again and replace it only if it still holds exactly ``B``,
+then delete its claim. A run that claims after the winner is done finds the lock
+changed and gives up. A claim is itself a small lease (``CLAIM_TTL``): a taker that
+died between claim and replace leaves a claim that expires and is taken over the
+same way, a bounded number of levels deep.
 
 The lock is released (deleted, if it is still ours) when the block exits, also on
 an exception or cancellation: the release runs in a shielded cancel scope with its
 own time limit.
 
-What it does not do: fence writes (a holder that outlives its ``ttl`` without
-``refresh`` can be broken by another run with ``break_stale``), or make breaking
-atomic: two runs breaking the same stale lock at the same instant can, on a store
-without conditional deletes, both succeed. Breaking is an operator action; do not
-script it in a loop.
+What it does not do: fence writes. A holder that stops renewing for longer than its
+ttl (a stopped VM, a frozen container) loses its lease; it notices at its next
+``refresh`` (``LockHeldError``), but writes it made in between are not prevented.
+Renewal itself is a read followed by a write, not a compare-and-swap.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import getpass
+import hashlib
 import json
 import logging
 import os
@@ -48,14 +56,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
-from mirror.errors import LockHeldError, StorageError
+from mirror.errors import LockHeldError, StorageError, UsageError
 from mirror.storage.base import INTERNAL_PREFIX, NotFoundInStoreError, PutOptions, Store
 
 __all__ = [
+    "CLAIM_TTL",
     "DEFAULT_TTL",
     "LOCK_KEY",
     "DestinationLock",
@@ -63,14 +72,25 @@ __all__ = [
     "LockStatus",
     "ProcessIdentity",
     "acquire_lock",
+    "claim_key",
+    "lease_for_sync",
     "lock_status",
 ]
 
 LOCK_KEY = INTERNAL_PREFIX + "lock"
+#: a lease lives this long unless renewed (``sync`` passes ``--lock-lease`` and renews
+#: every third of it; callers that do not renew keep this longer default)
 DEFAULT_TTL = timedelta(hours=1)
+#: how long a claim (see the module docstring) protects a takeover in progress
+CLAIM_TTL = timedelta(minutes=2)
+_MAX_CLAIM_DEPTH = 3
 _MAX_LOCK_BYTES = 64 * 1024
 _RELEASE_TIMEOUT = 30.0
 _ACQUIRE_ATTEMPTS = 3
+
+if TYPE_CHECKING:
+    from mirror.config import Settings
+    from mirror.report import RunReport
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -162,12 +182,18 @@ class LockInfo:
 
 @dataclass(frozen=True, slots=True)
 class LockStatus:
-    """What ``lock_status`` found: the holder (None if unreadable) and, for a stale
-    lock, why it is stale and whether it may be broken without ``break_stale``."""
+    """What ``lock_status`` found: the holder (None if unreadable) and, for a lease
+    that is no longer held, why; ``can_take_over``: without ``break_stale``."""
 
     holder: LockInfo | None
     stale_reason: str | None
     owner_is_dead_here: bool = False
+
+    @property
+    def can_take_over(self) -> bool:
+        """An expired lease or a holder that died on this machine: taken over
+        automatically. An unreadable lock needs ``break_stale``."""
+        return self.holder is not None and self.stale_reason is not None
 
 
 def lock_status(data: bytes, *, now: datetime) -> LockStatus:
@@ -185,28 +211,34 @@ def lock_status(data: bytes, *, now: datetime) -> LockStatus:
     if holder.expires <= now:
         return LockStatus(
             holder=holder,
-            stale_reason=f"it expired {_duration(now - holder.expires)} ago",
+            stale_reason=f"its lease expired {_duration(now - holder.expires)} ago",
         )
     return LockStatus(holder=holder, stale_reason=None)
 
 
 class DestinationLock:
-    """A lock this process holds on ``store``; see ``acquire_lock``."""
+    """A lease this process holds on ``store``; see ``acquire_lock``."""
 
-    def __init__(self, store: Store, info: LockInfo) -> None:
+    def __init__(self, store: Store, info: LockInfo, *, ttl: timedelta | None = None) -> None:
         self.store = store
         self.info = info
+        #: how far each renewal pushes the expiry
+        self.ttl = ttl if ttl is not None else info.expires - info.created
+        #: set when this lease replaced another run's dead lease: that holder
+        self.took_over: LockInfo | None = None
 
     async def refresh(self, *, ttl: timedelta | None = None, now: datetime | None = None) -> None:
-        """Push the expiry to ``now + ttl`` (default: the original ttl).
+        """Renew the lease: push the expiry to ``now + ttl`` (default: the lease's ttl).
 
-        Raises ``LockHeldError`` if the lock is no longer ours (it was broken)."""
+        Raises ``LockHeldError`` if the lock is no longer ours (it expired and was
+        taken over, or was broken)."""
         now = now or datetime.now(UTC)
-        ttl = ttl if ttl is not None else self.info.expires - self.info.created
+        ttl = ttl if ttl is not None else self.ttl
         current = await self._read()
         if current is None or current.token != self.info.token:
             raise LockHeldError(
-                f"the lock on {self.store.url} was broken by another run while this one held it"
+                f"the lock on {self.store.url} was taken over by another run while this one "
+                "held it (its lease was not renewed in time, or it was broken)"
             )
         refreshed = replace(self.info, expires=now + ttl)
         await self.store.put_bytes(LOCK_KEY, refreshed.to_json(), _LOCK_OPTIONS)
@@ -243,12 +275,12 @@ async def acquire_lock(
     owner: str | None = None,
     now: datetime | None = None,
 ) -> AsyncIterator[DestinationLock]:
-    """Hold the destination lock of ``store`` for the ``async with`` block.
+    """Hold the destination lease of ``store`` for the ``async with`` block.
 
     ``now`` (aware datetime) replaces the wall clock for the lock's times (tests).
-    Raises ``LockHeldError`` when another run holds the lock, or when it is stale
-    and ``break_stale`` is false (except the dead-process-on-this-machine case, see
-    the module docstring). The lock is released on exit, exceptions and
+    Raises ``LockHeldError`` when another run holds a live lease (also with
+    ``break_stale`` false and an unreadable lock object); an expired lease is taken
+    over (see the module docstring). The lock is released on exit, exceptions and
     cancellation included; a failed release is logged, and raised as
     ``StorageError`` only when the block itself succeeded.
     """
@@ -289,38 +321,118 @@ async def _acquire(
         expires=now + ttl,
         token=secrets.token_hex(16),
     )
+    claim = replace(info, expires=now + CLAIM_TTL).to_json()
+    held_since: datetime | None = None
     for _ in range(_ACQUIRE_ATTEMPTS):
         if await store.create_exclusive(LOCK_KEY, info.to_json()):
-            return DestinationLock(store, info)
+            return DestinationLock(store, info, ttl=ttl)
         try:
             existing = await store.get(LOCK_KEY, max_length=_MAX_LOCK_BYTES)
         except NotFoundInStoreError:
             continue  # released between our create and our read: try again
         status = lock_status(existing, now=now)
         holder = status.holder.describe(now) if status.holder else "an unknown run"
-        if status.stale_reason is None:
-            assert status.holder is not None
-            expires_in = _duration(status.holder.expires - now)
+        if status.holder is not None and status.stale_reason is None:
+            held_since = status.holder.created
+            if not break_stale:
+                expires_in = _duration(status.holder.expires - now)
+                raise LockHeldError(
+                    f"destination {store.url} is locked by {holder}; its lease expires in "
+                    f"{expires_in} unless renewed (--break-stale-lock takes it over if you "
+                    "know that run is gone)",
+                    held_since=held_since,
+                )
+            reason = "--break-stale-lock"
+        elif status.holder is None and not break_stale:
             raise LockHeldError(
-                f"destination {store.url} is locked by {holder}; the lock expires in {expires_in}"
+                f"destination {store.url} has a lock object that is not a lease: "
+                f"{status.stale_reason}; remove it with --break-stale-lock once you are "
+                "sure no run holds it"
             )
-        if not (break_stale or status.owner_is_dead_here):
-            raise LockHeldError(
-                f"destination {store.url} has a stale lock from {holder}: "
-                f"{status.stale_reason}; remove it with --break-stale-lock "
-                f"once you are sure that run is over"
-            )
-        log.warning(
-            "breaking the stale lock on %s from %s: %s", store.url, holder, status.stale_reason
-        )
-        # Delete only what we judged stale: if it changed meanwhile, judge again.
+        else:
+            reason = status.stale_reason or "--break-stale-lock"
+        log.warning("taking over the lock on %s from %s: %s", store.url, holder, reason)
+        if await _compare_and_swap(store, LOCK_KEY, existing, info.to_json(), claim, now=now):
+            lock = DestinationLock(store, info, ttl=ttl)
+            lock.took_over = status.holder
+            return lock
+        # Another run replaced the lock first (or renewed it): judge again.
+    raise LockHeldError(
+        f"destination {store.url} is locked: another run took the lock first",
+        held_since=held_since,
+    )
+
+
+@contextlib.asynccontextmanager
+async def lease_for_sync(
+    store: Store, settings: Settings, report: RunReport
+) -> AsyncIterator[DestinationLock]:
+    """``acquire_lock`` as a sync run takes it: a ``--lock-lease`` long lease,
+    ``--break-stale-lock``, and the report told how long the destination has been
+    locked out (``locked_out_seconds``) or whose dead lease was taken over."""
+    if settings.lock_lease <= 0:
+        raise UsageError(f"--lock-lease must be positive, got {settings.lock_lease:g}s")
+    ttl = timedelta(seconds=settings.lock_lease)
+    try:
+        async with acquire_lock(store, ttl=ttl, break_stale=settings.break_stale_lock) as lock:
+            if lock.took_over is not None:
+                report.lock_taken_over = lock.took_over.describe(lock.info.created)
+            yield lock
+    except LockHeldError as exc:
+        if exc.held_since is not None:
+            held = datetime.now(UTC) - exc.held_since
+            report.locked_out_seconds = max(0.0, round(held.total_seconds(), 3))
+        raise
+
+
+def claim_key(seen: bytes) -> str:
+    """The claim object a run must create before replacing an object holding ``seen``."""
+    return f"{LOCK_KEY}.claim-{hashlib.sha256(seen).hexdigest()[:32]}"
+
+
+async def _compare_and_swap(
+    store: Store,
+    key: str,
+    seen: bytes,
+    new: bytes,
+    claim: bytes,
+    *,
+    now: datetime,
+    depth: int = 0,
+) -> bool:
+    """Replace ``key``, last read as ``seen``, with ``new``; False when another run
+    claimed it first or the object changed since it was read.
+
+    Only the run that creates ``claim_key(seen)`` may write; it checks the object
+    still holds ``seen`` before writing and deletes its claim afterwards. An expired
+    claim (its taker died) is itself taken over the same way, up to
+    ``_MAX_CLAIM_DEPTH`` levels."""
+    key_of_claim = claim_key(seen)
+    if not await store.create_exclusive(key_of_claim, claim):
         try:
-            again = await store.get(LOCK_KEY, max_length=_MAX_LOCK_BYTES)
+            other = await store.get(key_of_claim, max_length=_MAX_LOCK_BYTES)
         except NotFoundInStoreError:
-            continue
-        if again == existing:
-            await store.delete(LOCK_KEY)
-    raise LockHeldError(f"destination {store.url} is locked: another run took the lock first")
+            return False  # its taker finished: the object changed
+        status = lock_status(other, now=now)
+        if depth >= _MAX_CLAIM_DEPTH or not (status.can_take_over or status.holder is None):
+            return False
+        log.warning("taking over an abandoned lock claim on %s", store.url)
+        if not await _compare_and_swap(
+            store, key_of_claim, other, claim, claim, now=now, depth=depth + 1
+        ):
+            return False
+    try:
+        try:
+            current: bytes | None = await store.get(key, max_length=_MAX_LOCK_BYTES)
+        except NotFoundInStoreError:
+            current = None
+        if current != seen:
+            return False
+        await store.put_bytes(key, new, _LOCK_OPTIONS)
+        return True
+    finally:
+        with trio.move_on_after(_RELEASE_TIMEOUT, shield=True):
+            await store.delete(key_of_claim)
 
 
 _LOCK_OPTIONS = PutOptions(content_type="application/json", cache_control="no-store")

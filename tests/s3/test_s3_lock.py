@@ -1,5 +1,5 @@
 """The destination lock on a bucket: two real runs against the same bucket at once
-(one ``tuf-mirror sync`` process, one in-process run), and a stale lock."""
+(one ``tuf-mirror sync`` process, one in-process run), and leases from other hosts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 from botocore.exceptions import ClientError
 
 from mirror.errors import ExitStatus
@@ -55,21 +57,57 @@ def test_second_concurrent_run_gets_exit_4(s3env: S3Env) -> None:
     assert s3env.objects() == tree(s3env.upstream)
 
 
-def test_stale_lock_from_another_host_needs_the_flag(s3env: S3Env) -> None:
-    """An expired lock left by a run on another machine is reported (exit 4) and
-    broken only with --break-stale-lock."""
-    now = datetime.now(UTC)
-    stale = LockInfo(
+def foreign_lease(*, created: datetime, expires: datetime) -> bytes:
+    return LockInfo(
         owner="cron",
         process=ProcessIdentity(host="elsewhere.example", pid=4242),
-        created=now - timedelta(hours=3),
-        expires=now - timedelta(hours=2),
+        created=created,
+        expires=expires,
         token=secrets.token_hex(8),
     ).to_json()
-    s3env.put(LOCK_KEY, stale)
-    assert s3env.run() == ExitStatus.LOCKED
-    assert lock_bytes(s3env) == stale
+
+
+def test_expired_lease_from_another_host_is_taken_over(
+    s3env: S3Env, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lease left by a run on another machine (an evicted pod) that expired is
+    taken over by the next run without any flag: it syncs, releases, leaves no claim
+    object, and its report names the dead holder."""
+    now = datetime.now(UTC)
+    s3env.put(
+        LOCK_KEY, foreign_lease(created=now - timedelta(hours=3), expires=now - timedelta(hours=2))
+    )
+    report = tmp_path / "report.json"
+
+    assert s3env.run("sync", "--report", str(report)) == ExitStatus.OK
+
+    assert "taking over the lock" in caplog.text
+    assert lock_bytes(s3env) is None
+    assert [k for k in s3env.objects(internal=True) if k.startswith(".tuf-mirror/lock")] == []
+    assert s3env.objects() == tree(s3env.upstream)
+    doc = json.loads(report.read_text())
+    assert "cron on elsewhere.example (pid 4242)" in doc["lock_taken_over"]
+    assert doc["locked_out_seconds"] == 0
+
+
+def test_live_lease_from_another_host_is_exit_4_with_lockout_time(
+    s3env: S3Env, tmp_path: Path
+) -> None:
+    """A lease from another host that is still live (renewed) is held: exit 4, nothing
+    written, the lock untouched, and the report says how long the destination has
+    been locked out; --break-stale-lock takes it over."""
+    now = datetime.now(UTC)
+    live = foreign_lease(created=now - timedelta(minutes=30), expires=now + timedelta(minutes=5))
+    s3env.put(LOCK_KEY, live)
+    report = tmp_path / "report.json"
+
+    assert s3env.run("sync", "--report", str(report)) == ExitStatus.LOCKED
+
+    assert lock_bytes(s3env) == live
     assert s3env.objects() == {}
+    doc = json.loads(report.read_text())
+    assert doc["exit_status"] == ExitStatus.LOCKED
+    assert 30 * 60 <= doc["locked_out_seconds"] < 40 * 60
 
     assert s3env.run("sync", "--break-stale-lock") == ExitStatus.OK
     assert lock_bytes(s3env) is None

@@ -12,7 +12,14 @@ import trio
 
 from mirror.errors import ExitStatus, LockHeldError
 from mirror.storage.base import PutOptions, Store
-from mirror.storage.lock import LOCK_KEY, LockInfo, ProcessIdentity, acquire_lock
+from mirror.storage.lock import (
+    LOCK_KEY,
+    LockInfo,
+    ProcessIdentity,
+    _compare_and_swap,
+    acquire_lock,
+    claim_key,
+)
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -56,7 +63,8 @@ async def test_lock_is_exclusive_and_released(store: Store) -> None:
         assert lock.info.process.host in message
         assert f"pid {os.getpid()}" in message
         assert "5m ago" in message
-        assert "stale" not in message
+        assert "lease expires in" in message
+        assert excinfo.value.held_since == NOW
 
     assert await store.head(LOCK_KEY) is None
     async with acquire_lock(store):
@@ -95,31 +103,132 @@ async def test_lock_is_released_on_cancellation(store: Store) -> None:
     assert await store.head(LOCK_KEY) is None
 
 
-async def test_live_foreign_lock_is_not_broken_even_with_break_stale(store: Store) -> None:
-    """An unexpired lock from another host is held: break_stale does not touch it."""
+async def test_live_foreign_lease_is_not_taken_over(store: Store) -> None:
+    """An unexpired lease from another host is held: exit 4 naming the holder and
+    when the lease expires, with the time it has been held; the lock is untouched."""
     await place(store, foreign_lock())
 
-    with pytest.raises(LockHeldError, match=r"alice on other-host \(pid 4242\).*expires in"):
-        async with acquire_lock(store, break_stale=True, now=NOW + timedelta(minutes=10)):
+    with pytest.raises(LockHeldError, match=r"alice on other-host \(pid 4242\).*expires in") as e:
+        async with acquire_lock(store, now=NOW + timedelta(minutes=10)):
             pytest.fail("acquired a live lock")
 
+    assert e.value.held_since == NOW
     assert LockInfo.from_json(await store.get(LOCK_KEY, max_length=65536)) == foreign_lock()
 
 
-async def test_expired_lock_is_reported_stale_and_kept(store: Store) -> None:
-    """An expired lock is reported as stale (how long ago it expired, how to break it)
-    and left in place without break_stale."""
+async def test_break_stale_takes_over_a_live_lease(store: Store) -> None:
+    """--break-stale-lock is for a lease that has not expired but whose run the
+    operator knows is gone: it is replaced by ours, and ours is released."""
     await place(store, foreign_lock())
 
-    with pytest.raises(LockHeldError, match=r"stale lock from alice.*expired 1h0m ago"):
-        async with acquire_lock(store, now=NOW + timedelta(hours=2)):
-            pytest.fail("acquired a stale lock without break_stale")
+    async with acquire_lock(store, break_stale=True, now=NOW + timedelta(minutes=10)) as lock:
+        held = LockInfo.from_json(await store.get(LOCK_KEY, max_length=65536))
+        assert held.token == lock.info.token
+        assert lock.took_over == foreign_lock()
 
-    assert await store.head(LOCK_KEY) is not None
+    assert await store.head(LOCK_KEY) is None
+
+
+async def test_expired_foreign_lease_is_taken_over(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lease from another host that was not renewed before it expired is taken
+    over without any flag, with a warning naming the dead holder; no claim object
+    is left behind."""
+    await place(store, foreign_lock())
+
+    async with acquire_lock(store, now=NOW + timedelta(hours=2)) as lock:
+        held = LockInfo.from_json(await store.get(LOCK_KEY, max_length=65536))
+        assert held.token == lock.info.token != foreign_lock().token
+        assert lock.took_over == foreign_lock()
+        assert await store.head(claim_key(foreign_lock().to_json())) is None
+
+    assert "taking over the lock" in caplog.text
+    assert "alice on other-host" in caplog.text
+    assert "expired 1h0m ago" in caplog.text
+    assert await store.head(LOCK_KEY) is None
+
+
+async def test_concurrent_takers_of_an_expired_lease_have_one_winner(store: Store) -> None:
+    """Several runs taking over the same expired lease at once: exactly one wins,
+    every other gets LockHeldError naming the winner's live lease."""
+    await place(store, foreign_lock())
+    winners: list[str] = []
+    losers: list[str] = []
+    all_tried = trio.Event()
+
+    async def taker(index: int) -> None:
+        try:
+            async with acquire_lock(store, owner=f"run-{index}", now=NOW + timedelta(hours=2)):
+                winners.append(f"run-{index}")
+                await all_tried.wait()
+        except LockHeldError as exc:
+            losers.append(str(exc))
+            if len(losers) == 5:
+                all_tried.set()
+
+    async with trio.open_nursery() as nursery:
+        for index in range(6):
+            nursery.start_soon(taker, index)
+
+    assert len(winners) == 1
+    assert len(losers) == 5
+    assert all("run-" in message for message in losers), losers
+    assert await store.head(LOCK_KEY) is None
+
+
+async def test_a_taker_that_read_the_dead_lease_late_loses(store: Store) -> None:
+    """Interleaving pinned step by step: run B read the dead lease, then run A took
+    it over and finished; B's compare-and-swap on what it read fails and the lock
+    stays A's."""
+    dead = foreign_lock().to_json()
+    await place(store, dead)
+    a = foreign_lock(owner="a", token="a" * 32).to_json()
+    b = foreign_lock(owner="b", token="b" * 32).to_json()
+    later = NOW + timedelta(hours=2)
+
+    assert await _compare_and_swap(store, LOCK_KEY, dead, a, a, now=later)
+    assert not await _compare_and_swap(store, LOCK_KEY, dead, b, b, now=later)
+    assert await store.get(LOCK_KEY, max_length=65536) == a
+    assert await store.head(claim_key(dead)) is None
+
+
+async def test_a_live_claim_blocks_and_an_abandoned_one_is_taken_over(store: Store) -> None:
+    """A takeover in progress (a live claim on the dead lease) makes other takers
+    give up and leaves the lock alone; a claim whose taker died (expired claim) is
+    itself taken over and the lease replaced."""
+    dead = foreign_lock().to_json()
+    await place(store, dead)
+    later = NOW + timedelta(hours=2)
+    claim = foreign_lock(owner="claimer", expires=later + timedelta(minutes=1)).to_json()
+    assert await store.create_exclusive(claim_key(dead), claim)
+    b = foreign_lock(owner="b", token="b" * 32).to_json()
+
+    assert not await _compare_and_swap(store, LOCK_KEY, dead, b, b, now=later)
+    assert await store.get(LOCK_KEY, max_length=65536) == dead
+
+    much_later = later + timedelta(minutes=5)
+    assert await _compare_and_swap(store, LOCK_KEY, dead, b, b, now=much_later)
+    assert await store.get(LOCK_KEY, max_length=65536) == b
+    assert await store.head(claim_key(dead)) is None
+    assert await store.head(claim_key(claim)) is None
+
+
+async def test_a_renewed_lease_is_not_taken_over(store: Store) -> None:
+    """A taker that judged a lease expired from an old read loses if the holder
+    renewed it meanwhile (the bytes it read are no longer the lock)."""
+    dead = foreign_lock().to_json()
+    await place(store, dead)
+    renewed = foreign_lock(expires=NOW + timedelta(hours=5)).to_json()
+    await store.put_bytes(LOCK_KEY, renewed, PutOptions())
+    b = foreign_lock(owner="b", token="b" * 32).to_json()
+
+    assert not await _compare_and_swap(store, LOCK_KEY, dead, b, b, now=NOW + timedelta(hours=2))
+    assert await store.get(LOCK_KEY, max_length=65536) == renewed
 
 
 async def test_break_stale_replaces_an_expired_lock(store: Store) -> None:
-    """With break_stale an expired lock is replaced by ours, and ours is released."""
+    """With break_stale too an expired lock is replaced by ours, and ours is released."""
     await place(store, foreign_lock())
 
     async with acquire_lock(store, break_stale=True, now=NOW + timedelta(hours=2)) as lock:
@@ -130,8 +239,8 @@ async def test_break_stale_replaces_an_expired_lock(store: Store) -> None:
 
 
 async def test_unreadable_lock_is_stale(store: Store) -> None:
-    """A lock object that is not a lock (garbage, truncated) counts as stale: reported,
-    and broken only with break_stale."""
+    """A lock object that is not a lock (garbage, truncated) has no lease to expire:
+    reported, and broken only with break_stale."""
     await place(store, b'{"owner": "trunc')
 
     with pytest.raises(LockHeldError, match="unreadable"):
