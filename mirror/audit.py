@@ -4,7 +4,14 @@ Re-verifies the destination's metadata (root chain, timestamp, snapshot, targets
 every reachable delegated role) exactly as a sync does at its start, then checks the
 length and every hash of each target the metadata lists, under every name it is
 published as (or of a random sample of ``--sample N`` targets). Missing and corrupt
-files are reported by name. It writes nothing and needs no upstream.
+files are reported by name, in the report and one per line on stderr. Expired
+top-level metadata (root, timestamp, snapshot, targets) fails the audit (exit 1):
+clients refuse such a mirror. A destination holding an interrupted publish
+(``mirror.recovery``) fails with exit 3: the next ``sync`` completes it.
+
+It writes nothing: the destination is opened through ``ReadOnlyStore``, so an
+auditor needs read access only (``s3:GetObject``, ``s3:ListBucket``), and it needs
+no upstream. Repairing what it finds is ``sync --repair``.
 """
 
 from __future__ import annotations
@@ -19,8 +26,10 @@ from mirror.config import Settings
 from mirror.copier import stored_state
 from mirror.errors import ExitStatus, TamperedDestinationError, VerificationError
 from mirror.log import log
+from mirror.recovery import IncompletePublishError
 from mirror.report import RunReport
 from mirror.storage import NotFoundInStoreError, Store
+from mirror.storage.readonly import ReadOnlyStore
 from mirror.sync import METADATA, TARGETS, load_published
 from mirror.trust import DelegationWalk, Limits, metadata_filename, target_filenames
 from mirror.trust._tuf import Targets
@@ -65,15 +74,29 @@ async def audit(settings: Settings, *, now: datetime) -> RunReport:
         max_snapshot_length=settings.max_snapshot_size,
         max_targets_length=settings.max_targets_size,
     )
-    store = open_store(settings.dest, **settings.s3_store_options())
+    store = ReadOnlyStore(open_store(settings.dest, **settings.s3_store_options()))
     try:
         await _audit(store, settings, limits, now, report)
     finally:
         await store.aclose()
     report.finish()
-    if report.missing or report.corrupt:
+    for name in report.missing:
+        log.error("missing: %s", name)
+    for name in report.corrupt:
+        log.error("corrupt: %s", name)
+    if report.missing or report.corrupt or report.expired_top_level:
         report.exit_status = ExitStatus.VERIFICATION_FAILED
     return report
+
+
+def _check_expiry(
+    report: RunReport, role: str, version: int, expires: datetime, now: datetime
+) -> None:
+    """Expired top-level metadata fails the audit: clients refuse the mirror."""
+    if expires <= now:
+        message = f"{role} v{version} expired at {expires:%Y-%m-%dT%H:%M:%SZ}"
+        log.error("expired: %s", message)
+        report.expired_top_level.append(message)
 
 
 def _note(report: RunReport, bucket: list[str], name: str) -> None:
@@ -85,6 +108,11 @@ async def _audit(
     store: Store, settings: Settings, limits: Limits, now: datetime, report: RunReport
 ) -> None:
     published = await load_published(store, settings.root_bytes(), limits)
+    if published.interrupted is not None:
+        raise IncompletePublishError(
+            f"{store.url} holds {published.interrupted}: TUF clients cannot use it until "
+            "the next sync completes the publish"
+        )
     if published.snapshot is None or published.timestamp is None:
         raise TamperedDestinationError(f"{store.url}: no published timestamp.json")
     trusted = published.trusted
@@ -94,10 +122,7 @@ async def _audit(
         ("timestamp", published.timestamp.signed),
         ("snapshot", published.snapshot.signed),
     ):
-        if signed.is_expired(now):
-            warning = f"published {role} v{signed.version} has expired"
-            log.warning("%s", warning)
-            report.warnings.append(warning)
+        _check_expiry(report, role, signed.version, signed.expires, now)
     consistent = trusted.consistent_snapshot
     sampler = _Sampler(settings.sample)
 
@@ -124,6 +149,7 @@ async def _audit(
         top = trusted.update_targets(data)
     except VerificationError as exc:
         raise TamperedDestinationError(f"destination targets: {exc}") from exc
+    _check_expiry(report, "targets", top.version, top.signed.expires, now)
     report.roles_verified = 1
     walk = DelegationWalk(trusted)
     collect("targets", top.signed, walk)

@@ -99,6 +99,10 @@ class RunReport:
     warnings: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
+    #: verify: expired top-level metadata (``timestamp v7 expired at ...``)
+    expired_top_level: list[str] = field(default_factory=list)
+    #: sync --repair: published targets found missing or corrupt and fetched again
+    repaired: list[str] = field(default_factory=list)
     nothing_new: bool = False
     #: how long the destination had been held by another run when this one found it
     #: locked (exit 4), as far as this run can tell; 0 when it got the lock
@@ -150,9 +154,10 @@ class RunReport:
             return (
                 f"tuf-mirror verify: ok, timestamp v{ts}, {self.roles_verified} roles, "
                 f"{self.targets_published} targets checked in {self.seconds:.1f}s"
-                if not (self.missing or self.corrupt)
-                else f"tuf-mirror verify: {len(self.missing)} missing, "
+                if not (self.missing or self.corrupt or self.expired_top_level)
+                else f"tuf-mirror verify: FAILED: {len(self.missing)} missing, "
                 f"{len(self.corrupt)} corrupt of {self.targets_published} targets"
+                + "".join(f"; {expired}" for expired in self.expired_top_level)
             )
         if self.alarms:
             kinds = ", ".join(sorted({alarm["type"] for alarm in self.alarms}))

@@ -141,9 +141,12 @@ class Published:
     #: role -> ISO expiry recorded at the last publish (targets is not re-read on a
     #: run with nothing new)
     previous_expires: dict[str, str] = field(default_factory=dict)
+    #: set when the destination holds an interrupted publish (``mirror.recovery``):
+    #: timestamp and snapshot verify under an earlier root than the last published
+    interrupted: str | None = None
 
     def versions(self) -> dict[str, int]:
-        out = {"root": self.trusted.root.version}
+        out = {"root": self.pinned_version + len(self.roots)}
         if self.timestamp is not None:
             out["timestamp"] = self.timestamp.version
         if self.snapshot is not None:
@@ -197,28 +200,55 @@ async def load_published(
     ts_raw = await _read(store, ts_key, limits.max_timestamp_length)
     if ts_raw is None:
         return published
+
+    async def load_snapshot(
+        trusted: TrustedSet, timestamp: Verified[Timestamp]
+    ) -> Verified[Snapshot]:
+        snap_version = timestamp.signed.snapshot_meta.version
+        snap_key = _meta_key(
+            metadata_filename("snapshot", snap_version if trusted.consistent_snapshot else None)
+        )
+        # The generic cap, not the declared length: a longer file is a tampered one
+        # (the trust core says so), not a storage failure.
+        snap_raw = await _read(store, snap_key, limits.max_snapshot_length)
+        if snap_raw is None:
+            raise TamperedDestinationError(
+                f"destination {ts_key} names {snap_key}, which is missing"
+            )
+        if witness is not None:
+            await witness.check_published(snap_key, "snapshot", snap_version, snap_raw)
+        try:
+            return trusted.update_snapshot(snap_raw)
+        except VerificationError as exc:
+            raise _tampered(snap_key, exc) from exc
+
     try:
-        published.timestamp = trusted.update_timestamp(ts_raw)
-    except VerificationError as exc:
-        raise _tampered(ts_key, exc) from exc
+        try:
+            published.timestamp = trusted.update_timestamp(ts_raw)
+        except VerificationError as exc:
+            raise _tampered(ts_key, exc) from exc
+        published.snapshot = await load_snapshot(trusted, published.timestamp)
+    except TamperedDestinationError:
+        # Not tampered if it is our own publish, stopped after a new root (key
+        # rotation) and before timestamp.json: mirror.recovery tells.
+        from mirror.recovery import earlier_root_state
+
+        earlier = await earlier_root_state(
+            root_bytes=root_bytes,
+            roots=published.roots,
+            timestamp_raw=ts_raw,
+            limits=limits,
+            now=_NO_EXPIRY,
+            load_snapshot=load_snapshot,
+        )
+        if earlier is None:
+            raise
+        log.warning("destination %s holds %s; this run completes it", store.url, earlier.describe())
+        published.trusted = earlier.trusted
+        published.timestamp, published.snapshot = earlier.timestamp, earlier.snapshot
+        published.interrupted = earlier.describe()
     if witness is not None:
         await witness.check_published(ts_key, "timestamp", published.timestamp.version, ts_raw)
-
-    snap_version = published.timestamp.signed.snapshot_meta.version
-    snap_key = _meta_key(
-        metadata_filename("snapshot", snap_version if trusted.consistent_snapshot else None)
-    )
-    # The generic cap, not the declared length: a longer file is a tampered one
-    # (the trust core says so), not a storage failure.
-    snap_raw = await _read(store, snap_key, limits.max_snapshot_length)
-    if snap_raw is None:
-        raise TamperedDestinationError(f"destination {ts_key} names {snap_key}, which is missing")
-    if witness is not None:
-        await witness.check_published(snap_key, "snapshot", snap_version, snap_raw)
-    try:
-        published.snapshot = trusted.update_snapshot(snap_raw)
-    except VerificationError as exc:
-        raise _tampered(snap_key, exc) from exc
 
     state_raw = await _read(store, STATE_KEY, 64 * 1024 * 1024)
     if state_raw is not None:
@@ -894,6 +924,19 @@ class Synchronizer:
         if deferred:
             await self.store.flush()
 
+    async def _finish_root_json(self, published: Published) -> None:
+        """A run stopped between ``N.root.json`` and ``root.json``: complete it."""
+        from mirror.recovery import finish_root_json
+
+        final = published.roots[-1] if published.roots else self.settings.root_bytes()
+        key = _meta_key("root.json")
+        options = self._put_options(key, True)
+        if await finish_root_json(
+            self.store, key, final, options, max_length=self.limits.max_root_length
+        ):
+            log.warning("completed an interrupted publish: %s updated", key)
+            self.report.roles_published += 1
+
     async def _refresh_validators(self, cycle: _Cycle, published: Published) -> None:
         """Nothing new, but the timestamp's ETag changed (or was not usable): record
         the new one, so later runs with nothing new stay conditional GETs."""
@@ -1233,9 +1276,7 @@ async def run_sync(
         )
         async with contextlib.AsyncExitStack() as stack:
             if not dry_run:
-                lock = await stack.enter_async_context(
-                    lease_for_sync(store, settings, report)
-                )
+                lock = await stack.enter_async_context(lease_for_sync(store, settings, report))
                 from mirror.ledger.run import witnessed
 
                 sync.witness = await stack.enter_async_context(
