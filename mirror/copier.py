@@ -24,8 +24,9 @@ from typing import Final
 
 import trio
 
-from mirror.errors import BudgetExhaustedError, VerificationError
+from mirror.errors import VerificationError
 from mirror.fetch import Fetcher
+from mirror.fetch.budget import TransferBudget, TransferPaused
 from mirror.plan import TargetCopy
 from mirror.storage import NotFoundInStoreError, PutOptions, Store
 from mirror.storage.headers import put_options_for
@@ -43,6 +44,8 @@ class Outcome(enum.Enum):
     PRESENT = "present"
     COPIED = "copied"
     PLANNED = "planned"
+    #: not fetched (or only partly, resumably) because --max-transfer was reached
+    DEFERRED = "deferred"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,25 +57,6 @@ class CopyResult:
 def target_key(name: str) -> str:
     """The store key of a target file name (relative to the targets prefix)."""
     return f"{TARGETS}/{name}"
-
-
-class TransferBudget:
-    """``--max-transfer``: target bytes a run may download. A download that would
-    exceed it is not started (``BudgetExhaustedError``, exit 5); transfers already
-    running finish or are abandoned with the run, and the next run continues where
-    this one stopped (what was written is verified and present)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.spent = 0
-
-    def spend(self, length: int, path: str) -> None:
-        if self.spent + length > self.limit:
-            raise BudgetExhaustedError(
-                f"transfer budget reached: {self.spent} of {self.limit} bytes fetched, "
-                f"{path!r} needs {length} more; run again to continue"
-            )
-        self.spent += length
 
 
 class TargetCopier:
@@ -107,13 +91,27 @@ class TargetCopier:
         if self.dry_run:
             return CopyResult(Outcome.PLANNED, copy.length)
         target = TargetFile(copy.length, dict(copy.hashes), copy.path)
-        if self.budget is not None:
-            self.budget.spend(copy.length, copy.path)
+        if self.budget is None:
+            await self._fetch_and_write(target, copy, missing)
+            return CopyResult(Outcome.COPIED, copy.length)
+        try:
+            with self.budget.transfer(
+                copy.length, resumable=copy.length > SMALL_TARGET
+            ) as allowance:
+                if allowance is None:
+                    return CopyResult(Outcome.DEFERRED, copy.length)
+                await self._fetch_and_write(target, copy, missing)
+        except TransferPaused:
+            return CopyResult(Outcome.DEFERRED, copy.length)
+        return CopyResult(Outcome.COPIED, copy.length)
+
+    async def _fetch_and_write(
+        self, target: TargetFile, copy: TargetCopy, missing: list[str]
+    ) -> None:
         if copy.length <= SMALL_TARGET:
             await self._copy_small(target, copy, missing)
         else:
             await self._copy_large(target, copy, missing)
-        return CopyResult(Outcome.COPIED, copy.length)
 
     async def _present(self, copy: TargetCopy, key: str) -> bool:
         """Whether ``key`` already holds exactly this target (verified by its

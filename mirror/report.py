@@ -78,6 +78,8 @@ class RunReport:
     #: not published because the trust policy's parties do not agree (--policy)
     targets_held_back: int = 0
     targets_published: int = 0
+    #: --max-transfer: targets not fetched (or paused, resumably) by this run
+    targets_deferred: int = 0
     target_bytes: int = 0
     planned_bytes: int = 0
     requests: int = 0

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from mirror.config import Settings
-from mirror.copier import CopyResult, Outcome, TargetCopier, TransferBudget
+from mirror.copier import CopyResult, Outcome, TargetCopier
 from mirror.errors import (
     ExpiredMetadataError,
     FetchError,
@@ -54,6 +54,7 @@ from mirror.errors import (
     VerificationError,
 )
 from mirror.fetch import Fetcher
+from mirror.fetch.budget import TransferBudget
 from mirror.fetch.spool import remove_partials
 from mirror.filters import TargetFilter
 from mirror.log import log
@@ -823,6 +824,8 @@ class Synchronizer:
             self.report.targets_fetched += 1
             self.report.targets_published += 1
             self.report.target_bytes += result.length
+        elif result.outcome is Outcome.DEFERRED:
+            self.report.targets_deferred += 1
 
     # -- spooling and publishing ---------------------------------------------------
 
@@ -1026,6 +1029,8 @@ class Synchronizer:
         if walked:
             await self._refresh_snapshot(cycle, published)
             await self._copy_everything(cycle, published)
+            if self.budget is not None:
+                self.budget.check()  # --max-transfer stopped it: publish nothing
             log.info(
                 "verified %d roles, copied %d targets (%d already present) at %.2fs",
                 self.report.roles_verified,

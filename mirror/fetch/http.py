@@ -75,6 +75,7 @@ from mirror.errors import (
     UsageError,
 )
 from mirror.fetch.base import FetchedBytes, FetchedFile, FetchStats, Namespace
+from mirror.fetch.budget import TransferPaused, current_allowance
 from mirror.fetch.names import join_url, url_path
 from mirror.fetch.ratelimit import TokenBucket
 from mirror.fetch.retry import RetryLater, RetryPolicy, parse_retry_after, run_with_retries
@@ -265,9 +266,12 @@ class HttpFetcher:
                 return None
             _check_declared_length(url, response, maximum=max_length)
             body = bytearray()
+            allowance = current_allowance()
             async with _Body(response) as chunks:
                 async for chunk in chunks:
                     await self._received(chunk, progress)
+                    if allowance is not None:
+                        allowance.received(len(chunk))
                     if len(body) + len(chunk) > max_length:
                         raise OversizeError(f"GET {url}: more than {max_length} bytes")
                     body += chunk
@@ -305,14 +309,29 @@ class HttpFetcher:
                 limiter=self._file_limiter,
             )
 
+        allowance = current_allowance()
+
+        def range_end() -> int:
+            """The last byte to ask for: the file's, or where the transfer budget's
+            grant ends (a resumable download stops there, ``mirror.fetch.budget``)."""
+            if allowance is None or allowance.stop_after is None or spool is None:
+                return length - 1
+            if not spool.resumable:
+                return length - 1
+            left = max(1, allowance.stop_after - allowance.moved)
+            return min(length - 1, spool.received + left - 1)
+
         def headers() -> list[tuple[bytes, bytes]]:
             validator = spool.validator if spool is not None and spool.received else None
+            end = range_end()
             if validator is None:
-                return self._headers
+                if end == length - 1:
+                    return self._headers
+                return [*self._headers, (b"Range", f"bytes=0-{end}".encode())]
             assert spool is not None
             return [
                 *self._headers,
-                (b"Range", f"bytes={spool.received}-".encode()),
+                (b"Range", f"bytes={spool.received}-{end if end < length - 1 else ''}".encode()),
                 (b"If-Range", validator.encode()),
             ]
 
@@ -337,15 +356,18 @@ class HttpFetcher:
                     etag=response.header("ETag"),
                     last_modified=response.header("Last-Modified"),
                 )
-            elif _continues(response, spool, length):
-                _check_declared_length(url, response, maximum=length - spool.received, exact=True)
+            elif _continues(response, spool, length, end=range_end()):
+                _check_declared_length(
+                    url, response, maximum=range_end() + 1 - spool.received, exact=True
+                )
                 if not spool.received:
                     spool.set_validators(
                         etag=response.header("ETag"),
                         last_modified=response.header("Last-Modified"),
                     )
-                spool.resumed_from = spool.received
-                self.stats.resumed += 1
+                if spool.received:
+                    spool.resumed_from = spool.received
+                    self.stats.resumed += 1
             else:  # 416, or a 206 for other bytes: start over on the next attempt
                 held = spool.received
                 await spool.restart()
@@ -360,6 +382,10 @@ class HttpFetcher:
                 async for chunk in chunks:
                     await self._received(chunk, progress)
                     await spool.write(chunk)
+                    if allowance is not None:
+                        allowance.received(len(chunk))
+                        if allowance.exhausted and spool.resumable and spool.received < length:
+                            raise TransferPaused(f"{label}: paused at the transfer budget")
             return await spool.finish()
 
         try:
@@ -567,16 +593,17 @@ def _check_declared_length(
         )
 
 
-def _continues(response: Answer, spool: SpoolFile, length: int) -> bool:
-    """Whether a 206 answer carries exactly the rest of the file after the bytes
-    ``spool`` holds, of the same version (ETag) they came from."""
+def _continues(response: Answer, spool: SpoolFile, length: int, *, end: int) -> bool:
+    """Whether a 206 answer carries exactly the bytes asked for, from the end of
+    those ``spool`` holds to ``end`` (the file's last byte unless the transfer budget
+    bounds this request), of the same version (ETag) they came from."""
     if response.status != 206:
         return False
     match = _CONTENT_RANGE.match(response.header("Content-Range") or "")
     if match is None:
         return False
     first, last, total = int(match.group(1)), int(match.group(2)), match.group(3)
-    if first != spool.received or last != length - 1 or total not in ("*", str(length)):
+    if first != spool.received or last != end or total not in ("*", str(length)):
         return False
     etag = response.header("ETag")
     return not (spool.received and spool.etag and etag and etag != spool.etag)
@@ -584,7 +611,10 @@ def _continues(response: Answer, spool: SpoolFile, length: int) -> bool:
 
 def _worth_keeping(exc: BaseException) -> bool:
     """Whether a download that ended with ``exc`` may be continued later: transient
-    failures and cancellation, not a missing file or bad bytes."""
+    failures, a pause at the transfer budget and cancellation, not a missing file or
+    bad bytes."""
+    if isinstance(exc, TransferPaused):
+        return True
     if isinstance(exc, FetchError):
         return not isinstance(exc, NotFoundError)
     return not isinstance(exc, Exception)  # Cancelled, KeyboardInterrupt...
