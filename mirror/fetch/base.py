@@ -60,6 +60,12 @@ class UpstreamStats:
     failed: int = 0
     requests: int = 0
     bytes_received: int = 0
+    #: of ``served``: metadata files and target files
+    metadata_served: int = 0
+    targets_served: int = 0
+    #: taken out of service for the rest of the run, and the failure that did it
+    passed_over: bool = False
+    error: str | None = None
 
 
 @dataclass(slots=True)

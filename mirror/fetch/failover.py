@@ -12,12 +12,18 @@ failed, all of them are tried again in turn and the fetch fails with a
 An absent file (``NotFoundError``) is a different matter, because TUF uses a 404
 as an answer ("there is no ``N+1.root.json``") and a secondary may lag:
 
-- for metadata, the primary's 404 is authoritative and returned at once; a 404 from
-  another upstream is checked with the others still in service (the primary
-  included), and ``NotFoundError`` is raised when none has the file;
-- for targets, the metadata already says the file exists, so a 404 anywhere only
-  means that upstream lacks it: the others still in service are asked, and
-  ``NotFoundError`` is raised when none has it.
+- for the next root version (``N.root.json``, which a client probes for), the
+  primary's 404 is authoritative and returned at once; a 404 from another upstream
+  is checked with the others still in service (the primary included), and
+  ``NotFoundError`` is raised when none has the file;
+- for every other file (``timestamp.json``, the snapshot and role versions verified
+  metadata names, targets), the verified metadata already says the file must exist,
+  so a 404 anywhere (a lagging primary included) only means that upstream lacks it:
+  the others still in service are asked, and ``NotFoundError`` is raised when none
+  has it.
+
+An upstream that fails is named in a warning when it is passed over, and the
+counters say which upstream served how many metadata and target files.
 
 Which upstream served a file does not matter for safety: the engine verifies every
 byte against the same pinned root, so a hostile or stale upstream can make a run
@@ -36,6 +42,7 @@ retry by itself (each upstream's fetcher does).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -49,10 +56,13 @@ from mirror.fetch.base import (
     Namespace,
     UpstreamStats,
 )
+from mirror.log import log
 
 __all__ = ["FailoverFetcher"]
 
 _T = TypeVar("_T")
+#: a root version a client probes for: a 404 is an answer ("there is none")
+_ROOT_PROBE = re.compile(r"\d+\.root\.json")
 
 
 class FailoverFetcher:
@@ -70,6 +80,11 @@ class FailoverFetcher:
         self._fetchers = [fetcher for _, fetcher in upstreams]
         self._served = [0] * len(labels)
         self._failed = [0] * len(labels)
+        self._served_by_namespace: dict[Namespace, list[int]] = {
+            "metadata": [0] * len(labels),
+            "targets": [0] * len(labels),
+        }
+        self._errors: dict[int, str] = {}
         self._passed_over: set[int] = set()
         self._current = 0
         self._failovers = 0
@@ -109,6 +124,10 @@ class FailoverFetcher:
                 failed=self._failed[index],
                 requests=stats.requests,
                 bytes_received=stats.bytes_received,
+                metadata_served=self._served_by_namespace["metadata"][index],
+                targets_served=self._served_by_namespace["targets"][index],
+                passed_over=index in self._passed_over,
+                error=self._errors.get(index),
             )
         return total
 
@@ -123,6 +142,7 @@ class FailoverFetcher:
     ) -> FetchedBytes | None:
         got, index = await self._run(
             namespace,
+            name,
             lambda fetcher: fetcher.fetch_bytes(
                 namespace,
                 name,
@@ -146,6 +166,7 @@ class FailoverFetcher:
     ) -> FetchedFile:
         fetched, _ = await self._run(
             namespace,
+            name,
             lambda fetcher: fetcher.fetch_to_file(
                 namespace, name, dest, length=length, algorithms=algorithms
             ),
@@ -174,30 +195,41 @@ class FailoverFetcher:
         return in_service or rotation
 
     async def _run(
-        self, namespace: Namespace, call: Callable[[Fetcher], Awaitable[_T]]
+        self, namespace: Namespace, name: str, call: Callable[[Fetcher], Awaitable[_T]]
     ) -> tuple[_T, int]:
         """``call`` on each upstream in ``_order`` until one answers; the answer and
         which upstream gave it."""
         order = self._order()
         not_found: NotFoundError | None = None
         failures: list[tuple[str, FetchError]] = []
+        probe = namespace == "metadata" and _ROOT_PROBE.fullmatch(name) is not None
         for position, index in enumerate(order):
             try:
                 result = await call(self._fetchers[index])
             except NotFoundError as exc:
-                if index == 0 and namespace == "metadata":
+                if index == 0 and probe:
                     self._served[index] += 1
                     raise
+                if position + 1 < len(order):
+                    log.warning(
+                        "upstream %s does not have %s/%s, which verified metadata requires;"
+                        " asking %s",
+                        self._labels[index],
+                        namespace,
+                        name,
+                        self._labels[order[position + 1]],
+                    )
                 not_found = not_found or exc
                 continue
             except FetchError as exc:
                 self._failed[index] += 1
                 failures.append((self._labels[index], exc))
-                self._pass_over(index)
+                self._pass_over(index, exc)
                 if position + 1 < len(order):
                     self._failovers += 1
                 continue
             self._served[index] += 1
+            self._served_by_namespace[namespace][index] += 1
             if index in self._passed_over:  # every upstream had failed; this one is back
                 self._passed_over.discard(index)
                 self._current = index
@@ -211,10 +243,20 @@ class FailoverFetcher:
         summary = "; ".join(f"{label}: {error}" for label, error in failures)
         raise FetchError(f"every upstream failed: {summary}") from failures[-1][1]
 
-    def _pass_over(self, index: int) -> None:
-        """Take ``index`` out of service; if it was the current upstream, the next one
-        in service becomes current (unless another fetch moved on already)."""
-        self._passed_over.add(index)
+    def _pass_over(self, index: int, error: FetchError) -> None:
+        """Take ``index`` out of service, with a warning naming it and why; if it was
+        the current upstream, the next one in service becomes current (unless
+        another fetch moved on already)."""
+        self._errors[index] = str(error)
+        if index not in self._passed_over:
+            self._passed_over.add(index)
+            left = [label for i, label in enumerate(self._labels) if i not in self._passed_over]
+            log.warning(
+                "upstream %s failed (%s); skipping it for the rest of this run%s",
+                self._labels[index],
+                error,
+                f", using {left[0]}" if left else "; no upstream left in service",
+            )
         if self._current != index:
             return
         count = len(self._fetchers)

@@ -170,6 +170,53 @@ async def test_metadata_404_everywhere_in_service_is_not_found() -> None:
     assert primary.calls == ["timestamp.json"]
 
 
+async def test_required_metadata_404_from_a_lagging_primary_fails_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 404 from the primary for metadata that verified metadata names (a snapshot
+    version the timestamp requires, a role version, timestamp.json itself) only
+    means the primary lags: the next upstream serves it, with a warning naming both;
+    the primary stays current (a 404 is not a failure)."""
+    primary = FakeFetcher(b"p", **{"7_snapshot_json": GONE, "3_bins-1_json": GONE})
+    secondary = FakeFetcher(b"s")
+    fetcher = failover(a=primary, b=secondary)
+
+    assert await get(fetcher, "7.snapshot.json") == b"s"
+    assert await get(fetcher, "3.bins-1.json") == b"s"
+    assert await get(fetcher, "timestamp.json") == b"p"
+
+    assert secondary.calls == ["7.snapshot.json", "3.bins-1.json"]
+    assert fetcher.current == "a"
+    assert "upstream a does not have metadata/7.snapshot.json" in caplog.text
+    assert "asking b" in caplog.text
+    stats = fetcher.stats.per_upstream
+    assert (stats["a"].metadata_served, stats["b"].metadata_served) == (1, 2)
+
+
+async def test_a_skipped_upstream_is_named_in_a_warning_and_the_counters(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Passing over a failed upstream logs one warning naming it, the failure and the
+    upstream used instead; the counters say it was passed over, why, and which
+    upstream served how many metadata and target files."""
+    primary, secondary = FakeFetcher(DOWN), FakeFetcher(b"s")
+    fetcher = failover(a=primary, b=secondary)
+    await get(fetcher, "timestamp.json")
+    await get(fetcher, "x.bin", "targets")
+    await get(fetcher, "y.bin", "targets")
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "upstream a failed (HTTP 503 (gave up after 4 attempts))" in warnings[0]
+    assert "skipping it for the rest of this run, using b" in warnings[0]
+    stats = fetcher.stats.per_upstream
+    assert stats["a"].passed_over
+    assert stats["a"].error == str(DOWN)
+    assert (stats["a"].metadata_served, stats["a"].targets_served) == (0, 0)
+    assert not stats["b"].passed_over
+    assert (stats["b"].metadata_served, stats["b"].targets_served) == (1, 2)
+
+
 async def test_target_404_is_asked_of_every_upstream() -> None:
     """Signed metadata says a target exists: a 404 from any upstream, the primary
     included, sends the fetch on; NotFoundError only when none has it."""
