@@ -412,6 +412,10 @@ class Synchronizer:
         self.report.upstreams = {
             name: dataclasses.asdict(upstream) for name, upstream in stats.per_upstream.items()
         }
+        if stats.per_upstream:  # name the upstream that served the metadata, not a dead one
+            busiest = max(stats.per_upstream.items(), key=lambda item: item[1].metadata_served)
+            if busiest[1].metadata_served:
+                self.report.upstream = busiest[0]
 
     # -- refresh ------------------------------------------------------------------
 

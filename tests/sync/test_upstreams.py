@@ -49,6 +49,43 @@ def test_failover_to_secondary_when_primary_fails(
     served = {name: stats["served"] for name, stats in data["upstreams"].items()}
     assert served[second.url] > 0
     assert served[env.server.url] == 0
+    assert data["upstream"] == second.url, "the report names the upstream that served"
+    assert data["upstreams"][env.server.url]["passed_over"] is True
+    assert "503" in data["upstreams"][env.server.url]["error"]
+    assert data["upstreams"][second.url]["targets_served"] == 40
+    assert data["upstreams"][second.url]["metadata_served"] > 0
+
+
+def test_a_dead_primary_is_named_in_a_warning(
+    env: Env, secondary: tuple[RepoServer, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Failing over is not silent: stderr names the skipped primary and the
+    upstream used instead, once."""
+    second, _ = secondary
+    env.server.faults.add("/*", Fault.status(503))
+    assert run_both(env, second) == ExitStatus.OK
+    err = capsys.readouterr().err
+    assert err.count(f"upstream {env.server.url} failed") == 1
+    assert f"skipping it for the rest of this run, using {second.url}" in err
+
+
+def test_a_lagging_primary_404_for_a_required_file_fails_over(
+    env: Env, secondary: tuple[RepoServer, Path]
+) -> None:
+    """A primary that has the new timestamp but not yet the snapshot version it
+    names (a lagging CDN) answers 404: the secondary serves it and the run succeeds
+    instead of restarting and failing."""
+    second, _ = secondary
+    assert env.run() == ExitStatus.OK
+    env.repo.add_target("files/new.txt", b"new")
+    env.publish()
+    shutil.rmtree(secondary[1])
+    shutil.copytree(env.upstream, secondary[1])
+    snapshot = f"{env.repo.version('snapshot')}.snapshot.json"
+    env.server.faults.add(f"/metadata/{snapshot}", Fault.status(404))
+    assert run_both(env, second) == ExitStatus.OK
+    assert tree(env.dest) == tree(env.upstream)
+    assert f"/metadata/{snapshot}" in [r.path for r in second.requests]
 
 
 def test_hostile_secondary_cannot_change_a_byte(
