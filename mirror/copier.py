@@ -24,7 +24,7 @@ from typing import Final
 
 import trio
 
-from mirror.errors import VerificationError
+from mirror.errors import StorageError, VerificationError
 from mirror.fetch import Fetcher
 from mirror.fetch.budget import TransferBudget, TransferPaused
 from mirror.plan import TargetCopy
@@ -154,7 +154,12 @@ class TargetCopier:
                 await self.store.put_file(key, spool, self._options(key, sha256))
             else:
                 duplicate = self._spool_path()
-                await trio.to_thread.run_sync(_copy_file, spool, duplicate)
+                try:
+                    await trio.to_thread.run_sync(_copy_file, spool, duplicate)
+                except OSError as exc:
+                    raise StorageError(
+                        f"cannot write the spool file {duplicate}: {exc.strerror or exc}"
+                    ) from exc
                 await self.store.put_file(key, duplicate, self._options(key, sha256))
 
     def _options(self, key: str, sha256: str | None) -> PutOptions:
@@ -210,6 +215,10 @@ async def _holds(store: Store, length: int, hashes: Mapping[str, str], key: str)
 
 
 def _copy_file(source: Path, dest: Path) -> None:
-    with source.open("rb") as src, dest.open("xb") as dst:
-        while chunk := src.read(1 << 20):
-            dst.write(chunk)
+    try:
+        with source.open("rb") as src, dest.open("xb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+    except OSError:
+        dest.unlink(missing_ok=True)
+        raise

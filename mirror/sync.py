@@ -55,7 +55,7 @@ from mirror.errors import (
 )
 from mirror.fetch import Fetcher
 from mirror.fetch.budget import TransferBudget
-from mirror.fetch.spool import remove_partials
+from mirror.fetch.spool import reclaim_spool, remove_partials, write_spool_file
 from mirror.filters import TargetFilter
 from mirror.log import log
 from mirror.plan import (
@@ -855,7 +855,7 @@ class Synchronizer:
             return
         # Kept on disk, not in memory: memory stays bounded by the largest role.
         path = self._spool_path("role")
-        await trio.to_thread.run_sync(path.write_bytes, data)
+        await write_spool_file(path, data)
         cycle.spooled[name] = _Spooled(copy, path=path)
 
     def _put_options(self, key: str, consistent: bool) -> PutOptions:
@@ -1286,6 +1286,8 @@ async def run_sync(
         async with contextlib.AsyncExitStack() as stack:
             if not dry_run:
                 lock = await stack.enter_async_context(lease_for_sync(store, settings, report))
+                # What killed runs left in the spool (not resumable partials).
+                await reclaim_spool(store.spool_dir())
                 from mirror.ledger.run import witnessed
 
                 sync.witness = await stack.enter_async_context(

@@ -51,7 +51,9 @@ __all__ = [
     "check_algorithms",
     "new_hasher",
     "partial_name",
+    "reclaim_spool",
     "remove_partials",
+    "write_spool_file",
 ]
 
 _BATCH = 1 << 20
@@ -418,6 +420,25 @@ class SpoolFile:
                 await trio.to_thread.run_sync(os.close, fd, limiter=self._limiter)
 
 
+async def write_spool_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to the new spool file ``path`` (a verified role waiting for its
+    turn to be published); a full disk or any other failure is ``StorageError``
+    naming the file, and leaves no partial file behind."""
+    try:
+        await trio.to_thread.run_sync(_write_new_file, path, data)
+    except OSError as exc:
+        raise StorageError(f"cannot write the spool file {path}: {_reason(exc)}") from exc
+
+
+async def reclaim_spool(directory: Path) -> int:
+    """Delete what runs that were killed left in ``directory``: spooled roles and
+    targets and temporary files, every file but the resumable partial downloads
+    (and their sidecars) that the coming run may continue. Returns how many files
+    were deleted. Only for the holder of the destination's lock: no other run uses
+    its spool directory then."""
+    return await trio.to_thread.run_sync(_reclaim_spool_sync, directory)
+
+
 async def remove_partials(directory: Path) -> int:
     """Delete every resumable partial file in ``directory`` (and its sidecar) that
     no download holds; return how many were deleted. For the engine, after a run
@@ -533,6 +554,47 @@ def _remove_partials_sync(directory: Path) -> int:
             if not partial.exists():
                 _unlink_quietly(directory / name)
     return removed
+
+
+def _write_new_file(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(path)
+        raise
+    os.close(fd)
+
+
+def _reclaim_spool_sync(directory: Path) -> int:
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        if name.startswith(_PARTIAL_PREFIX) and not name.endswith(".tmp"):
+            continue  # a resumable download and its sidecar: remove_partials decides
+        path = directory / name
+        try:
+            if path.is_symlink() or not path.is_dir():
+                os.unlink(path)
+                removed += 1
+        except OSError:
+            continue
+    for name in names:  # sidecars whose partial file is gone
+        sidecar = name.startswith(_PARTIAL_PREFIX) and name.endswith(SIDECAR_SUFFIX)
+        if sidecar and not (directory / name.removesuffix(SIDECAR_SUFFIX)).exists():
+            _unlink_quietly(directory / name)
+    return removed
+
+
+def _reason(exc: OSError) -> str:
+    """``No space left on device`` rather than ``[Errno 28] ...: '/path'``."""
+    return exc.strerror or str(exc)
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -245,8 +245,18 @@ class DestinationLock:
         self.info = refreshed
 
     async def release(self) -> None:
-        """Delete the lock if it is still ours (a broken-and-retaken lock is left)."""
-        current = await self._read()
+        """Delete the lock if it is still ours (a broken-and-retaken lock is left).
+
+        If the lock cannot be read (a storage failure) while our lease is still
+        live, it is ours (only an expired lease is taken over without
+        ``--break-stale-lock``): it is deleted all the same."""
+        try:
+            current = await self._read()
+        except StorageError:
+            if datetime.now(UTC) >= self.info.expires:
+                raise
+            await self.store.delete(LOCK_KEY)
+            return
         if current is None:
             log.warning("lock on %s was already gone at release", self.store.url)
             return

@@ -37,8 +37,9 @@ import base64
 import binascii
 import functools
 import hashlib
+import os
 import re
-import shutil
+import stat
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
@@ -61,6 +62,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 from botocore.loaders import Loader, create_loader
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from mirror.errors import StorageConfigError, StorageError
 from mirror.storage.base import (
@@ -235,6 +237,29 @@ def _hex_to_b64(value: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+def _destination_spool(url: str, root: Path | None) -> Path:
+    """The spool directory of the destination ``url`` (see ``S3Store.spool_dir``),
+    created private (0700). One that is not a real directory owned by this user (a
+    symlink planted in a shared ``/tmp``) is refused as ``StorageConfigError``; any
+    other failure (a full or read-only ``$TMPDIR``) is ``StorageError``."""
+    base = Path(root) if root is not None else Path(tempfile.gettempdir())
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    path = base / f"tuf-mirror-s3-spool-{os.getuid()}-{digest}"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        info = path.lstat()
+    except OSError as exc:
+        raise StorageError(
+            f"cannot create the spool directory {path} for {url}: {exc.strerror or exc}"
+        ) from exc
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise StorageConfigError(
+            f"the spool directory {path} for {url} is not a directory owned by this user;"
+            " remove it or set TMPDIR"
+        )
+    return path
+
+
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -322,7 +347,7 @@ class S3Store:
         self._bucket_checked = False
         self._conditional_writes_checked = False
         self._closed = False
-        self._spool = Path(tempfile.mkdtemp(prefix="tuf-mirror-s3-spool-", dir=spool_root))
+        self._spool = _destination_spool(self.url, spool_root)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -358,7 +383,9 @@ class S3Store:
         client = await self._get_client()
         try:
             return await trio.to_thread.run_sync(fn, client, limiter=self._limiter)
-        except (ClientError, BotoCoreError, Boto3Error, OSError) as exc:
+        except (ClientError, BotoCoreError, Boto3Error, OSError, Urllib3Error) as exc:
+            # urllib3's ProtocolError (a connection reset while a body is read) is
+            # not wrapped by botocore when it happens in Body.read().
             raise self._translate(operation, key, exc) from exc
 
     def _translate(self, operation: str, key: str | None, exc: Exception) -> Exception:
@@ -397,7 +424,7 @@ class S3Store:
         if isinstance(exc, BotoCoreError):
             # connection errors, timeouts, checksum mismatches on read, ...
             return StorageError(f"{where}: {operation} failed: {exc}")
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError | Urllib3Error):
             return StorageError(f"{where}: {operation} failed: {exc}")
         # boto3's wrappers (S3UploadFailedError, RetriesExceededError) without a cause
         return StorageError(f"{where}: {operation} failed: {type(exc).__name__}: {exc}")
@@ -576,13 +603,13 @@ class S3Store:
         """
         full = self._key(key)
 
-        def conditional_put(client: S3Client) -> bool:
+        def conditional_put(client: S3Client, body: bytes) -> bool:
             """True if the object was created, False if it already existed."""
             try:
                 client.put_object(
                     Bucket=self.bucket,
                     Key=full,
-                    Body=data,
+                    Body=body,
                     IfNoneMatch="*",
                     CacheControl="no-store",
                     ChecksumAlgorithm="SHA256",
@@ -597,15 +624,18 @@ class S3Store:
                     resp = client.get_object(Bucket=self.bucket, Key=full)
                 except ClientError:
                     return False
-                with resp["Body"] as body:
-                    return bool(body.read(len(data) + 1) == data)
+                with resp["Body"] as stored:
+                    return bool(stored.read(len(body) + 1) == body)
             return True
 
         def create(client: S3Client) -> bool:
-            if not conditional_put(client):
+            if not conditional_put(client, data):
                 return False
             if not self._conditional_writes_checked:
-                if conditional_put(client):
+                # The probe sends other bytes: if a 5xx made botocore retry it, the
+                # 412 answering the retry is then read back as "not ours" (the
+                # endpoint does honour If-None-Match), not as our own success.
+                if conditional_put(client, data + b"\n"):
                     client.delete_object(Bucket=self.bucket, Key=full)
                     raise StorageConfigError(
                         f"the S3 endpoint of {self.url} ignores If-None-Match on PutObject "
@@ -678,24 +708,27 @@ class S3Store:
             )
 
     def spool_dir(self) -> Path:
-        """A private temporary directory, removed by ``aclose``."""
+        """This destination's spool directory on the local disk:
+        ``$TMPDIR/tuf-mirror-s3-spool-<uid>-<hash of the s3:// URL>``, the same for
+        every run on this destination, so a later run finds the resumable partial
+        downloads of one that was killed and reclaims what it left
+        (``mirror.fetch.spool.reclaim_spool``, under the destination's lock)."""
         return self._spool
 
     async def flush(self) -> None:
         """Nothing to do: every write is durable when it returns."""
 
     async def aclose(self) -> None:
-        """Close the client's connection pool (if this store made it) and remove the
-        spool directory. Idempotent."""
+        """Close the client's connection pool (if this store made it). Idempotent.
+
+        The spool directory stays: it is this destination's (see ``spool_dir``), and
+        the run holding the destination's lock reclaims it."""
         if self._closed:
             return
         self._closed = True
         client, self._client = self._client, None
         if client is not None and self._owns_client:
             await trio.to_thread.run_sync(client.close, limiter=self._limiter)
-        await trio.to_thread.run_sync(
-            lambda: shutil.rmtree(self._spool, ignore_errors=True), limiter=self._limiter
-        )
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"

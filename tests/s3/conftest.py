@@ -18,6 +18,7 @@ no wall time while the tests can still see that backoff was computed.
 from __future__ import annotations
 
 import fnmatch
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -91,6 +92,12 @@ def aws_env(
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    # The S3 spool directory lives in TMPDIR (per destination, kept between runs):
+    # one per test, here and in subprocesses.
+    spool_tmp = tmp_path / "tmpdir"
+    spool_tmp.mkdir(exist_ok=True)
+    monkeypatch.setenv("TMPDIR", str(spool_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(spool_tmp))
 
 
 # -- recording and fault injection -------------------------------------------------

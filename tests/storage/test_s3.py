@@ -689,17 +689,38 @@ async def test_max_concurrency_caps_simultaneous_requests(client: S3Client) -> N
     assert state["peak"] == 2
 
 
-async def test_aclose_removes_the_spool_dir(client: S3Client) -> None:
-    """spool_dir is a private directory that aclose removes (spool files with it);
-    aclose is idempotent and the store cannot be used afterwards."""
-    store = S3Store(BUCKET, client=client)
+async def test_spool_dir_is_the_destinations_and_outlives_aclose(
+    client: S3Client, tmp_path: Path
+) -> None:
+    """spool_dir is private (0700), the same for every store on one destination (a
+    later run finds a killed run's partial downloads there) and different for
+    another prefix; aclose leaves it (the lock holder reclaims it), is idempotent,
+    and the store cannot be used afterwards."""
+    store = S3Store(BUCKET, "a", client=client, spool_root=tmp_path)
     spool = store.spool_dir()
-    (spool / "leftover.part").write_bytes(b"x")
+    assert spool.stat().st_mode & 0o777 == 0o700
+    (spool / "partial-x").write_bytes(b"x")
     await store.aclose()
     await store.aclose()
-    assert not spool.exists()
+    assert (spool / "partial-x").exists()
     with pytest.raises(RuntimeError):
         await store.head("k")
+    assert S3Store(BUCKET, "a", client=client, spool_root=tmp_path).spool_dir() == spool
+    assert S3Store(BUCKET, "b", client=client, spool_root=tmp_path).spool_dir() != spool
+
+
+def test_a_planted_spool_dir_is_refused(client: S3Client, tmp_path: Path) -> None:
+    """A symlink where the spool directory should be (planted in a shared /tmp) is
+    refused as a configuration error (exit 2), never followed."""
+    from mirror.errors import StorageConfigError
+
+    spool = S3Store(BUCKET, "c", client=client, spool_root=tmp_path).spool_dir()
+    spool.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    spool.symlink_to(elsewhere)
+    with pytest.raises(StorageConfigError, match="not a directory owned by this user"):
+        S3Store(BUCKET, "c", client=client, spool_root=tmp_path)
 
 
 async def test_store_builds_its_own_client_in_a_thread(moto: None) -> None:
