@@ -4,7 +4,8 @@ Re-verifies the destination's metadata (root chain, timestamp, snapshot, targets
 every reachable delegated role) exactly as a sync does at its start, then checks the
 length and every hash of each target the metadata lists, under every name it is
 published as (or of a random sample of ``--sample N`` targets). Missing and corrupt
-files are reported by name, in the report and one per line on stderr. Expired
+files are reported by name, in the report and one per line on stderr
+(``repair_targets``, for ``sync --repair``, fetches the damaged targets again). Expired
 top-level metadata (root, timestamp, snapshot, targets) fails the audit (exit 1):
 clients refuse such a mirror. A destination holding an interrupted publish
 (``mirror.recovery``) fails with exit 3: the next ``sync`` completes it.
@@ -17,15 +18,17 @@ no upstream. Repairing what it finds is ``sync --repair``.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import trio
 
 from mirror.config import Settings
-from mirror.copier import stored_state
+from mirror.copier import TargetCopier, stored_state
 from mirror.errors import ExitStatus, TamperedDestinationError, VerificationError
+from mirror.fetch import Fetcher
 from mirror.log import log
+from mirror.plan import TargetCopy
 from mirror.recovery import IncompletePublishError
 from mirror.report import RunReport
 from mirror.storage import NotFoundInStoreError, Store
@@ -44,6 +47,7 @@ class _Check:
     length: int
     hashes: dict[str, str]
     names: tuple[str, ...]
+    role: str = "targets"
 
 
 class _Sampler:
@@ -105,7 +109,13 @@ def _note(report: RunReport, bucket: list[str], name: str) -> None:
 
 
 async def _audit(
-    store: Store, settings: Settings, limits: Limits, now: datetime, report: RunReport
+    store: Store,
+    settings: Settings,
+    limits: Limits,
+    now: datetime,
+    report: RunReport,
+    *,
+    damaged: list[_Check] | None = None,
 ) -> None:
     published = await load_published(store, settings.root_bytes(), limits)
     if published.interrupted is not None:
@@ -139,7 +149,7 @@ async def _audit(
             if walk is not None and not walk.is_authorized(path, role):
                 continue
             names = target_filenames(path, dict(target.hashes), consistent_snapshot=consistent)
-            sampler.add(_Check(path, target.length, dict(target.hashes), tuple(names)))
+            sampler.add(_Check(path, target.length, dict(target.hashes), tuple(names), role))
 
     targets_version = published.snapshot.signed.meta["targets.json"].version
     data = await load("targets", targets_version)
@@ -183,8 +193,65 @@ async def _audit(
                     _note(report, report.missing, key)
                 elif not result:
                     _note(report, report.corrupt, key)
+                if not result and damaged is not None and check not in damaged:
+                    damaged.append(check)
             report.targets_published += 1
 
     async with trio.open_nursery() as nursery:
         for check in sampler.kept:
             nursery.start_soon(check_one, check)
+
+
+async def repair_targets(
+    settings: Settings,
+    *,
+    store: Store,
+    fetcher: Fetcher,
+    now: datetime,
+    report: RunReport,
+) -> None:
+    """``sync --repair``: after the sync, audit the published targets as ``verify``
+    does and fetch again, from the upstream, exactly those that are missing or
+    corrupt, each verified against its signed length and hashes before it is
+    written (under the damaged names only). ``report.repaired`` lists them.
+
+    Damaged *metadata* is not repaired here (an old role version may be gone
+    upstream): it stays in ``report.missing`` / ``report.corrupt`` and fails the run
+    (exit 1), as ``verify`` would."""
+    limits = Limits(
+        max_snapshot_length=settings.max_snapshot_size,
+        max_targets_length=settings.max_targets_size,
+    )
+    found = RunReport(command="verify")
+    damaged: list[_Check] = []
+    await _audit(store, replace(settings, sample=None), limits, now, found, damaged=damaged)
+    published = await load_published(store, settings.root_bytes(), limits)
+    copier = TargetCopier(
+        store=store,
+        fetcher=fetcher,
+        consistent_snapshot=published.trusted.consistent_snapshot,
+        short_max_age=settings.timestamp_max_age,
+    )
+    for check in damaged:
+        copy = TargetCopy(
+            path=check.path,
+            length=check.length,
+            hashes=check.hashes,
+            names=check.names,
+            role=check.role,
+        )
+        log.warning("repairing %s (%s)", check.path, ", ".join(check.names))
+        await copier.copy(copy)
+        report.repaired.append(check.path)
+        report.targets_fetched += 1
+        report.target_bytes += check.length
+    if damaged:
+        await store.flush()
+    metadata = [name for name in found.missing + found.corrupt if name.startswith(METADATA)]
+    if metadata:
+        report.missing = [n for n in found.missing if n.startswith(METADATA)]
+        report.corrupt = [n for n in found.corrupt if n.startswith(METADATA)]
+        raise TamperedDestinationError(
+            f"{store.url}: published metadata is missing or corrupt ({', '.join(metadata[:5])});"
+            " --repair restores targets only"
+        )

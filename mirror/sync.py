@@ -1308,6 +1308,12 @@ async def run_sync(
 
                         nursery.start_soon(show_progress, report)
                     await sync.run()
+                    if settings.repair and not dry_run:
+                        from mirror.audit import repair_targets
+
+                        await repair_targets(
+                            settings, store=store, fetcher=fetcher, now=now, report=report
+                        )
                     if settings.prune and not dry_run and report.exit_status == 0:
                         from mirror.prune import prune_after_sync
 
