@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,19 +19,25 @@ import pytest
 
 from mirror.cli import main
 from mirror.errors import ExitStatus
+from mirror.storage.local import LocalStore
 from tests.sync.conftest import Env, tree
 
 
 class FullDisk:
     """ENOSPC for writes under ``root`` after ``room`` bytes."""
 
-    def __init__(self, root: Path, room: int) -> None:
+    def __init__(self, root: Path, room: int, *, only: str | None = None) -> None:
         self.root = str(root.resolve())
         self.room = room
+        #: only the writes of store keys containing this (via LocalStore._write_temp)
+        self.only = only
+        self._armed = threading.local()
         self.written = 0
         self.refused = 0
 
     def _under(self, path: str) -> bool:
+        if self.only is not None and not getattr(self._armed, "on", False):
+            return False
         return os.path.abspath(path).startswith(self.root)
 
     def _fd_under(self, fd: int) -> bool:
@@ -64,7 +71,20 @@ class FullDisk:
                 raise self._refuse(os.fspath(path))
             real_mkdir(path, *args, **kw)
 
+        real_write_temp = LocalStore._write_temp
+        disk = self
+
+        def write_temp(
+            self: LocalStore, key: str, directory: Path, data: bytes, *, sync: bool = True
+        ) -> Path:
+            disk._armed.on = disk.only is not None and disk.only in key
+            try:
+                return real_write_temp(self, key, directory, data, sync=sync)
+            finally:
+                disk._armed.on = False
+
         with monkeypatch.context() as patch:
+            patch.setattr(LocalStore, "_write_temp", write_temp)
             patch.setattr(os, "write", write)
             patch.setattr(os, "open", open_)
             patch.setattr(os, "mkdir", mkdir)
@@ -121,3 +141,52 @@ def test_incremental_sync_on_a_full_disk_keeps_the_published_state(
 
     assert env.run() == ExitStatus.OK
     assert tree(env.dest) == tree(env.upstream)
+
+
+@pytest.mark.parametrize("where", [".tuf-mirror/lock", "metadata/", "metadata/timestamp.json"])
+def test_a_full_disk_at_one_write_site(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """ENOSPC at one kind of write only (the lock, the metadata publish,
+    timestamp.json) during an incremental sync: exit 3, one error line naming that
+    path, no traceback; the destination verifies, and the rerun converges."""
+    assert env.run() == ExitStatus.OK
+    env.repo.add_target("files/late.txt", b"late\n")
+    env.publish()
+    with FullDisk(env.dest, 0, only=where).installed(monkeypatch) as disk:
+        status = env.run()
+    err = capsys.readouterr().err
+    assert disk.refused >= 1
+    assert status == ExitStatus.TRANSIENT, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, err
+    assert "No space left on device" in errors[0]
+    assert where in errors[0]
+    assert verify(env) == ExitStatus.OK
+
+    assert env.run() == ExitStatus.OK
+    assert tree(env.dest) == tree(env.upstream)
+
+
+def test_a_full_disk_for_the_state_file_is_a_warning(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The state file is only a hint for the next run: when the disk is full for it
+    after a complete publish, the run says so in one warning naming the path and
+    exits 0 (the mirror is complete and consistent); the next run rewrites it."""
+    assert env.run() == ExitStatus.OK
+    env.repo.add_target("files/late.txt", b"late\n")
+    env.publish()
+    with FullDisk(env.dest, 0, only=".tuf-mirror/state.json").installed(monkeypatch) as disk:
+        status = env.run()
+    err = capsys.readouterr().err
+    assert disk.refused >= 1
+    assert status == ExitStatus.OK
+    assert "Traceback" not in err
+    warnings = [line for line in err.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1
+    assert ".tuf-mirror/state.json" in warnings[0]
+    assert "No space left on device" in warnings[0]
+    assert tree(env.dest) == tree(env.upstream)
+    assert verify(env) == ExitStatus.OK
