@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from mirror.errors import TransientError, VerificationError
-from mirror.storage import NotFoundInStoreError, PutOptions, Store
 from mirror.trust import Limits, TrustedSet, Verified
 from mirror.trust._tuf import Snapshot, Timestamp
 
@@ -35,7 +34,6 @@ __all__ = [
     "EarlierRootState",
     "IncompletePublishError",
     "earlier_root_state",
-    "finish_root_json",
 ]
 
 
@@ -108,21 +106,3 @@ def _trusted_set(
     for data in roots:
         trusted.update_root(data)
     return trusted
-
-
-async def finish_root_json(
-    store: Store, key: str, final_root: bytes, options: PutOptions, *, max_length: int
-) -> bool:
-    """Rewrite the unversioned ``root.json`` copy if it is not the last published
-    root (a run stopped between ``N.root.json`` and ``root.json``); True if written.
-
-    Only ``final_root``, the verified last ``N.root.json`` of the destination, is
-    ever written."""
-    try:
-        current: bytes | None = await store.get(key, max_length=max_length)
-    except NotFoundInStoreError:
-        current = None
-    if current == final_root:
-        return False
-    await store.put_bytes(key, final_root, options)
-    return True

@@ -931,19 +931,6 @@ class Synchronizer:
         if deferred:
             await self.store.flush()
 
-    async def _finish_root_json(self, published: Published) -> None:
-        """A run stopped between ``N.root.json`` and ``root.json``: complete it."""
-        from mirror.recovery import finish_root_json
-
-        final = published.roots[-1] if published.roots else self.settings.root_bytes()
-        key = _meta_key("root.json")
-        options = self._put_options(key, True)
-        if await finish_root_json(
-            self.store, key, final, options, max_length=self.limits.max_root_length
-        ):
-            log.warning("completed an interrupted publish: %s updated", key)
-            self.report.roles_published += 1
-
     async def _refresh_validators(self, cycle: _Cycle, published: Published) -> None:
         """Nothing new, but the timestamp's ETag changed (or was not usable): record
         the new one, so later runs with nothing new stay conditional GETs."""
