@@ -25,11 +25,15 @@ import trio
 
 from mirror.config import Settings
 from mirror.copier import TargetCopier, stored_state
-from mirror.errors import ExitStatus, TamperedDestinationError, VerificationError
+from mirror.errors import (
+    ExitStatus,
+    IncompletePublishError,
+    TamperedDestinationError,
+    VerificationError,
+)
 from mirror.fetch import Fetcher
 from mirror.log import log
 from mirror.plan import TargetCopy
-from mirror.recovery import IncompletePublishError
 from mirror.report import RunReport
 from mirror.storage import NotFoundInStoreError, Store
 from mirror.storage.readonly import ReadOnlyStore

@@ -26,7 +26,8 @@
     │   ├── FetchError                       network, HTTP 5xx, timeouts
     │   │   ├── NotFoundError                HTTP 404 (policy decided by the caller)
     │   │   └── ForbiddenError               HTTP 403 (an object store's "no such key" too)
-    │   └── StorageError                     disk full, write failed, S3 5xx
+    │   ├── StorageError                     disk full, write failed, S3 5xx
+    │   └── IncompletePublishError           verify: a publish stopped before timestamp.json
     ├── LockHeldError                exit 4  another run holds the destination
     ├── BudgetExhaustedError         exit 5  --max-transfer reached; run again
     └── TerminatedError              exit 143  SIGTERM: stopped cleanly; run again
@@ -178,6 +179,12 @@ class ForbiddenError(FetchError):
 
 class StorageError(TransientError):
     """The destination could not be read or written (disk full, S3 error)."""
+
+
+class IncompletePublishError(TransientError):
+    """The destination holds a publish that stopped before ``timestamp.json`` (after
+    a key-rotating root): clients cannot use it until the next ``sync`` completes it
+    (``mirror.recovery``)."""
 
 
 class LockHeldError(MirrorError):

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from mirror.errors import TransientError, VerificationError
+from mirror.errors import IncompletePublishError, VerificationError
 from mirror.trust import Limits, TrustedSet, Verified
 from mirror.trust._tuf import Snapshot, Timestamp
 
@@ -35,11 +35,6 @@ __all__ = [
     "IncompletePublishError",
     "earlier_root_state",
 ]
-
-
-class IncompletePublishError(TransientError):
-    """The destination holds a publish that stopped before ``timestamp.json``: clients
-    cannot use it until the next ``sync`` completes it (exit 3)."""
 
 
 @dataclass(frozen=True, slots=True)
