@@ -1037,6 +1037,8 @@ class Synchronizer:
         self._note_expiry(new, published)
         if self.policy is not None:
             await self.policy.before_publish(self, cycle, published)
+        if self.budget is not None:
+            self.budget.check()  # ... also in the copies the policy gate made
         if not self.dry_run:
             if self.witness is not None:
                 await self.witness.before_publish(cycle, published, self.settings.root_bytes())
