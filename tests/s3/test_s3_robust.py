@@ -5,6 +5,9 @@ resumable partial download is continued by the next run, its leftovers reclaimed
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
 from pathlib import Path
 
 import botocore.response
@@ -12,10 +15,18 @@ import pytest
 from urllib3.exceptions import ProtocolError
 
 from mirror.errors import ExitStatus
+from mirror.storage.lock import LOCK_KEY
 from mirror.storage.s3 import S3Store
 from mirror.testing.server import Fault
 from tests.s3.conftest import S3Env
 from tests.sync.conftest import tree
+
+
+def _exited_pid() -> int:
+    """The pid of a process of this machine that has exited."""
+    probe = subprocess.Popen(["true"])
+    probe.wait()
+    return probe.pid
 
 
 def spool_of(s3env: S3Env) -> Path:
@@ -115,3 +126,38 @@ def test_a_killed_runs_spool_leftovers_are_reclaimed(s3env: S3Env) -> None:
 
     assert s3env.run() == ExitStatus.OK
     assert list(spool.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "operation", ["GetObject", "HeadObject", "PutObject", "ListObjectsV2", "DeleteObject"]
+)
+def test_5xx_on_every_attempt_of_one_operation_is_never_1_or_2(
+    s3env: S3Env, operation: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An incremental sync while every attempt of one S3 operation answers 500: the
+    run ends 0 (the operation was not needed, or only for cleanup) or 3, never 1 (a
+    security event) or 2 (configuration), with no traceback; the bucket still
+    verifies, and with the fault gone the rerun converges."""
+    assert s3env.run() == ExitStatus.OK
+    s3env.repo.add_target("files/new.txt", b"new")
+    s3env.publish()
+    fault = s3env.recorder.fail(operation, "*", 500, "InternalError")
+    capsys.readouterr()
+
+    status = s3env.run()
+    err = capsys.readouterr().err
+    s3env.recorder.faults.remove(fault)
+    assert status in (ExitStatus.OK, ExitStatus.TRANSIENT), err
+    assert "Traceback" not in err
+    assert fault.hits > 0 or operation == "ListObjectsV2"  # not needed by this run
+    assert s3env.run("verify") == ExitStatus.OK
+    if operation == "DeleteObject":
+        # The lock could not be released: the next run finds it once this process
+        # is gone (as a later cron run would find a finished process's lock).
+        lock = json.loads(s3env.objects(internal=True)[LOCK_KEY])
+        assert lock["pid"] == os.getpid()
+        lock["pid"], lock["pid_start"] = _exited_pid(), None
+        s3env.put(LOCK_KEY, json.dumps(lock).encode())
+
+    assert s3env.run() == ExitStatus.OK
+    assert s3env.objects() == tree(s3env.upstream)
