@@ -161,3 +161,16 @@ def test_5xx_on_every_attempt_of_one_operation_is_never_1_or_2(
 
     assert s3env.run() == ExitStatus.OK
     assert s3env.objects() == tree(s3env.upstream)
+
+
+def test_verify_with_read_only_credentials(s3env: S3Env) -> None:
+    """An auditor whose credentials may only read (every PutObject and DeleteObject
+    answers 403 AccessDenied, as under a read-only IAM policy) verifies the bucket:
+    exit 0, and verify never even attempts a write."""
+    assert s3env.run() == ExitStatus.OK
+    for operation in ("PutObject", "DeleteObject", "CreateMultipartUpload"):
+        s3env.recorder.fail(operation, "*", 403, "AccessDenied")
+
+    assert s3env.run("verify") == ExitStatus.OK
+    assert s3env.recorder.attempts("PutObject") == []
+    assert s3env.recorder.attempts("DeleteObject") == []
