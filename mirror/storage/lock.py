@@ -35,10 +35,12 @@ The lock is released (deleted, if it is still ours) when the block exits, also o
 an exception or cancellation: the release runs in a shielded cancel scope with its
 own time limit.
 
+Renewal (``refresh``) is the same compare-and-swap on the lease's current bytes, so
+a renewal that comes late and a takeover of the expired lease cannot both succeed.
+
 What it does not do: fence writes. A holder that stops renewing for longer than its
 ttl (a stopped VM, a frozen container) loses its lease; it notices at its next
 ``refresh`` (``LockHeldError``), but writes it made in between are not prevented.
-Renewal itself is a read followed by a write, not a compare-and-swap.
 """
 
 from __future__ import annotations
@@ -234,14 +236,28 @@ class DestinationLock:
         taken over, or was broken)."""
         now = now or datetime.now(UTC)
         ttl = ttl if ttl is not None else self.ttl
-        current = await self._read()
-        if current is None or current.token != self.info.token:
-            raise LockHeldError(
-                f"the lock on {self.store.url} was taken over by another run while this one "
-                "held it (its lease was not renewed in time, or it was broken)"
-            )
+        lost = LockHeldError(
+            f"the lock on {self.store.url} was taken over by another run while this one "
+            "held it (its lease was not renewed in time, or it was broken)"
+        )
+        try:
+            raw = await self.store.get(LOCK_KEY, max_length=_MAX_LOCK_BYTES)
+        except NotFoundInStoreError:
+            raise lost from None
+        try:
+            current = LockInfo.from_json(raw)
+        except ValueError:
+            raise lost from None
+        if current.token != self.info.token:
+            raise lost
         refreshed = replace(self.info, expires=now + ttl)
-        await self.store.put_bytes(LOCK_KEY, refreshed.to_json(), _LOCK_OPTIONS)
+        # The same compare-and-swap a takeover uses: a renewal and a takeover of the
+        # same lease content cannot both win.
+        claim = replace(refreshed, expires=now + CLAIM_TTL).to_json()
+        if not await _compare_and_swap(
+            self.store, LOCK_KEY, raw, refreshed.to_json(), claim, now=now
+        ):
+            raise lost
         self.info = refreshed
 
     async def release(self) -> None:

@@ -333,3 +333,24 @@ async def test_concurrent_acquires_have_one_winner(store: Store) -> None:
     assert len(winners) == 1
     assert sorted(winners + losers) == list(range(5))
     assert await store.head(LOCK_KEY) is None
+
+
+async def test_a_late_renewal_loses_to_a_takeover_in_progress(store: Store) -> None:
+    """A holder renewing its expired lease while another run holds the claim to take
+    it over: the renewal fails with LockHeldError and writes nothing; the taker's
+    compare-and-swap then succeeds."""
+    async with acquire_lock(store, ttl=timedelta(minutes=10), now=NOW) as lock:
+        seen = await store.get(LOCK_KEY, max_length=65536)
+        later = NOW + timedelta(minutes=11)
+        taker = foreign_lock(owner="taker", token="t" * 32, created=later).to_json()
+        assert await store.create_exclusive(
+            claim_key(seen),
+            foreign_lock(owner="taker", expires=later + timedelta(minutes=1)).to_json(),
+        )
+        with pytest.raises(LockHeldError, match="taken over"):
+            await lock.refresh(now=later)
+        assert await store.get(LOCK_KEY, max_length=65536) == seen
+        await store.delete(claim_key(seen))
+        assert await _compare_and_swap(store, LOCK_KEY, seen, taker, taker, now=later)
+
+    assert LockInfo.from_json(await store.get(LOCK_KEY, max_length=65536)).owner == "taker"
