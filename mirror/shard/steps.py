@@ -40,9 +40,10 @@ from typing import Any, Final
 import trio
 
 from mirror.config import Settings
-from mirror.copier import CopyResult, Outcome, TargetCopier, TransferBudget
+from mirror.copier import CopyResult, Outcome, TargetCopier
 from mirror.errors import MirrorError, TerminatedError, TransientError, UsageError
 from mirror.fetch import Fetcher
+from mirror.fetch.budget import TransferBudget
 from mirror.log import log
 from mirror.plan import TargetCopy
 from mirror.report import RunReport
@@ -245,6 +246,8 @@ async def copy_shards(
             if result.outcome is Outcome.PRESENT:
                 report.targets_already_present += 1
                 report.present_bytes += result.length
+            elif result.outcome is Outcome.DEFERRED:  # --max-transfer: a later run
+                report.targets_deferred += 1
             else:
                 report.targets_fetched += 1
                 report.targets_published += 1
@@ -257,6 +260,8 @@ async def copy_shards(
                 # Deferred-durability target writes become durable before the
                 # marker says they are there.
                 await store.flush()
+                if copier.budget is not None:
+                    copier.budget.check()  # no marker for a shard the budget cut short
                 marker = {
                     "run_id": info.run_id,
                     "index": index,

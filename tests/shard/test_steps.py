@@ -12,6 +12,7 @@ import pytest
 
 from mirror.errors import ExitStatus, UsageError
 from mirror.shard.cli import shard_position
+from mirror.shard.manifest import marker_name, run_key
 from mirror.testing.server import serve_directory
 from tests.shard.conftest import INTERNAL, Dest, Upstream, local_dest, run_json
 from tests.sync.conftest import make_repo
@@ -278,3 +279,22 @@ def test_a_policy_is_refused(
         assert status == ExitStatus.USAGE
         assert "--policy is not supported by `shard` yet" in capsys.readouterr().err
     assert local.files(internal=True) == {}
+
+
+def test_a_shard_cut_short_by_the_budget_writes_no_marker(upstream: Upstream, local: Dest) -> None:
+    """``shard copy --max-transfer`` smaller than the shard: exit 5, the copied
+    targets stay, no completion marker (publish would otherwise trust a partial
+    shard); repeated copies converge and then publish succeeds."""
+    _plan(upstream, local)
+    for index in (0, 1, 2):
+        assert _copy(upstream, local, index) == 0
+    copy_3 = ("shard", "copy", "--run-id", RUN, "--index", "3", "--count", "4")
+    marker = run_key(RUN, marker_name(3))
+    assert upstream.run(local, *copy_3, "--max-transfer", "300") == ExitStatus.BUDGET
+    assert marker not in local.files(internal=True)
+    assert local.keys("targets/"), "nothing copied"
+    statuses = [upstream.run(local, *copy_3, "--max-transfer", "300") for _ in range(20)]
+    assert ExitStatus.OK in statuses
+    assert set(statuses[: statuses.index(ExitStatus.OK)]) <= {ExitStatus.BUDGET}
+    assert marker in local.files(internal=True)
+    assert upstream.run(local, "shard", "publish", "--run-id", RUN) == 0
