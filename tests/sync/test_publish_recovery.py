@@ -6,7 +6,7 @@ consistent for a client wherever TUF allows it."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -53,6 +53,9 @@ class FailingStore:
 
     async def delete(self, key: str) -> None:
         await self.inner.delete(key)
+
+    async def delete_many(self, keys: Sequence[str]) -> None:
+        await self.inner.delete_many(keys)
 
     def spool_dir(self) -> Path:
         return self.inner.spool_dir()
