@@ -238,8 +238,9 @@ def test_reference_time_on_sync_plan_verify_and_export(
 
     report = tmp_path / "verify.json"
     verify = ["verify", "--root", str(expired.root_file), "--dest", str(expired.dest)]
-    assert main([*verify, "--report", str(report)]) == ExitStatus.OK
-    assert any("has expired" in w for w in json.loads(report.read_text())["warnings"])
+    # Clients refuse expired top-level metadata: verify fails (exit 1) and says so.
+    assert main([*verify, "--report", str(report)]) == ExitStatus.VERIFICATION_FAILED
+    assert any("expired at" in e for e in json.loads(report.read_text())["expired_top_level"])
     assert main([*verify, "--report", str(report), "--reference-time", then]) == ExitStatus.OK
     assert json.loads(report.read_text())["warnings"] == []
 
