@@ -1,32 +1,140 @@
 """The ``tuf-mirror`` command line: argparse subcommands, the only ``trio.run``.
 
 ``main(argv) -> int`` parses arguments, resolves settings (flags, environment,
-config file), runs one command and maps the outcome to an exit status. It catches
-only ``MirrorError``: anything else is a bug and keeps its traceback.
+config file), runs one command and maps the outcome to an exit status (the table
+in ``mirror.errors``). A ``MirrorError`` is reported as one line; anything else is
+a bug: its traceback is printed and the status is 70. SIGINT and SIGTERM stop a
+run cleanly (``mirror.shutdown``): 130 or 143, never a traceback. The report and
+the metrics are written for every run that got as far as its settings, whatever
+its end.
+
+Subcommands are rows of ``COMMANDS`` (name, help, the coroutine that runs it,
+positional arguments); the options each takes are rows of
+``mirror.config.OPTIONS``. Adding a subcommand is one ``Command`` row here.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import traceback
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
 
 from mirror import __version__
-from mirror.config import Settings, add_options, resolve
-from mirror.errors import ExitStatus, MirrorError, UsageError
-from mirror.log import configure_logging, log
+from mirror.config import (
+    GlobalSettings,
+    Settings,
+    add_global_options,
+    add_options,
+    resolve,
+    resolve_globals,
+    unknown_environment,
+)
+from mirror.errors import (
+    EXIT_STATUS_MEANINGS,
+    ExitStatus,
+    MirrorError,
+    UsageError,
+    VerificationError,
+)
+from mirror.log import configure_logging, emit_summary, log
 from mirror.report import RunReport
 
-COMMANDS = {
-    "sync": "copy and verify what is new upstream into DEST, timestamp.json last",
-    "plan": "verify the upstream's new metadata and print what a sync would copy",
-    "verify": "audit a published mirror from the pinned root",
-    "export": "verify the upstream and write an air-gap bundle of what the far side lacks",
-    "import": "verify an air-gap bundle against DEST's trusted state and publish it",
-    "prune": "delete files no retained published state needs (a dry run unless --apply)",
-}
+Runner = Callable[[Settings, RunReport, bool], Awaitable[RunReport]]
+
+
+@dataclass(frozen=True, slots=True)
+class Positional:
+    """An optional positional argument of a subcommand, an alias of an option."""
+
+    name: str
+    metavar: str
+    help: str
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One subcommand: its name, its one-line help and the coroutine that runs it
+    (``run(settings, report, progress)``: ``report`` is filled in as the run goes,
+    ``progress`` asks for the interactive progress display)."""
+
+    name: str
+    help: str
+    run: Runner
+    positionals: tuple[Positional, ...] = ()
+
+
+async def _sync(settings: Settings, report: RunReport, progress: bool) -> RunReport:
+    # Imported here so that `--help` and usage errors stay cheap.
+    from mirror import sync
+
+    return await sync.run_sync(settings, now=datetime.now(UTC), report=report, progress=progress)
+
+
+async def _plan(settings: Settings, report: RunReport, progress: bool) -> RunReport:
+    from mirror import sync
+
+    return await sync.run_sync(
+        settings, now=datetime.now(UTC), dry_run=True, report=report, progress=progress
+    )
+
+
+async def _verify(settings: Settings, report: RunReport, progress: bool) -> RunReport:
+    from mirror import sync
+
+    return await sync.verify_destination(settings, now=datetime.now(UTC))
+
+
+async def _export(settings: Settings, report: RunReport, progress: bool) -> RunReport:
+    from mirror import airgap
+
+    return await airgap.run_export(settings, now=datetime.now(UTC))
+
+
+async def _import(settings: Settings, report: RunReport, progress: bool) -> RunReport:
+    from mirror import airgap
+
+    return await airgap.run_import(settings, now=datetime.now(UTC))
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("sync", "copy and verify what is new upstream into DEST, timestamp.json last", _sync),
+    Command("plan", "verify the upstream's new metadata and print what a sync would copy", _plan),
+    Command("verify", "audit a published mirror from the pinned root", _verify),
+    Command(
+        "export",
+        "verify the upstream and write an air-gap bundle of what the far side lacks",
+        _export,
+    ),
+    Command(
+        "import",
+        "verify an air-gap bundle against DEST's trusted state and publish it",
+        _import,
+        positionals=(
+            Positional(
+                "bundle",
+                "BUNDLE",
+                "the bundle: a directory, FILE.tar, or FILE.tar.NNN-of-MMM volumes",
+            ),
+        ),
+    ),
+)
+COMMAND_BY_NAME = {command.name: command for command in COMMANDS}
+
+
+def exit_status_help() -> str:
+    """The exit-status table, as ``--help`` prints it."""
+    rows = "\n".join(
+        f"  {int(status):<4} {meaning}" for status, meaning in EXIT_STATUS_MEANINGS.items()
+    )
+    return f"exit status:\n{rows}"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,33 +145,33 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, one subparser per command."""
+    """The full argument parser, one subparser per command; the global options are
+    accepted before and after the command's name."""
     parser = _Parser(
         prog="tuf-mirror",
         description="A verifying mirror for TUF repositories.",
-        epilog=(
-            "exit status: 0 ok, 1 verification failed (security event), 2 usage or "
-            "configuration error, 3 transient failure (retry later), 4 destination "
-            "locked by another run, 5 --max-transfer budget reached (run again), 6 "
-            "mirrored but the witness raised an alarm (a person should look)"
-        ),
+        epilog=exit_status_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tuf-mirror {__version__}")
-    parser.add_argument(
-        "--log-format", choices=("text", "json"), default="text", help="log line format"
-    )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    add_global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, helptext in COMMANDS.items():
-        cmd = sub.add_parser(name, help=helptext, description=helptext)
-        add_options(cmd, name)
-        if name == "import":
+    for command in COMMANDS:
+        cmd = sub.add_parser(
+            command.name,
+            help=command.help,
+            description=command.help,
+            epilog=exit_status_help(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        add_options(cmd, command.name)
+        for positional in command.positionals:
             cmd.add_argument(
-                "bundle",
+                positional.name,
                 nargs="?",
-                metavar="BUNDLE",
+                metavar=positional.metavar,
                 default=argparse.SUPPRESS,
-                help="the bundle: a directory, FILE.tar, or FILE.tar.NNN-of-MMM volumes",
+                help=positional.help,
             )
     from mirror.shard.cli import add_shard_command
 
@@ -74,41 +182,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _run(settings: Settings, report: RunReport, progress: bool) -> RunReport:
-    # Imported here so that `--help` and usage errors stay cheap.
-    from mirror import sync
+async def _run(command: Command, settings: Settings, report: RunReport, tty: bool) -> RunReport:
+    from mirror.progress import print_stats
+    from mirror.shutdown import run_stoppable
 
-    now = datetime.now(UTC)
-    if settings.reference_time is not None and settings.command != "import":
-        # (import logs and records its own reference time)
-        log.warning("checking expiry against --reference-time %s", settings.reference_time)
-        now = settings.reference_time
-    if settings.command.startswith("shard-"):
-        from mirror.shard.steps import run_step
+    companions: list[Callable[[], Awaitable[None]]] = []
+    if settings.stats > 0 and not tty and not settings.quiet:
 
-        return await run_step(settings, now=now, report=report)
+        async def stats() -> None:
+            await print_stats(report, interval=settings.stats, fmt=settings.log_format)
 
-    if settings.command == "verify":
-        return await sync.verify_destination(settings, now=now)
-    if settings.command == "prune":
-        from mirror.prune import run_prune
-
-        return await run_prune(settings, now=now, report=report)
-    if settings.command in ("export", "import"):
-        from mirror import airgap
-
-        run = airgap.run_export if settings.command == "export" else airgap.run_import
-        return await run(settings, now=now)
-    return await sync.run_sync(
-        settings,
-        now=now,
-        dry_run=settings.command == "plan",
-        report=report,
-        progress=progress,
+        companions.append(stats)
+    progress = tty and settings.log_format == "text" and not settings.quiet
+    return await run_stoppable(
+        lambda: command.run(settings, report, progress),
+        grace=settings.grace,
+        companions=companions,
     )
 
 
-def _emit(report: RunReport, settings: Settings | None) -> None:
+def _emit(report: RunReport, settings: Settings | None, options: GlobalSettings) -> None:
     if settings is not None and settings.metrics_file is not None:
         from mirror.metrics import write_metrics
 
@@ -123,60 +216,123 @@ def _emit(report: RunReport, settings: Settings | None) -> None:
             log.warning("cannot write --report %s: %s", settings.report, exc.strerror)
     if settings is not None and settings.json:
         print(json.dumps(report.to_dict(), indent=2))
-    elif report.prune is not None and not report.prune.applied:
-        for key in report.prune.deleted:
-            print(f"would delete {key}")
-    print(report.summary_line(), file=sys.stderr)
+    if options.quiet and report.exit_status == ExitStatus.OK:
+        return
+    emit_summary(report.summary_line(), report.to_dict(), fmt=options.log_format)
+
+
+class _SignalExit(BaseException):
+    """A stop signal outside the trio run (parsing, writing the report): stop now."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signal_exit(signum: int, frame: FrameType | None) -> None:
+    raise _SignalExit(signum)
+
+
+def _most_important(group: BaseExceptionGroup[BaseException]) -> MirrorError | None:
+    """The one ``MirrorError`` to report for a group made only of them (a security
+    event first), or None when the group holds anything else (a bug)."""
+    leaves = list(_leaves(group))
+    if not leaves or not all(isinstance(leaf, MirrorError) for leaf in leaves):
+        return None
+    errors = [leaf for leaf in leaves if isinstance(leaf, MirrorError)]
+    errors.sort(key=lambda error: not isinstance(error, VerificationError))
+    return errors[0]
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    handlers: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            handlers[stop] = signal.signal(stop, _raise_signal_exit)
+    try:
+        return _main(argv)
+    except (_SignalExit, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, _SignalExit) else int(signal.SIGINT)
+        print(
+            f"tuf-mirror: stopped by {signal.Signals(signum).name} "
+            "(nothing was running that could leave a partial state)",
+            file=sys.stderr,
+        )
+        return 128 + signum
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     import trio
+
+    from mirror.progress import wanted
 
     parser = build_parser()
     settings: Settings | None = None
     partial: RunReport | None = None
-    command = "run"
+    options = GlobalSettings()
+    command_name = "run"
     started = datetime.now(UTC)
     try:
-        args = parser.parse_args(argv)
-        command = args.command or "run"
-        configure_logging(fmt=args.log_format, verbose=args.verbose)
-        if args.command is None:
-            parser.print_help(sys.stderr)
-            return ExitStatus.USAGE
-        if args.command in ("ledger", "witness"):
-            from mirror.ledger.commands import run_command
-
-            return run_command(args)
-        if args.command == "shard":
-            from mirror.shard.cli import resolve_shard
-
-            settings = resolve_shard(args)
-        else:
+        try:
+            args = parser.parse_args(argv)
+            command_name = args.command or "run"
+            options = resolve_globals(args)
+            configure_logging(fmt=options.log_format, verbose=options.verbose, quiet=options.quiet)
+            for name in unknown_environment():
+                log.warning("ignoring %s: no such setting (a typo?)", name)
+            if args.command is None:
+                parser.print_help(sys.stderr)
+                return ExitStatus.USAGE
+            command = COMMAND_BY_NAME[args.command]
             settings = resolve(args.command, args)
-        partial = RunReport(command=settings.command, started=started)
-        from mirror.progress import wanted
-
-        progress = args.log_format == "text" and wanted()
-        report = trio.run(_run, settings, partial, progress)
+            partial = RunReport(command=settings.command, started=started)
+            partial.dest = settings.dest or settings.to
+            report = trio.run(_run, command, settings, partial, wanted())
+        except BaseExceptionGroup as group:
+            error = _most_important(group)
+            if error is None:
+                raise
+            raise error from group
     except MirrorError as exc:
         if settings is not None and partial is not None:
             report = partial
             report.finish(exc)
         else:
             report = RunReport.failed(
-                command=settings.command if settings else command,
+                command=settings.command if settings else command_name,
                 error=exc,
                 started=started,
             )
         log.error("%s", exc.diagnostics())
-        _emit(report, settings)
+        _emit(report, settings, options)
         return int(exc.exit_status)
-    except KeyboardInterrupt:
-        print("tuf-mirror: interrupted; the published state is unchanged", file=sys.stderr)
-        return 130
-    _emit(report, settings)
+    except Exception as exc:  # noqa: BLE001 - a bug: printed with its traceback, exit 70
+        # A bug: keep its traceback, and say so in the report and the metrics.
+        traceback.print_exc()
+        print(
+            "tuf-mirror: internal error (a bug in tuf-mirror, not in the mirrored "
+            "repository): please report it with the traceback above",
+            file=sys.stderr,
+        )
+        report = partial if partial is not None else RunReport(command=command_name)
+        report.finish()
+        report.exit_status = ExitStatus.SOFTWARE
+        report.error = f"internal error: {type(exc).__name__}: {exc}"
+        _emit(report, settings, options)
+        return ExitStatus.SOFTWARE
+    _emit(report, settings, options)
     return int(report.exit_status)
 
 

@@ -2,9 +2,17 @@
 variables and a TOML file (``--config FILE``), in that order of precedence.
 
 Every option is declared once in ``OPTIONS``; ``add_options`` turns the table into
-argparse flags (with the environment variable and default in ``--help``) and
-``resolve`` merges the three sources into a frozen ``Settings``. This module parses
-and validates values; it does not open the root file, the network or the destination.
+argparse flags (with the environment variable and a human default such as ``2m`` or
+``32M`` in ``--help``) and ``resolve`` merges the three sources into a frozen
+``Settings``. An option lists the subcommands it applies to (``commands``), so a
+subcommand's ``--help`` shows only what it uses; a *global* option (``--log-format``,
+``-v``, ``-q``, ``--stats``) applies to every subcommand and is accepted before or
+after the subcommand's name. Adding an option is one ``Option(...)`` entry here and
+one ``Settings`` field; adding a subcommand is one ``Command`` entry in
+``mirror.cli`` plus its name in the ``commands`` of the options it takes.
+
+This module parses and validates values; it does not open the root file, the
+network or the destination.
 """
 
 from __future__ import annotations
@@ -63,6 +71,25 @@ def parse_time(text: str) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling of a duration in ``parse_duration``'s syntax:
+    ``120.0`` -> ``2m``, ``172800.0`` -> ``2d``, ``90`` -> ``90s``."""
+    for unit, scale in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= scale and float(seconds) % scale == 0:
+            return f"{int(seconds // scale)}{unit}"
+    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds}s"
+
+
+def format_size(size: int) -> str:
+    """The shortest exact spelling of a byte count in ``parse_size``'s syntax:
+    ``33554432`` -> ``32M``."""
+    for unit in ("T", "G", "M", "K"):
+        scale = _UNITS[unit]
+        if size >= scale and size % scale == 0:
+            return f"{size // scale}{unit}"
+    return str(size)
+
+
 def _int_at_least(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -112,6 +139,13 @@ def _bwlimit(text: str) -> BandwidthSchedule | None:
     return None if schedule.unlimited else schedule
 
 
+def _log_format(text: str) -> str:
+    value = str(text).strip().lower()
+    if value not in {"text", "json"}:
+        raise UsageError(f"not a log format: {text!r} (text or json)")
+    return value
+
+
 def _bool(text: str) -> bool:
     value = str(text).strip().lower()
     if value in {"1", "true", "yes", "on"}:
@@ -123,7 +157,12 @@ def _bool(text: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Option:
-    """One setting: its flag, how to parse it, its default and its help."""
+    """One setting: its flag, how to parse it, its default and its help.
+
+    ``commands`` are the subcommands it applies to; a ``scope="global"`` option
+    applies to every subcommand and is also accepted before the subcommand's name.
+    ``flag`` options take no value (``--full``), ``count`` ones may repeat (``-vv``).
+    """
 
     name: str
     parse: Callable[[str], Any]
@@ -132,7 +171,10 @@ class Option:
     metavar: str | None = None
     repeat: bool = False
     flag: bool = False
-    commands: frozenset[str] = frozenset({"sync", "plan", "verify", "export", "import", "prune"})
+    commands: frozenset[str] = frozenset({"sync", "plan", "verify", "export", "import"})
+    scope: str = "command"
+    short: str | None = None
+    count: bool = False
 
     @property
     def env(self) -> str:
@@ -142,13 +184,39 @@ class Option:
     def cli(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def is_global(self) -> bool:
+        return self.scope == "global"
+
+    def applies_to(self, command: str) -> bool:
+        """Whether ``command`` takes this option."""
+        return self.is_global or command in self.commands
+
+    def default_text(self) -> str | None:
+        """The default as a person writes it (``2m``, ``32M``), None when there is
+        nothing worth showing (no value, an off switch)."""
+        if self.default in (None, (), False) or self.flag:
+            return None
+        if self.parse in (parse_duration, _max_age):
+            return format_duration(self.default)
+        if self.parse is parse_size:
+            return format_size(self.default)
+        return str(self.default)
+
 
 _SYNCISH = frozenset({"sync", "plan", "export"})
 _EXPORT = frozenset({"export"})
 _IMPORT = frozenset({"import"})
-_PRUNE = frozenset({"prune"})
-#: options about the destination store, for every command that opens one
-_DESTINATION = _SYNCISH | {"verify", "import", "prune"}
+#: commands that download targets (plan only reads metadata)
+_TRANSFERS = frozenset({"sync", "export"})
+#: commands that write to the destination (or, for export, a bundle): a lock, a
+#: publish that a signal lets complete
+_WRITERS = frozenset({"sync", "export", "import"})
+#: options about the destination store, for every command that opens one (an
+#: export writes a bundle, not a store)
+_DESTINATION = frozenset({"sync", "plan", "verify", "import"})
+#: options about how objects are written to the destination store
+_DESTINATION_WRITES = frozenset({"sync", "import"})
 
 OPTIONS: tuple[Option, ...] = (
     Option("root", _str, None, "pinned trusted root.json of the upstream", "FILE"),
@@ -179,9 +247,9 @@ OPTIONS: tuple[Option, ...] = (
         "transfers",
         _positive_int,
         8,
-        "concurrent downloads (per worker process)",
+        "concurrent downloads (per worker process); verify: concurrent reads",
         "N",
-        commands=_SYNCISH,
+        commands=_SYNCISH | {"verify"},
     ),
     Option(
         "processes",
@@ -233,7 +301,7 @@ OPTIONS: tuple[Option, ...] = (
         "take over a lock whose lease has not expired yet (its run is known to be"
         " gone) or that is unreadable; expired leases are taken over without it",
         flag=True,
-        commands=_SYNCISH | _IMPORT | _PRUNE,
+        commands=_WRITERS,
     ),
     Option(
         "lock_lease",
@@ -261,7 +329,7 @@ OPTIONS: tuple[Option, ...] = (
         "stop starting downloads once this many target bytes were fetched (e.g. 5G);"
         " exit 5, run again to continue",
         "SIZE",
-        commands=_SYNCISH,
+        commands=_TRANSFERS,
     ),
     Option(
         "include",
@@ -271,7 +339,7 @@ OPTIONS: tuple[Option, ...] = (
         " repeat; metadata is always complete",
         "GLOB",
         repeat=True,
-        commands=_SYNCISH | _PRUNE,
+        commands=frozenset({"sync", "plan"}),
     ),
     Option(
         "exclude",
@@ -280,7 +348,7 @@ OPTIONS: tuple[Option, ...] = (
         "do not copy targets whose path matches GLOB; repeat",
         "GLOB",
         repeat=True,
-        commands=_SYNCISH | _PRUNE,
+        commands=frozenset({"sync", "plan"}),
     ),
     Option(
         "role",
@@ -289,7 +357,7 @@ OPTIONS: tuple[Option, ...] = (
         "only copy targets listed by delegated roles matching NAME (a glob); repeat",
         "NAME",
         repeat=True,
-        commands=_SYNCISH | _PRUNE,
+        commands=frozenset({"sync", "plan"}),
     ),
     Option(
         "policy",
@@ -310,9 +378,12 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "expiry_warning",
         parse_duration,
-        2 * 86400.0,
-        "warn when published timestamp/snapshot/targets/root expire within DURATION",
+        12 * 3600.0,
+        "warn when published timestamp/snapshot/targets/root expire within DURATION"
+        " (keep it below the upstream's re-signing margin: a timestamp that lives 2d"
+        " and is re-signed daily always has more than 1d left)",
         "DURATION",
+        commands=_SYNCISH | _IMPORT,
     ),
     Option("json", _bool, False, "print the run report as JSON on stdout", flag=True),
     Option("report", _str, None, "write the JSON run report to FILE", "FILE"),
@@ -348,7 +419,7 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "storage class of uploaded objects (STANDARD, INTELLIGENT_TIERING, ...)",
         "CLASS",
-        commands=_DESTINATION,
+        commands=_DESTINATION_WRITES,
     ),
     Option(
         "uploads",
@@ -365,7 +436,7 @@ OPTIONS: tuple[Option, ...] = (
         "Cache-Control max-age of timestamp.json and other files replaced in place"
         " (seconds or 30s/5m)",
         "DURATION",
-        commands=_DESTINATION,
+        commands=_DESTINATION_WRITES,
     ),
     Option(
         "sample",
@@ -475,6 +546,51 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "check every expiry against this ISO 8601 time instead of now (audits, replays, tests)",
         "TIME",
+    ),
+    # Stopping and being watched: every command.
+    Option(
+        "grace",
+        parse_duration,
+        10.0,
+        "on SIGINT/SIGTERM, let target transfers in flight finish for up to DURATION,"
+        " then abandon them (resumable); a second signal stops at once",
+        "DURATION",
+        commands=_WRITERS,
+    ),
+    Option(
+        "log_format",
+        _log_format,
+        "text",
+        "log lines (and the summary line) as text or json",
+        "{text,json}",
+        scope="global",
+    ),
+    Option(
+        "verbose",
+        _non_negative_int,
+        0,
+        "more log output (-vv: debug)",
+        short="-v",
+        count=True,
+        scope="global",
+    ),
+    Option(
+        "quiet",
+        _bool,
+        False,
+        "print nothing on success (errors, and the summary of a failed run, still print)",
+        short="-q",
+        flag=True,
+        scope="global",
+    ),
+    Option(
+        "stats",
+        parse_duration,
+        60.0,
+        "when stderr is not a terminal, print a progress line every DURATION"
+        " (0: never); a run shorter than DURATION prints none",
+        "DURATION",
+        scope="global",
     ),
 )
 
@@ -593,7 +709,7 @@ class Settings:
     role: tuple[str, ...] = ()
     policy: str | None = None
     metrics_file: Path | None = None
-    expiry_warning: float = 2 * 86400.0
+    expiry_warning: float = 12 * 3600.0
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     s3_addressing_style: str | None = None
@@ -615,14 +731,11 @@ class Settings:
     bundle: str | None = None
     receipt: str | None = None
     reference_time: datetime | None = None
-    ledger: str | None = None
-    witness_key: str | None = None
-    witness_name: str | None = None
-    immutable: tuple[str, ...] = ()
-    expect: str | None = None
-    expect_key: str | None = None
-    on_alarm: str = "publish"
-    witness_peer: tuple[str, ...] = ()
+    grace: float = 10.0
+    log_format: str = "text"
+    verbose: int = 0
+    quiet: bool = False
+    stats: float = 60.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def root_bytes(self) -> bytes:
@@ -656,8 +769,48 @@ class Settings:
         }
 
 
+#: the ``dest`` prefix of a global option given before the subcommand's name (kept
+#: apart from the value given after it: ``-v sync -v`` counts two)
+_BEFORE = "before_"
+
+
+def _add_argument(add: Callable[..., Any], option: Option, *, dest: str) -> None:
+    helptext = f"{option.help} (env {option.env}"
+    default = option.default_text()
+    helptext += f"; default {default})" if default is not None else ")"
+    names = [option.short, option.cli] if option.short else [option.cli]
+    if option.count:
+        add(*names, dest=dest, action="count", default=argparse.SUPPRESS, help=helptext)
+    elif option.flag:
+        add(
+            *names,
+            dest=dest,
+            action="store_const",
+            const="true",
+            default=argparse.SUPPRESS,
+            help=helptext,
+        )
+    else:
+        add(
+            *names,
+            dest=dest,
+            metavar=option.metavar,
+            action="append" if option.repeat else "store",
+            default=argparse.SUPPRESS,
+            help=helptext,
+        )
+
+
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    """Add the global options to the top-level parser (before the subcommand)."""
+    group = parser.add_argument_group("global options (also accepted after the command)")
+    for option in OPTIONS:
+        if option.is_global:
+            _add_argument(group.add_argument, option, dest=_BEFORE + option.name)
+
+
 def add_options(parser: argparse.ArgumentParser, command: str) -> None:
-    """Add the table's options for ``command`` to ``parser``.
+    """Add the table's options for ``command`` (global ones included) to ``parser``.
 
     Defaults are not set here (argparse.SUPPRESS) so that ``resolve`` can tell an
     explicit flag from an absent one and fall back to env and config file.
@@ -669,28 +822,28 @@ def add_options(parser: argparse.ArgumentParser, command: str) -> None:
         help=f"TOML config file (env {ENV_PREFIX}CONFIG); keys are the long option names",
     )
     for option in OPTIONS:
-        if command not in option.commands:
+        if option.applies_to(command) and not option.is_global:
+            _add_argument(parser.add_argument, option, dest=option.name)
+    group = parser.add_argument_group("global options (also accepted before the command)")
+    for option in OPTIONS:
+        if option.is_global:
+            _add_argument(group.add_argument, option, dest=option.name)
+
+
+def _flags(namespace: argparse.Namespace) -> dict[str, Any]:
+    """The explicit flags of ``namespace``, a global option given before and after
+    the subcommand merged (after wins; counts add up)."""
+    flags = {k: v for k, v in vars(namespace).items() if not k.startswith(_BEFORE)}
+    for key, value in vars(namespace).items():
+        if not key.startswith(_BEFORE):
             continue
-        helptext = f"{option.help} (env {option.env}"
-        helptext += f"; default {option.default!r})" if option.default not in (None, ()) else ")"
-        if option.flag:
-            parser.add_argument(
-                option.cli,
-                dest=option.name,
-                action="store_const",
-                const="true",
-                default=argparse.SUPPRESS,
-                help=helptext,
-            )
+        name = key[len(_BEFORE) :]
+        option = OPTION_BY_NAME[name]
+        if option.count and name in flags:
+            flags[name] = int(flags[name]) + int(value)
         else:
-            parser.add_argument(
-                option.cli,
-                dest=option.name,
-                metavar=option.metavar,
-                action="append" if option.repeat else "store",
-                default=argparse.SUPPRESS,
-                help=helptext,
-            )
+            flags.setdefault(name, value)
+    return flags
 
 
 def _load_toml(path: str) -> dict[str, Any]:
@@ -732,6 +885,69 @@ def _convert(option: Option, raw: Any, source: str) -> Any:
         raise UsageError(f"{option.cli} (from {source}): {exc}") from exc
 
 
+#: ``TUF_MIRROR_*`` variables that are not options but are known: the config file,
+#: and the virtual environment of the development scripts
+_KNOWN_ENV = frozenset({ENV_PREFIX + "CONFIG", ENV_PREFIX + "VENV"})
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``TUF_MIRROR_*`` variables that name no option (a typo, or a setting of
+    another version): the CLI warns about each."""
+    env = os.environ if environ is None else environ
+    known = {option.env for option in OPTIONS} | _KNOWN_ENV
+    return sorted(name for name in env if name.startswith(ENV_PREFIX) and name not in known)
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalSettings:
+    """The global options, resolved before anything else (logging needs them to
+    report errors in the rest of the configuration)."""
+
+    log_format: str = "text"
+    verbose: int = 0
+    quiet: bool = False
+    stats: float = 60.0
+
+
+def resolve_globals(
+    namespace: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> GlobalSettings:
+    """The global options from flags, environment and config file. A broken config
+    file is reported by ``resolve``; here it only falls back to the defaults."""
+    env = os.environ if environ is None else environ
+    flags = _flags(namespace)
+    config_path = flags.get("config") or env.get(ENV_PREFIX + "CONFIG")
+    try:
+        from_file = _load_toml(config_path) if config_path else {}
+    except UsageError:
+        from_file = {}
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        if not option.is_global:
+            continue
+        try:
+            values[option.name] = _pick(option, flags, env, from_file, config_path)
+        except UsageError:
+            values[option.name] = option.default
+    return GlobalSettings(**values)
+
+
+def _pick(
+    option: Option,
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    from_file: Mapping[str, Any],
+    config_path: str | None,
+) -> Any:
+    if option.name in flags:
+        return _convert(option, flags[option.name], option.cli)
+    if option.env in env:
+        return _convert(option, env[option.env], option.env)
+    if option.name in from_file:
+        return _convert(option, from_file[option.name], str(config_path))
+    return option.default
+
+
 def resolve(
     command: str,
     namespace: argparse.Namespace,
@@ -739,22 +955,14 @@ def resolve(
 ) -> Settings:
     """Merge flags, environment and config file (in that order of precedence)."""
     env = os.environ if environ is None else environ
-    flags = vars(namespace)
+    flags = _flags(namespace)
     config_path = flags.get("config") or env.get(ENV_PREFIX + "CONFIG")
     from_file = _load_toml(config_path) if config_path else {}
 
     values: dict[str, Any] = {}
     for option in OPTIONS:
-        if command not in option.commands:
-            continue
-        if option.name in flags:
-            values[option.name] = _convert(option, flags[option.name], option.cli)
-        elif option.env in env:
-            values[option.name] = _convert(option, env[option.env], option.env)
-        elif option.name in from_file:
-            values[option.name] = _convert(option, from_file[option.name], str(config_path))
-        else:
-            values[option.name] = option.default
+        if option.applies_to(command):
+            values[option.name] = _pick(option, flags, env, from_file, config_path)
 
     if values.get("policy"):
         from mirror.policy.source import primary_settings

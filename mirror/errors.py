@@ -1,10 +1,27 @@
 """The one exception tree of tuf-mirror, and the exit status each branch maps to.
 
+Exit statuses (the one table; ``--help``, the README and the shipped units repeat
+it). Each status means one thing:
+
+=====  ======================================================================
+0      ok: the destination holds the upstream's current verified state
+1      security event: something did not verify (alert a person)
+2      usage or configuration: bad flags, config file, environment, missing extra
+3      transient: network, upstream or storage trouble; the next run retries
+4      locked: a live run holds the destination; this run did nothing
+5      budget: --max-transfer reached after making progress; run again
+6      witness alarm: mirrored, but a person should look
+70     internal error: a bug in tuf-mirror, printed with its traceback
+130    interrupted by SIGINT: stopped cleanly, nothing partial published
+143    terminated by SIGTERM: stopped cleanly, nothing partial published
+=====  ======================================================================
+
 ::
 
     MirrorError                      (exit 1 unless a branch says otherwise)
     ├── UsageError                   exit 2  bad flags, config file, environment
     │   ├── StorageConfigError       exit 2  missing bucket, access denied, bad path
+    │   ├── MissingExtraError        exit 2  an optional dependency is not installed
     │   ├── WrongBaseError           exit 2  import: bundle made for another state
     │   ├── BaseUnavailableError     exit 2  export: the far side's base cannot be rebuilt
     │   └── ValidityTooShortError    exit 2  export: state expires before --min-validity
@@ -30,7 +47,7 @@
     │   └── IncompletePublishError           verify: a publish stopped before timestamp.json
     ├── LockHeldError                exit 4  another run holds the destination
     ├── BudgetExhaustedError         exit 5  --max-transfer reached; run again
-    └── TerminatedError              exit 143  SIGTERM: stopped cleanly; run again
+    └── Interrupted                  exit 130 / 143  SIGINT / SIGTERM (``mirror.shutdown``)
 
     (exit 6, ``ExitStatus.WITNESS_ALARM``, is no error: the run mirrored, and the
     ledger's witness raised an alarm a person should look at; ``mirror.ledger``)
@@ -38,7 +55,7 @@
 Third-party exceptions are translated into this tree in the module that owns the
 library (``raise FetchError(...) from exc``) and never caught anywhere else.
 Programming errors (calling steps in the wrong order) are ``RuntimeError``, never
-a ``MirrorError``, so they keep their traceback.
+a ``MirrorError``, so they keep their traceback; the CLI exits 70 for them.
 """
 
 from __future__ import annotations
@@ -56,9 +73,26 @@ class ExitStatus(IntEnum):
     TRANSIENT = 3
     LOCKED = 4
     BUDGET = 5
-    #: mirrored, but the witness (the ledger) raised an alarm: a person should look
     WITNESS_ALARM = 6
-    TERMINATED = 143
+    SOFTWARE = 70
+    SIGINT = 130
+    SIGTERM = 143
+
+
+#: what each exit status means, one line each: ``--help`` prints this table, and
+#: tests check that this docstring, the README and the shipped units agree with it
+EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
+    ExitStatus.OK: "ok: the destination holds the upstream's current verified state",
+    ExitStatus.VERIFICATION_FAILED: "security event: something did not verify (alert a person)",
+    ExitStatus.USAGE: "usage or configuration: bad flags, config file, environment, missing extra",
+    ExitStatus.TRANSIENT: "transient: network, upstream or storage trouble; the next run retries",
+    ExitStatus.LOCKED: "locked: a live run holds the destination; this run did nothing",
+    ExitStatus.BUDGET: "budget: --max-transfer reached after making progress; run again",
+    ExitStatus.WITNESS_ALARM: "witness alarm: mirrored, but a person should look",
+    ExitStatus.SOFTWARE: "internal error: a bug in tuf-mirror, printed with its traceback",
+    ExitStatus.SIGINT: "interrupted by SIGINT: stopped cleanly, nothing partial published",
+    ExitStatus.SIGTERM: "terminated by SIGTERM: stopped cleanly, nothing partial published",
+}
 
 
 class MirrorError(Exception):
@@ -79,6 +113,10 @@ class UsageError(MirrorError):
 
 class StorageConfigError(UsageError):
     """The destination cannot be used as configured (missing bucket, denied)."""
+
+
+class MissingExtraError(UsageError):
+    """An optional dependency (``pip install 'tuf-mirror[s3]'``) is not installed."""
 
 
 class VerificationError(MirrorError):
@@ -204,8 +242,16 @@ class BudgetExhaustedError(MirrorError):
     exit_status = ExitStatus.BUDGET
 
 
-class TerminatedError(MirrorError):
-    """The run received SIGTERM (a spot interruption, a pod eviction) and stopped
-    cleanly; what it wrote is verified and kept, and a rerun continues."""
+class Interrupted(MirrorError):
+    """SIGINT or SIGTERM stopped the run cleanly: nothing partial was published, the
+    lock was released. The exit status is 128 + the signal number (130, 143)."""
 
-    exit_status = ExitStatus.TERMINATED
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+        # SIGINT (2) is 130; SIGTERM, and any other stop signal, is 143.
+        self.exit_status = ExitStatus.SIGINT if signum == 2 else ExitStatus.SIGTERM
+
+    def diagnostics(self) -> str:
+        """The one line: which signal, and what state the destination was left in."""
+        return str(self)

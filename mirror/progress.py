@@ -1,10 +1,12 @@
 """The progress display of an interactive run: files and bytes done out of those
 found so far, rate and ETA, on stderr, refreshed a few times a second.
 
-Shown only when stderr is a terminal (and logs are not JSON): a cron run prints
-nothing but its summary line. The totals grow while the delegation walk finds new
-targets, so the ETA is for the work known so far. ``rich`` is imported only here,
-only for such runs.
+Shown only when stderr is a terminal (and logs are not JSON). Without a terminal
+(cron, systemd, a container) ``print_stats`` prints one plain progress line every
+``--stats`` interval instead (default 1m, like rclone's ``--stats``): a six-hour
+first sync says how far it got, a run shorter than the interval prints none.
+The totals grow while the delegation walk finds new targets, so the ETA is for
+the work known so far. ``rich`` is imported only here, only for terminal runs.
 """
 
 from __future__ import annotations
@@ -65,3 +67,48 @@ async def show_progress(report: RunReport, stream: TextIO | None = None) -> None
             )
             progress.refresh()
             await trio.sleep(REFRESH_SECONDS)
+
+
+def stats_line(report: RunReport, *, elapsed: float) -> str:
+    """One ``--stats`` line: what is done so far, bytes, rate and elapsed time."""
+    rate = report.target_bytes / elapsed if elapsed > 0 else 0.0
+    text = describe(report) if report.targets_new or report.roles_verified else report.command
+    return (
+        f"tuf-mirror {text}; {_human_bytes(report.target_bytes)} of "
+        f"{_human_bytes(max(report.planned_bytes, report.target_bytes))} fetched at "
+        f"{_human_bytes(int(rate))}/s; {elapsed:.0f}s elapsed"
+    )
+
+
+async def print_stats(report: RunReport, *, interval: float, fmt: str) -> None:
+    """Print ``stats_line`` every ``interval`` seconds until cancelled."""
+    from mirror.log import emit_line
+
+    started = trio.current_time()
+    while True:
+        await trio.sleep(interval)
+        elapsed = trio.current_time() - started
+        emit_line(
+            stats_line(report, elapsed=elapsed),
+            {
+                "event": "stats",
+                "command": report.command,
+                "targets_new": report.targets_new,
+                "targets_fetched": report.targets_fetched,
+                "targets_already_present": report.targets_already_present,
+                "target_bytes": report.target_bytes,
+                "planned_bytes": report.planned_bytes,
+                "roles_verified": report.roles_verified,
+                "elapsed_seconds": round(elapsed, 1),
+            },
+            fmt=fmt,
+        )
+
+
+def _human_bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

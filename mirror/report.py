@@ -145,8 +145,10 @@ class RunReport:
     def summary_line(self) -> str:
         """The one human line a run prints."""
         if self.error is not None:
+            stopped = self.exit_status in (ExitStatus.SIGINT, ExitStatus.SIGTERM)
             return (
-                f"tuf-mirror {self.command}: FAILED (exit {int(self.exit_status)}) "
+                f"tuf-mirror {self.command}: {'INTERRUPTED' if stopped else 'FAILED'} "
+                f"(exit {int(self.exit_status)}) "
                 f"after {self.seconds:.1f}s: {self.error}"
             )
         ts = self.versions_after.get("timestamp")

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
+from mirror import shutdown
 from mirror.config import Settings
 from mirror.copier import CopyResult, Outcome, TargetCopier
 from mirror.errors import (
@@ -818,7 +819,8 @@ class Synchronizer:
     ) -> None:
         async with receive:
             async for copy in receive:
-                self._count(await copier.copy(copy))
+                async with shutdown.transfer():  # a stop request starts no new one
+                    self._count(await copier.copy(copy))
 
     def _count(self, result: CopyResult) -> None:
         if result.outcome is Outcome.PRESENT:
@@ -1040,18 +1042,15 @@ class Synchronizer:
         if self.budget is not None:
             self.budget.check()  # ... also in the copies the policy gate made
         if not self.dry_run:
-            if self.witness is not None:
-                await self.witness.before_publish(cycle, published, self.settings.root_bytes())
-            await self._publish(cycle, published)
-            if walked:
-                await self._write_state(cycle)
-                # Every target is in place: partial downloads left from earlier
-                # interrupted runs will never be continued.
-                await remove_partials(self.store.spool_dir())
-            elif cycle.timestamp_etag != published.timestamp_etag:
-                await self._refresh_validators(cycle, published)
-            if self.witness is not None:
-                await self.witness.after_publish()
+            async with shutdown.finishing():  # a first signal lets a publish complete
+                await self._publish(cycle, published)
+                if walked:
+                    await self._write_state(cycle)
+                    # Every target is in place: partial downloads left from earlier
+                    # interrupted runs will never be continued.
+                    await remove_partials(self.store.spool_dir())
+                elif cycle.timestamp_etag != published.timestamp_etag:
+                    await self._refresh_validators(cycle, published)
             log.info(
                 "published %d metadata files at %.2fs",
                 self.report.roles_published,

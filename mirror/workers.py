@@ -12,7 +12,8 @@ atomic write under the final names.
 The parent verified the metadata that lists the targets and checked each target's
 authority; children only receive jobs from it. Children hold no lock and publish
 no metadata; they exit when their stdin closes (also when the parent dies, even by
-SIGKILL, since the pipe then closes).
+SIGKILL, since the pipe then closes). They run in their own session and ignore
+SIGINT and SIGTERM: stopping is the parent's decision (``mirror.shutdown``).
 
 Protocol: length-prefixed pickle frames on stdin/stdout between our own two
 processes (never from the network). Parent → child: first ``(settings, upstream,
@@ -34,7 +35,7 @@ from typing import Any
 
 import trio
 
-from mirror import errors
+from mirror import errors, shutdown
 from mirror.config import Settings
 from mirror.copier import CopyResult, Outcome, TargetCopier
 from mirror.errors import MirrorError
@@ -121,6 +122,9 @@ class ProcessPool:
             [sys.executable, "-m", "mirror.workers"],
             stdin=-1,  # subprocess.PIPE
             stdout=-1,
+            # Its own session: a terminal's Ctrl-C reaches the parent only, which
+            # stops its workers itself (mirror.shutdown), also during their start-up.
+            start_new_session=True,
         )
         assert process.stdin is not None
         assert process.stdout is not None
@@ -136,6 +140,7 @@ class ProcessPool:
                 async with jobs:
                     job_id = 0
                     async for copy in jobs:
+                        await shutdown.stop_point()  # a stop request hands out no more
                         # Batch what is ready: one frame (one pipe write) for many jobs.
                         await slots.acquire()
                         batch = [copy]
@@ -154,6 +159,7 @@ class ProcessPool:
                             job_id += 1
                             frame.append((job_id, item))
                         await to_child.write(frame)
+                        shutdown.transfers_started(len(frame))
                 await process.stdin.aclose()  # EOF: the child finishes and reports stats
             code = await process.wait()
             if code != 0:
@@ -178,6 +184,7 @@ class ProcessPool:
         if kind == "ok":
             _, _, outcome, length = frame
             self.on_result(CopyResult(Outcome(outcome), length))
+            shutdown.transfers_done(1)
             slots.release()
         elif kind == "error":
             _, _, name, message = frame
@@ -260,6 +267,7 @@ async def _serve() -> None:
 
 def main() -> None:
     """Entry point of a worker process (``python -m mirror.workers``)."""
+    shutdown.ignore_stop_signals()
     trio.run(_serve)
 
 

@@ -44,6 +44,7 @@ from typing import Any
 
 import trio
 
+from mirror import shutdown
 from mirror.airgap.describe import TOOL, expiries, expiry_strings, record_of
 from mirror.airgap.manifest import FileEntry, Manifest
 from mirror.airgap.report import BundleReport
@@ -313,19 +314,20 @@ async def run_export(settings: Settings, *, now: datetime) -> BundleReport:
             )
             await _cache_metadata(state_dir, staging, entries)
             hints = await _walk_hints(staging)
-            if is_tar:
-                manifest = assign_volumes(manifest, to.name, settings.volume_size)
-                written = await write_tar_bundle(
-                    staging_path,
-                    to,
-                    manifest,
-                    mtime=int(now.timestamp()),
-                    volume_size=settings.volume_size,
-                )
-                report.volumes = [str(path) for path in written]
-            else:
-                await write_directory_bundle(staging_path, to, manifest)
-            await _record_export(state_dir, hints, _receipt_like(brought, manifest))
+            async with shutdown.finishing():  # a first signal lets the bundle complete
+                if is_tar:
+                    manifest = assign_volumes(manifest, to.name, settings.volume_size)
+                    written = await write_tar_bundle(
+                        staging_path,
+                        to,
+                        manifest,
+                        mtime=int(now.timestamp()),
+                        volume_size=settings.volume_size,
+                    )
+                    report.volumes = [str(path) for path in written]
+                else:
+                    await write_directory_bundle(staging_path, to, manifest)
+                await _record_export(state_dir, hints, _receipt_like(brought, manifest))
             await trio.to_thread.run_sync(shutil.rmtree, staging_path, True)
     finally:
         await fetcher.aclose()

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mirror.errors import StorageConfigError
+from mirror.errors import MissingExtraError, StorageConfigError
 from mirror.storage.base import (
     DELETE_BATCH,
     INTERNAL_PREFIX,
@@ -77,11 +77,25 @@ def _open_memory(url: str, options: dict[str, object]) -> Store:
 
 
 def _open_s3(url: str, options: dict[str, object]) -> Store:
-    # boto3 is imported only when an s3:// destination is opened.
-    from mirror.storage.s3 import S3Store, parse_s3_url
+    # boto3 is imported only when an s3:// destination is opened; it comes with the
+    # optional "s3" extra.
+    try:
+        from mirror.storage.s3 import S3Store, parse_s3_url
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".", 1)[0]
+        if missing not in _S3_EXTRA_MODULES:
+            raise
+        raise MissingExtraError(
+            f"{url}: s3:// destinations need the 's3' extra, which is not installed"
+            f" (no module {exc.name!r}): pip install 'tuf-mirror[s3]'"
+        ) from exc
 
     bucket, prefix = parse_s3_url(url)
     return S3Store(bucket, prefix, **options)  # type: ignore[arg-type]
+
+
+#: top-level modules that the "s3" extra installs
+_S3_EXTRA_MODULES = frozenset({"boto3", "botocore", "s3transfer"})
 
 
 def _no_options(what: str, options: dict[str, object]) -> None:
