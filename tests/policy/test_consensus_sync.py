@@ -57,7 +57,7 @@ def test_held_back_published_when_curator_adds_it(penv: PolicyEnv) -> None:
     assert penv.report()["nothing_new"] is False
     metrics = penv.conf / "metrics.prom"
     assert penv.run("sync", "--metrics-file", str(metrics)) == ExitStatus.OK
-    assert f'tuf_mirror_targets_held_back{{dest="{penv.dest}"}} 0' in metrics.read_text()
+    assert f'tuf_mirror_targets_held_back{{dest="{penv.dest}"}} 0.0' in metrics.read_text()
     # And the next run has nothing to do.
     assert penv.run() == ExitStatus.OK
     assert penv.report()["targets_fetched"] == 0

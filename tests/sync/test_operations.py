@@ -7,6 +7,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from mirror.errors import ExitStatus
 from tests.sync.conftest import Env, tree
 
@@ -84,37 +86,53 @@ def test_noop_run_moves_under_2kb(env: Env) -> None:
     assert sum(r.bytes_sent for r in records) < 2048
 
 
+def _samples(text: str) -> dict[str, float]:
+    """``name{labels}`` -> value of every sample in a metrics file."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "dest")
+            out[f"{sample.name}{{{labels}}}"] = sample.value
+    return out
+
+
 def test_metrics_file(env: Env, tmp_path: Path) -> None:
-    """--metrics-file writes Prometheus gauges, keeping the last success time across
-    a failed run."""
+    """--metrics-file writes Prometheus series; a failed run keeps the last success
+    time, the published versions and the expiries (the expiry alert still works
+    while the mirror is stuck)."""
     metrics = tmp_path / "tuf_mirror.prom"
     assert env.run("sync", "--metrics-file", str(metrics)) == ExitStatus.OK
-    text = metrics.read_text()
+    first = _samples(metrics.read_text())
     for name in (
-        "tuf_mirror_last_run_exit_status",
-        "tuf_mirror_last_success_timestamp_seconds",
-        "tuf_mirror_bytes_received",
-        "tuf_mirror_targets_copied",
-        "tuf_mirror_upstream_timestamp_version",
-        "tuf_mirror_timestamp_versions_behind",
+        "tuf_mirror_last_run_exit_status{}",
+        "tuf_mirror_last_success_timestamp_seconds{}",
+        "tuf_mirror_last_run_received_bytes{}",
+        "tuf_mirror_last_run_targets_copied{}",
+        "tuf_mirror_upstream_timestamp_version{}",
+        "tuf_mirror_timestamp_versions_behind{}",
+        "tuf_mirror_published_version{role=timestamp}",
+        "tuf_mirror_expiry_timestamp_seconds{role=targets}",
+        "tuf_mirror_expires_in_seconds{role=timestamp}",
     ):
-        assert f"\n{name}{{" in "\n" + text, name
-    assert 'tuf_mirror_expires_in_seconds{dest="' in text
-    assert 'role="targets"' in text
-    success_line = next(
-        line for line in text.splitlines() if line.startswith("tuf_mirror_last_success")
-    )
+        assert name in first, name
+    assert first["tuf_mirror_last_run_targets_copied{}"] == 40
 
     env.repo.add_target("files/extra.txt", b"x")
     env.repo.set_expiry("timestamp", datetime.now(UTC) - timedelta(days=1))
     env.publish()
     assert env.run("sync", "--metrics-file", str(metrics)) == ExitStatus.VERIFICATION_FAILED
-    text = metrics.read_text()
-    assert success_line in text.splitlines()
-    assert "tuf_mirror_last_run_exit_status" in text
-    assert next(line for line in text.splitlines() if "last_run_exit_status{" in line).endswith(
-        " 1"
-    )
+    second = _samples(metrics.read_text())
+    assert second["tuf_mirror_last_run_exit_status{}"] == 1
+    for kept in (
+        "tuf_mirror_last_success_timestamp_seconds{}",
+        "tuf_mirror_published_version{role=timestamp}",
+        "tuf_mirror_published_version{role=snapshot}",
+        "tuf_mirror_expiry_timestamp_seconds{role=timestamp}",
+    ):
+        assert second[kept] == first[kept], kept
+    assert "tuf_mirror_expires_in_seconds{role=timestamp}" in second
+    assert second["tuf_mirror_runs_total{exit_status=0}"] == 1
+    assert second["tuf_mirror_runs_total{exit_status=1}"] == 1
 
 
 def test_freshness_warning(env: Env, tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from mirror.cli import main
 from mirror.errors import ExitStatus
 from mirror.testing.server import Fault
@@ -92,9 +94,12 @@ def _assert_stopped(run: Run, status: int, stderr: str, env: Env, signame: str) 
     assert signame in summaries[0]
     report = json.loads(run.report.read_text())
     assert report["exit_status"] == status
-    metrics = run.metrics.read_text()
-    line = next(m for m in metrics.splitlines() if m.startswith("tuf_mirror_last_run_exit_status"))
-    assert line.endswith(f" {status}")
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(run.metrics.read_text())
+        for sample in family.samples
+    }
+    assert samples["tuf_mirror_last_run_exit_status"] == status
     assert not (env.dest / ".tuf-mirror" / "lock").exists(), "the lock was left behind"
 
 
