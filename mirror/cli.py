@@ -35,6 +35,7 @@ from mirror.config import (
     add_options,
     resolve,
     resolve_globals,
+    resolve_outputs,
     unknown_environment,
 )
 from mirror.errors import (
@@ -128,6 +129,10 @@ COMMANDS: tuple[Command, ...] = (
 )
 COMMAND_BY_NAME = {command.name: command for command in COMMANDS}
 
+#: with -q, runs ending so print nothing: done, or budget reached after progress
+#: (the next run continues); everything else needs a person to read it
+QUIET_STATUSES = frozenset({ExitStatus.OK, ExitStatus.BUDGET})
+
 
 def exit_status_help() -> str:
     """The exit-status table, as ``--help`` prints it."""
@@ -201,22 +206,34 @@ async def _run(command: Command, settings: Settings, report: RunReport, tty: boo
     )
 
 
-def _emit(report: RunReport, settings: Settings | None, options: GlobalSettings) -> None:
-    if settings is not None and settings.metrics_file is not None:
+def _emit(
+    report: RunReport,
+    settings: Settings | None,
+    options: GlobalSettings,
+    args: argparse.Namespace | None = None,
+) -> None:
+    """Write the metrics and the report, print the summary. Without settings (a
+    usage error), the metrics and report paths are read as far as they can be, so
+    a broken configuration shows in monitoring too."""
+    if settings is not None:
+        metrics_file, report_file = settings.metrics_file, settings.report
+    else:
+        metrics_file, report_file = resolve_outputs(args)
+    if metrics_file is not None:
         from mirror.metrics import write_metrics
 
         try:
-            write_metrics(settings.metrics_file, report, now=datetime.now(UTC))
+            write_metrics(metrics_file, report, now=datetime.now(UTC))
         except OSError as exc:
-            log.warning("cannot write --metrics-file %s: %s", settings.metrics_file, exc)
-    if settings is not None and settings.report is not None:
+            log.warning("cannot write --metrics-file %s: %s", metrics_file, exc)
+    if report_file is not None:
         try:
-            settings.report.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+            report_file.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         except OSError as exc:
-            log.warning("cannot write --report %s: %s", settings.report, exc.strerror)
+            log.warning("cannot write --report %s: %s", report_file, exc.strerror)
     if settings is not None and settings.json:
         print(json.dumps(report.to_dict(), indent=2))
-    if options.quiet and report.exit_status == ExitStatus.OK:
+    if options.quiet and report.exit_status in QUIET_STATUSES:
         return
     emit_summary(report.summary_line(), report.to_dict(), fmt=options.log_format)
 
@@ -282,6 +299,7 @@ def _main(argv: Sequence[str] | None) -> int:
     settings: Settings | None = None
     partial: RunReport | None = None
     options = GlobalSettings()
+    args: argparse.Namespace | None = None
     command_name = "run"
     started = datetime.now(UTC)
     try:
@@ -316,7 +334,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 started=started,
             )
         log.error("%s", exc.diagnostics())
-        _emit(report, settings, options)
+        _emit(report, settings, options, args)
         return int(exc.exit_status)
     except Exception as exc:  # noqa: BLE001 - a bug: printed with its traceback, exit 70
         # A bug: keep its traceback, and say so in the report and the metrics.
@@ -330,7 +348,7 @@ def _main(argv: Sequence[str] | None) -> int:
         report.finish()
         report.exit_status = ExitStatus.SOFTWARE
         report.error = f"internal error: {type(exc).__name__}: {exc}"
-        _emit(report, settings, options)
+        _emit(report, settings, options, args)
         return ExitStatus.SOFTWARE
     _emit(report, settings, options)
     return int(report.exit_status)

@@ -578,7 +578,8 @@ OPTIONS: tuple[Option, ...] = (
         "quiet",
         _bool,
         False,
-        "print nothing on success (errors, and the summary of a failed run, still print)",
+        "print nothing when the run succeeds, or stops at the transfer budget after"
+        " progress; errors and any other end still print",
         short="-q",
         flag=True,
         scope="global",
@@ -930,6 +931,29 @@ def resolve_globals(
         except UsageError:
             values[option.name] = option.default
     return GlobalSettings(**values)
+
+
+def resolve_outputs(
+    namespace: argparse.Namespace | None, environ: Mapping[str, str] | None = None
+) -> tuple[Path | None, Path | None]:
+    """``(--metrics-file, --report)`` for a run whose settings did not resolve (a
+    usage error): so that monitoring sees a broken configuration too. Best effort:
+    None for whatever cannot be read."""
+    env = os.environ if environ is None else environ
+    flags = _flags(namespace) if namespace is not None else {}
+    config_path = flags.get("config") or env.get(ENV_PREFIX + "CONFIG")
+    try:
+        from_file = _load_toml(config_path) if config_path else {}
+    except UsageError:
+        from_file = {}
+    paths: list[Path | None] = []
+    for name in ("metrics_file", "report"):
+        try:
+            value = _pick(OPTION_BY_NAME[name], flags, env, from_file, config_path)
+        except UsageError:
+            value = None
+        paths.append(Path(value) if value else None)
+    return paths[0], paths[1]
 
 
 def _pick(

@@ -1,0 +1,213 @@
+"""The command line itself: global options before or after the command, in TOML
+and in the environment; subcommand-specific help with human defaults; one exit
+table everywhere; exit 70 (with the traceback) for a bug; exit 2 naming the ``s3``
+extra when boto3 is missing; ``python -m mirror``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mirror.errors
+from mirror.cli import COMMAND_BY_NAME, Command, build_parser, exit_status_help, main
+from mirror.config import resolve, resolve_globals, unknown_environment
+from mirror.errors import EXIT_STATUS_MEANINGS, ExitStatus
+from mirror.report import RunReport
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+_BASE = ["--root", "root.json", "--upstream", "http://127.0.0.1:1", "--dest", "d"]
+
+
+def _help(*argv: str) -> str:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--help"])
+    return ""
+
+
+def _help_text(command: str, capsys: pytest.CaptureFixture[str]) -> str:
+    _help(command)
+    return capsys.readouterr().out
+
+
+def _options_part(text: str) -> str:
+    return text.split("exit status:", maxsplit=1)[0]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--log-format", "json", "-v", "sync", *_BASE],
+        ["sync", *_BASE, "--log-format", "json", "-v"],
+        ["-v", "sync", "--log-format", "json", *_BASE],
+    ],
+)
+def test_global_options_before_or_after_the_command(argv: list[str]) -> None:
+    """--log-format and -v are accepted before and after the subcommand's name and
+    reach both the global settings and the command's settings."""
+    args = build_parser().parse_args(argv)
+    options = resolve_globals(args, {})
+    assert (options.log_format, options.verbose) == ("json", 1)
+    settings = resolve("sync", args, {})
+    assert (settings.log_format, settings.verbose) == ("json", 1)
+
+
+def test_verbose_counts_on_both_sides() -> None:
+    """-v before and -v after the command add up (-vv: debug)."""
+    args = build_parser().parse_args(["-v", "sync", *_BASE, "-v"])
+    assert resolve_globals(args, {}).verbose == 2
+
+
+def test_global_options_from_toml_and_environment(tmp_path: Path) -> None:
+    """The global options come from TUF_MIRROR_* variables and from the TOML file
+    too, flags first, then the environment, then the file."""
+    config = tmp_path / "mirror.toml"
+    config.write_text('log-format = "json"\nquiet = true\nverbose = 2\nstats = "5m"\n')
+    args = build_parser().parse_args(["sync", *_BASE, "--config", str(config)])
+    from_file = resolve_globals(args, {})
+    assert (from_file.log_format, from_file.quiet, from_file.verbose, from_file.stats) == (
+        "json",
+        True,
+        2,
+        300.0,
+    )
+    env = {"TUF_MIRROR_LOG_FORMAT": "text", "TUF_MIRROR_QUIET": "0"}
+    from_env = resolve_globals(args, env)
+    assert (from_env.log_format, from_env.quiet) == ("text", False)
+    flagged = build_parser().parse_args(["-q", "sync", *_BASE, "--log-format", "json"])
+    assert resolve_globals(flagged, env).log_format == "json"
+    assert resolve_globals(flagged, env).quiet is True
+
+
+def test_unknown_environment_variables_are_named(capsys: pytest.CaptureFixture[str]) -> None:
+    """A TUF_MIRROR_* variable that names no option is warned about (a typo would
+    otherwise be silently ignored); known ones are not."""
+    env = {"TUF_MIRROR_DSET": "/srv", "TUF_MIRROR_DEST": "/srv", "TUF_MIRROR_CONFIG": "x"}
+    assert unknown_environment(env) == ["TUF_MIRROR_DSET"]
+
+
+def test_unknown_environment_variable_warns_on_a_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The warning is printed by a real run (here one that then fails on usage)."""
+    monkeypatch.setenv("TUF_MIRROR_LOG_FROMAT", "json")
+    assert main(["sync"]) == ExitStatus.USAGE
+    assert "TUF_MIRROR_LOG_FROMAT" in capsys.readouterr().err
+
+
+def test_help_shows_only_what_the_command_uses(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each subcommand's help lists the options it takes and no other: no storage
+    class or budget on verify, no S3 option on export, no budget or lock on plan;
+    the global options and the exit table appear everywhere."""
+    verify, export, plan, sync, imp = (
+        _options_part(_help_text(name, capsys))
+        for name in ("verify", "export", "plan", "sync", "import")
+    )
+    for absent in ("--s3-storage-class", "--max-transfer", "--timestamp-max-age", "--grace"):
+        assert absent not in verify, absent
+    assert "--s3-" not in export
+    for absent in ("--max-transfer", "--break-stale-lock", "--s3-storage-class", "--grace"):
+        assert absent not in plan, absent
+    for present in ("--max-transfer", "--s3-storage-class", "--grace", "--break-stale-lock"):
+        assert present in sync, present
+    assert "--timestamp-max-age" in imp
+    for text in (verify, export, plan, sync, imp):
+        for option in ("--log-format", "-q, --quiet", "-v, --verbose", "--stats"):
+            assert option in text
+    assert "exit status:" in _help_text("verify", capsys)
+
+
+def test_help_defaults_are_human(capsys: pytest.CaptureFixture[str]) -> None:
+    """Defaults print as a person writes them (2m, 32M, 12h, 1m), not as Python
+    values (120.0, 33554432, False)."""
+    text = " ".join(_help_text("sync", capsys).split())
+    for human in ("default 2m", "default 32M", "default 64M", "default 12h", "default 10s"):
+        assert human in text, human
+    for raw in ("120.0", "172800.0", "33554432", "False", "default None"):
+        assert raw not in text, raw
+
+
+def test_one_exit_table_in_errors_help_and_readme(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each exit status means one thing, written the same in the errors module's
+    docstring, --help and the README; 1 is the security event only, 70 a bug."""
+    assert mirror.errors.__doc__ is not None
+    docstring = mirror.errors.__doc__
+    readme = (_REPO_ROOT / "README.md").read_text()
+    _help()
+    top_help = capsys.readouterr().out
+    assert exit_status_help() in top_help
+    for status, meaning in EXIT_STATUS_MEANINGS.items():
+        assert f"{int(status):<5}  {meaning}" in docstring, status
+        assert f"| {int(status)} | {meaning} |" in readme, status
+        assert meaning in top_help
+    assert {int(s) for s in EXIT_STATUS_MEANINGS} == {0, 1, 2, 3, 4, 5, 6, 70, 130, 143}
+
+
+def test_a_bug_exits_70_with_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An uncaught exception that is not a MirrorError is a bug: its traceback is
+    printed, the status is 70 (never 1, the security status), and the report and
+    metrics still say what happened."""
+
+    async def broken(settings: object, report: RunReport, progress: bool) -> RunReport:
+        raise RuntimeError("steps called out of order")
+
+    monkeypatch.setitem(COMMAND_BY_NAME, "verify", Command("verify", "audit", broken))
+    report = tmp_path / "report.json"
+    metrics = tmp_path / "m.prom"
+    argv = ["verify", "--root", "root.json", "--dest", str(tmp_path / "d")]
+    status = main([*argv, "--report", str(report), "--metrics-file", str(metrics)])
+    assert status == ExitStatus.SOFTWARE == 70
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert "RuntimeError: steps called out of order" in err
+    assert "internal error" in err
+    assert json.loads(report.read_text())["exit_status"] == 70
+    assert 'tuf_mirror_last_run_exit_status{dest="' in metrics.read_text()
+
+
+def test_missing_s3_extra_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An s3:// destination without the s3 extra installed (boto3 absent: its import
+    fails) exits 2 with one line naming the extra and how to install it; no
+    traceback."""
+    for name in list(sys.modules):
+        if name == "mirror.storage.s3" or name.split(".")[0] in ("boto3", "botocore"):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "botocore", None)
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    root = tmp_path / "root.json"
+    root.write_text("{}")
+    status = main(["verify", "--root", str(root), "--dest", "s3://bucket/prefix"])
+    err = capsys.readouterr().err
+    assert status == ExitStatus.USAGE
+    assert "'s3' extra" in err
+    assert "pip install 'tuf-mirror[s3]'" in err
+    assert "Traceback" not in err
+
+
+def test_python_dash_m_mirror_runs_the_cli() -> None:
+    """``python -m mirror`` is the command line (here: --version and a usage error
+    exiting 2)."""
+    version = subprocess.run(
+        [sys.executable, "-m", "mirror", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=_REPO_ROOT,
+    )
+    assert version.stdout.startswith("tuf-mirror ")
+    usage = subprocess.run(
+        [sys.executable, "-m", "mirror", "sync"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=_REPO_ROOT,
+    )
+    assert usage.returncode == ExitStatus.USAGE
+    assert "--root is required" in usage.stderr

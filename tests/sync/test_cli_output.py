@@ -1,0 +1,98 @@
+"""What an unattended run prints: nothing with ``-q`` on success, the summary as a
+JSON object with ``--log-format json`` (set on the command line, after the command,
+or in the environment), and periodic progress lines when stderr is not a terminal."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from mirror.errors import ExitStatus
+from mirror.progress import print_stats
+from mirror.report import RunReport
+from mirror.testing.server import Fault
+from tests.sync.conftest import Env
+
+
+def test_quiet_prints_nothing_on_success(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """-q before or after the command: a successful sync prints nothing at all."""
+    assert env.run("sync", "-q") == ExitStatus.OK
+    assert capsys.readouterr() == ("", "")
+    env.repo.add_target("files/new.txt", b"new")
+    env.publish()
+    assert env.run("sync", "--stats", "1m", "-q") == ExitStatus.OK
+    assert capsys.readouterr() == ("", "")
+
+
+def test_quiet_still_prints_a_failure(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """-q does not hide a run that needs a person: the error and its summary print."""
+    env.server.faults.add("/metadata/*", Fault.status(500))
+    assert env.run("sync", "-q") == ExitStatus.TRANSIENT
+    err = capsys.readouterr().err
+    assert "FAILED (exit 3)" in err
+
+
+def test_json_summary(
+    env: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --log-format json (after the command, or from TUF_MIRROR_LOG_FORMAT) the
+    summary is one JSON object carrying the message and the report's counters."""
+    assert env.run("sync", "--log-format", "json") == ExitStatus.OK
+    lines = capsys.readouterr().err.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert summary["event"] == "summary"
+    assert summary["message"].startswith("tuf-mirror sync: copied 40 targets")
+    assert summary["targets_fetched"] == 40
+    assert summary["exit_status"] == 0
+    assert summary["versions_after"]["timestamp"] >= 1
+
+    monkeypatch.setenv("TUF_MIRROR_LOG_FORMAT", "json")
+    assert env.run() == ExitStatus.OK
+    every = [json.loads(line) for line in capsys.readouterr().err.strip().splitlines()]
+    assert every[-1]["event"] == "summary"
+    assert every[-1]["nothing_new"] is True
+
+
+def test_stats_lines_without_a_terminal(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """stderr is not a terminal here: with a short --stats interval and a slow
+    upstream, progress lines appear before the summary."""
+    env.server.faults.add("/targets/*", Fault.delay(0.02))
+    assert env.run("sync", "--stats", "0.05", "--transfers", "1") == ExitStatus.OK
+    lines = capsys.readouterr().err.strip().splitlines()
+    progress = [line for line in lines if "fetched at" in line]
+    assert progress, lines
+    assert lines[-1].startswith("tuf-mirror sync: copied 40 targets")
+
+
+async def test_print_stats_every_interval(
+    autojump_clock: trio.testing.MockClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """print_stats prints one line per interval and none before the first interval
+    ends: a 150 s run with a 60 s interval prints two, as JSON when asked."""
+    report = RunReport(command="sync", started=datetime.now(UTC))
+    report.targets_new, report.targets_fetched, report.target_bytes = 10, 4, 4096
+    with trio.move_on_after(150):
+        await print_stats(report, interval=60, fmt="json")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["elapsed_seconds"] for line in lines] == [60, 120]
+    assert lines[0]["event"] == "stats"
+    assert lines[0]["targets_fetched"] == 4
+    assert "4/10 targets" in lines[0]["message"]
+
+
+def test_a_broken_configuration_still_writes_metrics(tmp_path: Path) -> None:
+    """A usage error (here: no --root) still writes the metrics and the report when
+    their paths are known, so monitoring sees a unit whose configuration broke."""
+    from mirror.cli import main
+
+    metrics = tmp_path / "m.prom"
+    report = tmp_path / "r.json"
+    argv = ["sync", "--metrics-file", str(metrics), "--report", str(report)]
+    assert main(argv) == ExitStatus.USAGE
+    assert json.loads(report.read_text())["exit_status"] == ExitStatus.USAGE
+    assert "tuf_mirror_last_run_exit_status" in metrics.read_text()
