@@ -25,7 +25,7 @@ def test_shipped_example_config_is_valid() -> None:
     settings = resolve("sync", parse(["--config", str(EXAMPLE)]), environ={})
     assert settings.upstream == ("https://repo.example.org", "https://mirror2.example.org")
     assert settings.timeout == 120.0
-    assert settings.expiry_warning == 2 * 86400
+    assert settings.expiry_warning == 12 * 3600
 
 
 def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
