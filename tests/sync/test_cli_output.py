@@ -5,7 +5,7 @@ or in the environment), and periodic progress lines when stderr is not a termina
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -96,3 +96,21 @@ def test_a_broken_configuration_still_writes_metrics(tmp_path: Path) -> None:
     assert main(argv) == ExitStatus.USAGE
     assert json.loads(report.read_text())["exit_status"] == ExitStatus.USAGE
     assert "tuf_mirror_last_run_exit_status" in metrics.read_text()
+
+
+def test_default_expiry_warning_is_quiet_for_a_two_day_timestamp(env: Env, tmp_path: Path) -> None:
+    """A timestamp that lives 2 days and is re-signed daily always has more than a
+    day left: the default --expiry-warning (12h) stays silent; one that has only
+    6 hours left (the upstream is late re-signing) is warned about."""
+    report = tmp_path / "report.json"
+    env.repo.set_expiry("timestamp", datetime.now(UTC) + timedelta(hours=47))
+    env.repo.add_target("files/a.txt", b"a")
+    env.publish()
+    assert env.run("sync", "--report", str(report)) == ExitStatus.OK
+    assert not any("expires in" in w for w in json.loads(report.read_text())["warnings"])
+    env.repo.set_expiry("timestamp", datetime.now(UTC) + timedelta(hours=6))
+    env.repo.add_target("files/b.txt", b"b")
+    env.publish()
+    assert env.run("sync", "--report", str(report)) == ExitStatus.OK
+    warnings = json.loads(report.read_text())["warnings"]
+    assert any("timestamp expires in" in w for w in warnings)
