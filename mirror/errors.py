@@ -18,7 +18,7 @@ it). Each status means one thing:
 
 ::
 
-    MirrorError                      (exit 1 unless a branch says otherwise)
+    MirrorError                      exit 70 unless its branch sets one (a bug)
     ├── UsageError                   exit 2  bad flags, config file, environment
     │   ├── StorageConfigError       exit 2  missing bucket, access denied, bad path
     │   ├── MissingExtraError        exit 2  an optional dependency is not installed
@@ -96,9 +96,12 @@ EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
 
 
 class MirrorError(Exception):
-    """Base class of every error tuf-mirror reports to a person."""
+    """Base class of every error tuf-mirror reports to a person.
 
-    exit_status: ExitStatus = ExitStatus.VERIFICATION_FAILED
+    Every branch sets its own exit status; one raised without a branch is a bug
+    (70), so that 1 can only ever mean a security event."""
+
+    exit_status: ExitStatus = ExitStatus.SOFTWARE
 
     def diagnostics(self) -> str:
         """A one-line explanation for people: what failed and where."""

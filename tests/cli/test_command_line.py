@@ -211,3 +211,20 @@ def test_python_dash_m_mirror_runs_the_cli() -> None:
     )
     assert usage.returncode == ExitStatus.USAGE
     assert "--root is required" in usage.stderr
+
+
+def test_only_verification_errors_exit_1() -> None:
+    """Every MirrorError class whose status is 1 is a VerificationError: status 1
+    means a security event and nothing else; a bare MirrorError is a bug (70)."""
+    import inspect
+
+    classes = [
+        obj
+        for _, obj in inspect.getmembers(mirror.errors, inspect.isclass)
+        if issubclass(obj, mirror.errors.MirrorError)
+    ]
+    assert len(classes) > 20
+    for cls in classes:
+        if cls.exit_status == ExitStatus.VERIFICATION_FAILED:
+            assert issubclass(cls, mirror.errors.VerificationError), cls
+    assert mirror.errors.MirrorError("x").exit_status == ExitStatus.SOFTWARE
