@@ -116,26 +116,28 @@ async def run_with_retries(
 
     The first attempt runs outside tenacity: nearly every request succeeds at once,
     and building the retry state costs a tenth of a small request's CPU
-    (scripts/bench). Retries, when needed, run under the policy's ``AsyncRetrying``.
+    (scripts/bench). After a first failure, tenacity runs the whole retry loop: the
+    failure is replayed as its first attempt, so every wait (the first included),
+    the stop condition and the ``on_retry`` hook are tenacity's.
     """
     try:
         return await attempt()
     except RetryLater as exc:
         if policy.attempts <= 1:
             raise FetchError(f"{exc.error} (gave up after 1 attempt)") from exc.error
-        first = exc
+        replay: RetryLater | None = exc
     attempts = 1
 
     def before_sleep(state: RetryCallState) -> None:
         if on_retry is not None:
             on_retry()
 
-    if on_retry is not None:
-        on_retry()
-    await trio.sleep(policy.delay(1, retry_after=first.retry_after))
     try:
-        async for attempt_manager in policy.retrying(before_sleep=before_sleep, done=1):
+        async for attempt_manager in policy.retrying(before_sleep=before_sleep):
             with attempt_manager:
+                if replay is not None:
+                    failure, replay = replay, None
+                    raise failure
                 attempts += 1
                 return await attempt()
     except RetryLater as exc:
