@@ -228,3 +228,27 @@ def test_only_verification_errors_exit_1() -> None:
         if cls.exit_status == ExitStatus.VERIFICATION_FAILED:
             assert issubclass(cls, mirror.errors.VerificationError), cls
     assert mirror.errors.MirrorError("x").exit_status == ExitStatus.SOFTWARE
+
+
+def test_a_signal_before_the_run_starts_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGTERM while the command line is still being read (before any work): exit
+    143 with one line, no traceback; the process's own handlers are restored."""
+    import os
+    import signal
+
+    import mirror.cli
+
+    before = signal.getsignal(signal.SIGTERM)
+
+    def parse_and_get_stopped(*args: object, **kwargs: object) -> object:
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the signal did not stop the run")
+
+    monkeypatch.setattr(mirror.cli, "resolve_globals", parse_and_get_stopped)
+    assert main(["verify", "--root", "r.json", "--dest", "d"]) == ExitStatus.SIGTERM
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "stopped by SIGTERM" in err
+    assert signal.getsignal(signal.SIGTERM) == before
