@@ -70,6 +70,8 @@ class Command:
     help: str
     run: Runner
     positionals: tuple[Positional, ...] = ()
+    #: the report class the command fills in (``export``/``import``: BundleReport)
+    report: Callable[..., RunReport] = RunReport
 
 
 async def _sync(settings: Settings, report: RunReport, progress: bool) -> RunReport:
@@ -96,13 +98,21 @@ async def _verify(settings: Settings, report: RunReport, progress: bool) -> RunR
 async def _export(settings: Settings, report: RunReport, progress: bool) -> RunReport:
     from mirror import airgap
 
-    return await airgap.run_export(settings, now=datetime.now(UTC))
+    assert isinstance(report, airgap.BundleReport)
+    return await airgap.run_export(settings, now=datetime.now(UTC), report=report)
 
 
 async def _import(settings: Settings, report: RunReport, progress: bool) -> RunReport:
     from mirror import airgap
 
-    return await airgap.run_import(settings, now=datetime.now(UTC))
+    assert isinstance(report, airgap.BundleReport)
+    return await airgap.run_import(settings, now=datetime.now(UTC), report=report)
+
+
+def _bundle_report(**fields: Any) -> RunReport:
+    from mirror.airgap.report import BundleReport
+
+    return BundleReport(**fields)
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -113,6 +123,7 @@ COMMANDS: tuple[Command, ...] = (
         "export",
         "verify the upstream and write an air-gap bundle of what the far side lacks",
         _export,
+        report=_bundle_report,
     ),
     Command(
         "import",
@@ -125,6 +136,7 @@ COMMANDS: tuple[Command, ...] = (
                 "the bundle: a directory, FILE.tar, or FILE.tar.NNN-of-MMM volumes",
             ),
         ),
+        report=_bundle_report,
     ),
 )
 COMMAND_BY_NAME = {command.name: command for command in COMMANDS}
@@ -315,7 +327,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 return ExitStatus.USAGE
             command = COMMAND_BY_NAME[args.command]
             settings = resolve(args.command, args)
-            partial = RunReport(command=settings.command, started=started)
+            partial = command.report(command=settings.command, started=started)
             partial.dest = settings.dest or settings.to
             report = trio.run(_run, command, settings, partial, wanted())
         except BaseExceptionGroup as group:

@@ -247,9 +247,9 @@ OPTIONS: tuple[Option, ...] = (
         "transfers",
         _positive_int,
         8,
-        "concurrent downloads (per worker process); verify: concurrent reads",
+        "concurrent downloads (per worker process); verify, import: concurrent reads",
         "N",
-        commands=_SYNCISH | {"verify"},
+        commands=_SYNCISH | {"verify", "import"},
     ),
     Option(
         "processes",

@@ -228,9 +228,11 @@ async def _walk_hints(staging: LocalStore) -> bytes | None:
         return None
 
 
-async def run_export(settings: Settings, *, now: datetime) -> BundleReport:
+async def run_export(
+    settings: Settings, *, now: datetime, report: BundleReport | None = None
+) -> BundleReport:
     """``tuf-mirror export``: one bundle of what the far side lacks, or none when
-    nothing is new."""
+    nothing is new. ``report`` (optional) is filled in as the run goes."""
     if not settings.to:
         raise UsageError("--to BUNDLE is required (a new directory, or FILE.tar)")
     if settings.full and settings.since:
@@ -254,7 +256,8 @@ async def run_export(settings: Settings, *, now: datetime) -> BundleReport:
     upstream = settings.upstream[0]
     state_dir = _absolute(settings.state_dir or default_state_dir(root_bytes, upstream))
     record, source = await _choose_base(settings, state_dir)
-    report = BundleReport(command="export", upstream=upstream, dest=str(to))
+    report = report if report is not None else BundleReport(command="export")
+    report.upstream, report.dest = upstream, str(to)
     report.base = None if record is None else record.state.to_json()
     limits = Limits(
         max_snapshot_length=settings.max_snapshot_size,

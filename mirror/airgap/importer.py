@@ -115,14 +115,19 @@ def _write_file(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-async def run_import(settings: Settings, *, now: datetime) -> BundleReport:
-    """``tuf-mirror import``: check, verify and publish one bundle; write the receipt."""
+async def run_import(
+    settings: Settings, *, now: datetime, report: BundleReport | None = None
+) -> BundleReport:
+    """``tuf-mirror import``: check, verify and publish one bundle; write the receipt.
+    ``report`` (optional) is filled in as the run goes, so a caller still has the
+    counters of a run that raised or was stopped."""
     if not settings.bundle:
         raise UsageError(
             "give the bundle to import: tuf-mirror import BUNDLE --root ... --dest ..."
         )
     root_bytes = settings.root_bytes()
-    report = BundleReport(command="import", upstream=settings.bundle, dest=settings.dest)
+    report = report if report is not None else BundleReport(command="import")
+    report.upstream, report.dest = settings.bundle, settings.dest
     reference = settings.reference_time
     if reference is not None:
         warning = (

@@ -22,13 +22,14 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def test_sigterm_mid_import_then_rerun_converges(air: Air) -> None:
     """SIGTERM while an import copies targets: 143 with one summary line, nothing
-    published, no lock left; the rerun copies only the targets not yet written."""
+    published, no lock left, the report counts what the stopped run copied; the
+    rerun copies only the targets not yet written."""
     bundle = air.tmp / "b0.tar"
     assert air.export(bundle, "--full") == ExitStatus.OK
     stopped_report = air.tmp / "stopped.json"
     cmd = [sys.executable, "-m", "tests.airgap.slow_cli", "import", str(bundle)]
     cmd += ["--root", str(air.root_file), "--dest", str(air.far)]
-    cmd += ["--report", str(stopped_report)]
+    cmd += ["--report", str(stopped_report), "--transfers", "2"]
     proc = subprocess.Popen(
         cmd, cwd=_REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
@@ -49,6 +50,8 @@ def test_sigterm_mid_import_then_rerun_converges(air: Air) -> None:
     assert not (air.far / "metadata" / "timestamp.json").exists(), "published while stopping"
 
     written = _target_files(air.far)
+    stopped = json.loads(stopped_report.read_text())
+    assert stopped["targets_fetched"] == len(written), "the stopped run's counters are kept"
     assert air.sync_near() == ExitStatus.OK
     near = tree(air.near)
     for name in written:
