@@ -20,7 +20,7 @@ from tests.sync.conftest import tree
 def test_sigterm_mid_sync_on_s3_then_rerun_converges(s3env: S3Env) -> None:
     """SIGTERM at 8 uploaded targets: 143 with one summary line, no timestamp.json,
     no lock left in the bucket; the rerun uploads none of the written targets."""
-    s3env.server.faults.add("/targets/*", Fault.delay(0.05))
+    s3env.server.faults.add("/targets/*", Fault.delay(0.1))
     cmd = [sys.executable, "-m", "mirror", *s3env.args("sync", "--transfers", "2")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60

@@ -127,7 +127,7 @@ def test_sigint_during_first_sync(env: Env, tmp_path: Path) -> None:
     """SIGINT while a first sync copies targets: exit 130, transfers in flight are
     finished and written, nothing is published, report and metrics say 130, the
     lock is gone; the rerun fetches only the targets not yet written."""
-    env.server.faults.add("/targets/*", Fault.delay(0.05))
+    env.server.faults.add("/targets/*", Fault.delay(0.1))
     run = Run(env, tmp_path, "--transfers", "2")
     run.wait_for(lambda: len(_target_files(env.dest)) >= 8, "8 targets written")
     run.proc.send_signal(signal.SIGINT)
@@ -153,7 +153,7 @@ def test_sigterm_during_incremental_sync(env: Env, tmp_path: Path) -> None:
         env.repo.add_target(f"more/file-{index:03d}.txt", f"more {index}\n".encode() * 50)
     env.publish()
     old_targets = _target_files(env.dest)
-    env.server.faults.add("/targets/*", Fault.delay(0.05))
+    env.server.faults.add("/targets/*", Fault.delay(0.1))
     run = Run(env, tmp_path, "--transfers", "2")
     run.wait_for(lambda: len(_target_files(env.dest) - old_targets) >= 5, "5 new targets")
     run.proc.send_signal(signal.SIGTERM)
@@ -197,7 +197,10 @@ def test_second_signal_stops_at_once(env: Env, tmp_path: Path) -> None:
     released, nothing published; the rerun converges."""
     env.server.faults.add("/targets/*", Fault.delay(5))
     run = Run(env, tmp_path, "--transfers", "2", "--grace", "10m")
-    run.wait_for(lambda: len(env.server.requests) >= 12, "target requests")
+    run.wait_for(
+        lambda: sum(path.startswith("/targets/") for path in env.server.paths()) >= 2,
+        "target requests in flight",
+    )
     run.proc.send_signal(signal.SIGINT)
     earlier = run.stderr_until("SIGINT received")
     run.proc.send_signal(signal.SIGINT)
@@ -207,7 +210,7 @@ def test_second_signal_stops_at_once(env: Env, tmp_path: Path) -> None:
     _assert_stopped(run, status, stderr, env, "SIGINT")
     assert not (env.dest / "metadata" / "timestamp.json").exists()
     env.server.faults.clear()
-    env.server.wait_idle()
+    env.server.wait_idle(timeout=30)  # the abandoned requests end their 5 s delay
     _rerun_fetches_only_the_rest(env, _target_files(env.dest))
 
 
@@ -215,7 +218,7 @@ def test_ctrl_c_to_the_process_group_with_worker_processes(env: Env, tmp_path: P
     """Ctrl-C reaches every process of the terminal's group: the worker processes
     leave the stop to their parent (no traceback from any of them), the parent
     exits 130 and the rerun converges without fetching a written target again."""
-    env.server.faults.add("/targets/*", Fault.delay(0.05))
+    env.server.faults.add("/targets/*", Fault.delay(0.1))
     run = Run(env, tmp_path, "--processes", "2", "--transfers", "2", new_session=True)
     run.wait_for(lambda: len(_target_files(env.dest)) >= 6, "6 targets written")
     os.killpg(run.proc.pid, signal.SIGINT)
