@@ -41,6 +41,7 @@ from mirror.config import (
 from mirror.errors import (
     EXIT_STATUS_MEANINGS,
     ExitStatus,
+    Interrupted,
     MirrorError,
     UsageError,
     VerificationError,
@@ -211,11 +212,14 @@ async def _run(command: Command, settings: Settings, report: RunReport, tty: boo
 
         companions.append(stats)
     progress = tty and settings.log_format == "text" and not settings.quiet
-    return await run_stoppable(
+    _check_pending_signal("before the run started: nothing was done")
+    result = await run_stoppable(
         lambda: command.run(settings, report, progress),
         grace=settings.grace,
         companions=companions,
     )
+    _check_pending_signal("after the run completed")
+    return result
 
 
 def _emit(
@@ -258,8 +262,27 @@ class _SignalExit(BaseException):
         self.signum = signum
 
 
+class _SignalState:
+    """Whether the trio run is under way, and the stop signals that arrived during
+    it outside ``run_stoppable``'s receiver (its first and last instants): raising
+    from a handler inside trio's own machinery could break it, so they are recorded
+    and turned into ``Interrupted`` by ``_run``."""
+
+    trio_running = False
+    pending: list[int] = []  # noqa: RUF012 - one process-wide record, by design
+
+
 def _raise_signal_exit(signum: int, frame: FrameType | None) -> None:
+    if _SignalState.trio_running:
+        _SignalState.pending.append(signum)
+        return
     raise _SignalExit(signum)
+
+
+def _check_pending_signal(when: str) -> None:
+    if _SignalState.pending:
+        signum = _SignalState.pending[0]
+        raise Interrupted(signum, f"interrupted by {signal.Signals(signum).name} {when}")
 
 
 def _most_important(group: BaseExceptionGroup[BaseException]) -> MirrorError | None:
@@ -329,7 +352,12 @@ def _main(argv: Sequence[str] | None) -> int:
             settings = resolve(args.command, args)
             partial = command.report(command=settings.command, started=started)
             partial.dest = settings.dest or settings.to
-            report = trio.run(_run, command, settings, partial, wanted())
+            _SignalState.pending.clear()
+            _SignalState.trio_running = True
+            try:
+                report = trio.run(_run, command, settings, partial, wanted())
+            finally:
+                _SignalState.trio_running = False
         except BaseExceptionGroup as group:
             error = _most_important(group)
             if error is None:

@@ -252,3 +252,35 @@ def test_a_signal_before_the_run_starts_is_one_line(
     assert err.count("\n") == 1
     assert "stopped by SIGTERM" in err
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_signal_between_trio_start_and_the_run_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stop signal at an instant of the trio run where no receiver listens (here:
+    right after the command ended) is recorded, not raised inside trio: exit 143,
+    one line saying when, the report written, no traceback."""
+    import os
+    import signal
+
+    import mirror.shutdown
+
+    real = mirror.shutdown.run_stoppable
+
+    async def then_signalled(*args: object, **kwargs: object) -> object:
+        result = await real(*args, **kwargs)  # type: ignore[arg-type]
+        os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    async def done(settings: object, report: RunReport, progress: bool) -> RunReport:
+        return report
+
+    monkeypatch.setattr(mirror.shutdown, "run_stoppable", then_signalled)
+    monkeypatch.setitem(COMMAND_BY_NAME, "verify", Command("verify", "audit", done))
+    report = tmp_path / "report.json"
+    argv = ["verify", "--root", "r.json", "--dest", "d", "--report", str(report)]
+    assert main(argv) == ExitStatus.SIGTERM
+    err = capsys.readouterr().err
+    assert "interrupted by SIGTERM after the run completed" in err
+    assert "Traceback" not in err
+    assert json.loads(report.read_text())["exit_status"] == ExitStatus.SIGTERM
