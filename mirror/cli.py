@@ -234,7 +234,9 @@ def _emit(
     if settings is not None:
         metrics_file, report_file = settings.metrics_file, settings.report
     else:
-        metrics_file, report_file = resolve_outputs(args)
+        outputs = resolve_outputs(args)
+        metrics_file, report_file = outputs.metrics_file, outputs.report
+        report.dest = report.dest or outputs.dest
     if metrics_file is not None:
         from mirror.metrics import write_metrics
 

@@ -933,12 +933,22 @@ def resolve_globals(
     return GlobalSettings(**values)
 
 
+@dataclass(frozen=True, slots=True)
+class Outputs:
+    """Where a run that could not resolve its settings still reports: the metrics
+    file, the report file and the destination that labels the metrics."""
+
+    metrics_file: Path | None = None
+    report: Path | None = None
+    dest: str | None = None
+
+
 def resolve_outputs(
     namespace: argparse.Namespace | None, environ: Mapping[str, str] | None = None
-) -> tuple[Path | None, Path | None]:
-    """``(--metrics-file, --report)`` for a run whose settings did not resolve (a
-    usage error): so that monitoring sees a broken configuration too. Best effort:
-    None for whatever cannot be read."""
+) -> Outputs:
+    """``--metrics-file``, ``--report`` and ``--dest`` for a run whose settings did
+    not resolve (a usage error), so that monitoring sees a broken configuration too,
+    under the destination's own series. Best effort: None for what cannot be read."""
     env = os.environ if environ is None else environ
     flags = _flags(namespace) if namespace is not None else {}
     config_path = flags.get("config") or env.get(ENV_PREFIX + "CONFIG")
@@ -946,14 +956,18 @@ def resolve_outputs(
         from_file = _load_toml(config_path) if config_path else {}
     except UsageError:
         from_file = {}
-    paths: list[Path | None] = []
-    for name in ("metrics_file", "report"):
+    values: dict[str, str | None] = {}
+    for name in ("metrics_file", "report", "dest"):
         try:
             value = _pick(OPTION_BY_NAME[name], flags, env, from_file, config_path)
         except UsageError:
             value = None
-        paths.append(Path(value) if value else None)
-    return paths[0], paths[1]
+        values[name] = str(value) if value else None
+    return Outputs(
+        metrics_file=Path(values["metrics_file"]) if values["metrics_file"] else None,
+        report=Path(values["report"]) if values["report"] else None,
+        dest=values["dest"],
+    )
 
 
 def _pick(

@@ -98,6 +98,28 @@ def test_a_broken_configuration_still_writes_metrics(tmp_path: Path) -> None:
     assert "tuf_mirror_last_run_exit_status" in metrics.read_text()
 
 
+def test_a_broken_configuration_keeps_the_destination_series(env: Env, tmp_path: Path) -> None:
+    """After a good run, a run whose configuration broke (a bad value) writes its
+    metrics under the same destination label and keeps the published versions and
+    expiries: the expiry alert still fires for a unit that can no longer start."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = tmp_path / "m.prom"
+    assert env.run("sync", "--metrics-file", str(metrics)) == ExitStatus.OK
+    assert env.run("sync", "--metrics-file", str(metrics), "--retries", "many") == (
+        ExitStatus.USAGE
+    )
+    samples = {
+        (sample.name, sample.labels.get("role"), sample.labels["dest"]): sample.value
+        for family in text_string_to_metric_families(metrics.read_text())
+        for sample in family.samples
+    }
+    dest = str(env.dest)
+    assert samples[("tuf_mirror_last_run_exit_status", None, dest)] == ExitStatus.USAGE
+    assert ("tuf_mirror_published_version", "timestamp", dest) in samples
+    assert ("tuf_mirror_expiry_timestamp_seconds", "timestamp", dest) in samples
+
+
 def test_default_expiry_warning_is_quiet_for_a_two_day_timestamp(env: Env, tmp_path: Path) -> None:
     """A timestamp that lives 2 days and is re-signed daily always has more than a
     day left: the default --expiry-warning (12h) stays silent; one that has only
