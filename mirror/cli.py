@@ -375,7 +375,8 @@ def _main(argv: Sequence[str] | None) -> int:
                 error=exc,
                 started=started,
             )
-        log.error("%s", exc.diagnostics())
+        if not isinstance(exc, Interrupted):  # its summary line says it all
+            log.error("%s", exc.diagnostics())
         _emit(report, settings, options, args)
         return int(exc.exit_status)
     except Exception as exc:  # noqa: BLE001 - a bug: printed with its traceback, exit 70

@@ -35,7 +35,7 @@ def test_sigkill_mid_import_then_rerun_converges(air: Air) -> None:
     bundle = air.tmp / "b0.tar"
     assert air.export(bundle, "--full") == ExitStatus.OK
     cmd = [sys.executable, "-m", "tests.airgap.slow_cli", "import", str(bundle)]
-    cmd += ["--root", str(air.root_file), "--dest", str(air.far)]
+    cmd += ["--root", str(air.root_file), "--dest", str(air.far), "--transfers", "2"]
     proc = subprocess.Popen(
         cmd, cwd=_REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
