@@ -46,7 +46,7 @@ from mirror.errors import (
     UsageError,
     VerificationError,
 )
-from mirror.log import configure_logging, emit_summary, log
+from mirror.log import configure_logging, emit_line, emit_summary, log
 from mirror.report import RunReport
 
 Runner = Callable[[Settings, RunReport, bool], Awaitable[RunReport]]
@@ -272,6 +272,8 @@ class _SignalState:
 
     trio_running = False
     pending: list[int] = []  # noqa: RUF012 - one process-wide record, by design
+    #: the --log-format of the run, for the line a signal outside it prints
+    log_format = "text"
 
 
 def _raise_signal_exit(signum: int, frame: FrameType | None) -> None:
@@ -309,6 +311,7 @@ def _leaves(exc: BaseException) -> Iterator[BaseException]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     handlers: dict[int, Any] = {}
+    _SignalState.log_format = "text"
     if threading.current_thread() is threading.main_thread():
         for stop in (signal.SIGINT, signal.SIGTERM):
             handlers[stop] = signal.signal(stop, _raise_signal_exit)
@@ -316,10 +319,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
     except (_SignalExit, KeyboardInterrupt) as exc:
         signum = exc.signum if isinstance(exc, _SignalExit) else int(signal.SIGINT)
-        print(
+        emit_line(
             f"tuf-mirror: stopped by {signal.Signals(signum).name} "
             "(nothing was running that could leave a partial state)",
-            file=sys.stderr,
+            {"event": "summary", "exit_status": 128 + signum},
+            fmt=_SignalState.log_format,
+            level="error",
         )
         return 128 + signum
     finally:
@@ -344,6 +349,7 @@ def _main(argv: Sequence[str] | None) -> int:
             args = parser.parse_args(argv)
             command_name = args.command or "run"
             options = resolve_globals(args)
+            _SignalState.log_format = options.log_format
             configure_logging(fmt=options.log_format, verbose=options.verbose, quiet=options.quiet)
             for name in unknown_environment():
                 log.warning("ignoring %s: no such setting (a typo?)", name)
