@@ -1,7 +1,7 @@
-"""SIGTERM in the middle of a real ``tuf-mirror import`` process: exit 143, no
-traceback, nothing published, the lock released, the report written; the rerun
-converges to the bytes of a direct sync without copying again the targets the
-stopped run had written."""
+"""SIGTERM in the middle of a real ``tuf-mirror import`` or ``export`` process:
+exit 143, no traceback, nothing published (no bundle written), the lock released,
+the report written; the rerun converges without copying or downloading again what
+the stopped run had written."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+from mirror.airgap.exporter import STAGING
+from mirror.airgap.volumes import existing_bundle_paths
 from mirror.errors import ExitStatus
+from mirror.testing.server import Fault
 from tests.airgap.conftest import Air
 from tests.airgap.test_kill import _published, _target_files
 from tests.sync.conftest import tree
@@ -62,3 +65,48 @@ def test_sigterm_mid_import_then_rerun_converges(air: Air) -> None:
     counts = json.loads(report.read_bytes())
     assert counts["targets_already_present"] == len(written)
     assert counts["targets_fetched"] == 40 - len(written)
+
+
+def test_sigterm_mid_export_writes_no_bundle_and_the_rerun_resumes(air: Air) -> None:
+    """SIGTERM while an export downloads targets: 143, no bundle (not even a partial
+    one) at --to, the state directory's lock released; the rerun writes the bundle
+    without downloading again the targets the stopped run had staged."""
+    air.server.faults.add("/targets/*", Fault.delay(0.1))
+    to = air.tmp / "b0.tar"
+    cmd = [sys.executable, "-m", "mirror", "export", "--root", str(air.root_file)]
+    cmd += ["--upstream", air.server.url, "--to", str(to), "--state-dir", str(air.state_dir)]
+    cmd += ["--full", "--transfers", "2"]
+    proc = subprocess.Popen(
+        cmd, cwd=_REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    staged_targets = air.state_dir / STAGING / "targets"
+
+    def staged() -> set[str]:
+        if not staged_targets.exists():
+            return set()
+        return {p.name for p in staged_targets.rglob("*") if p.is_file()}
+
+    deadline = time.monotonic() + 60
+    while len(staged()) < 8:
+        assert proc.poll() is None, "the export finished before it could be stopped"
+        assert time.monotonic() < deadline, "the export made no progress"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == ExitStatus.SIGTERM, stderr
+    assert "Traceback" not in stderr
+    summaries = [line for line in stderr.splitlines() if line.startswith("tuf-mirror export:")]
+    assert len(summaries) == 1
+    assert "INTERRUPTED (exit 143)" in summaries[0]
+    assert existing_bundle_paths(to) == []
+    assert not (air.state_dir / ".tuf-mirror" / "lock").exists()
+
+    kept = staged()
+    air.server.faults.clear()
+    air.server.wait_idle()
+    air.server.clear_log()
+    assert air.export(to, "--full") == ExitStatus.OK
+    fetched = {p.rsplit("/", 1)[-1] for p in air.server.paths() if p.startswith("/targets/")}
+    assert fetched, "the rerun fetched nothing"
+    assert not fetched & kept, "a staged target was downloaded again"
+    assert len(fetched | kept) == 40
