@@ -131,3 +131,14 @@ def test_unit_can_write_its_metrics_and_stops_gracefully() -> None:
             assert str(metrics.parent) in writable, path.name
         assert "KillMode=mixed" in text.splitlines()
         assert "TimeoutStopSec=90s" in text.splitlines()
+
+
+def test_readme_copies_are_the_shipped_files() -> None:
+    """The README shows the shipped unit, timer and cron line verbatim, so the copy
+    a reader pastes is the tested one."""
+    for path in [*_unit_files(), *sorted((_DEPLOY / "systemd").glob("*.timer"))]:
+        assert path.read_text().rstrip() in _README, path.name
+    for path in sorted((_DEPLOY / "cron").iterdir()):
+        for line in path.read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                assert line in _README, path.name
