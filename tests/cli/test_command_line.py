@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -267,8 +268,13 @@ def test_a_signal_between_trio_start_and_the_run_is_recorded(
 
     real = mirror.shutdown.run_stoppable
 
-    async def then_signalled(*args: object, **kwargs: object) -> object:
-        result = await real(*args, **kwargs)  # type: ignore[arg-type]
+    async def then_signalled(
+        command: Callable[[], Awaitable[RunReport]],
+        *,
+        grace: float,
+        companions: Sequence[Callable[[], Awaitable[None]]] = (),
+    ) -> RunReport:
+        result = await real(command, grace=grace, companions=companions)
         os.kill(os.getpid(), signal.SIGTERM)
         return result
 

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -64,9 +64,9 @@ class Run:
             start_new_session=new_session,
         )
 
-    def wait_for(self, condition: object, what: str) -> None:
+    def wait_for(self, condition: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + 60
-        while not condition():  # type: ignore[operator]
+        while not condition():
             assert self.proc.poll() is None, f"the run ended before {what}"
             assert time.monotonic() < deadline, f"no {what} within a minute"
             time.sleep(0.01)
