@@ -73,6 +73,10 @@ class Command:
     positionals: tuple[Positional, ...] = ()
     #: the report class the command fills in (``export``/``import``: BundleReport)
     report: Callable[..., RunReport] = RunReport
+    #: a command with steps of its own (``shard plan|copy|publish``) adds its parser
+    #: (``build(subparsers, parser_class)``) and resolves its settings itself
+    build: Callable[[Any, type[argparse.ArgumentParser]], None] | None = None
+    settings: Callable[[argparse.Namespace], Settings] | None = None
 
 
 async def _sync(settings: Settings, report: RunReport, progress: bool) -> RunReport:
@@ -110,6 +114,24 @@ async def _import(settings: Settings, report: RunReport, progress: bool) -> RunR
     return await airgap.run_import(settings, now=datetime.now(UTC), report=report)
 
 
+async def _shard(settings: Settings, report: RunReport, progress: bool) -> RunReport:
+    from mirror.shard.steps import run_step
+
+    return await run_step(settings, now=datetime.now(UTC), report=report)
+
+
+def _add_shard(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    from mirror.shard.cli import add_shard_command
+
+    add_shard_command(sub, parser_class)
+
+
+def _resolve_shard(args: argparse.Namespace) -> Settings:
+    from mirror.shard.cli import resolve_shard
+
+    return resolve_shard(args)
+
+
 def _bundle_report(**fields: Any) -> RunReport:
     from mirror.airgap.report import BundleReport
 
@@ -138,6 +160,13 @@ COMMANDS: tuple[Command, ...] = (
             ),
         ),
         report=_bundle_report,
+    ),
+    Command(
+        "shard",
+        "a first copy in shards, for many machines: plan, copy (one shard each), publish",
+        _shard,
+        build=_add_shard,
+        settings=_resolve_shard,
     ),
 )
 COMMAND_BY_NAME = {command.name: command for command in COMMANDS}
@@ -175,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for command in COMMANDS:
+        if command.build is not None:
+            command.build(sub, _Parser)
+            continue
         cmd = sub.add_parser(
             command.name,
             help=command.help,
@@ -191,12 +223,6 @@ def build_parser() -> argparse.ArgumentParser:
                 default=argparse.SUPPRESS,
                 help=positional.help,
             )
-    from mirror.shard.cli import add_shard_command
-
-    add_shard_command(sub, _Parser)
-    from mirror.ledger.commands import add_parsers
-
-    add_parsers(sub)
     return parser
 
 
@@ -357,7 +383,10 @@ def _main(argv: Sequence[str] | None) -> int:
                 parser.print_help(sys.stderr)
                 return ExitStatus.USAGE
             command = COMMAND_BY_NAME[args.command]
-            settings = resolve(args.command, args)
+            if command.settings is not None:
+                settings = command.settings(args)
+            else:
+                settings = resolve(args.command, args)
             partial = command.report(command=settings.command, started=started)
             partial.dest = settings.dest or settings.to
             _SignalState.pending.clear()

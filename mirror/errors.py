@@ -47,6 +47,7 @@ it). Each status means one thing:
     │   └── IncompletePublishError           verify: a publish stopped before timestamp.json
     ├── LockHeldError                exit 4  another run holds the destination
     ├── BudgetExhaustedError         exit 5  --max-transfer reached; run again
+    ├── TerminatedError              exit 143  shard steps: SIGTERM, stopped cleanly
     └── Interrupted                  exit 130 / 143  SIGINT / SIGTERM (``mirror.shutdown``)
 
     (exit 6, ``ExitStatus.WITNESS_ALARM``, is no error: the run mirrored, and the
@@ -77,6 +78,8 @@ class ExitStatus(IntEnum):
     SOFTWARE = 70
     SIGINT = 130
     SIGTERM = 143
+    #: the shard steps' name for 143 (an alias of SIGTERM)
+    TERMINATED = 143
 
 
 #: what each exit status means, one line each: ``--help`` prints this table, and
@@ -243,6 +246,13 @@ class BudgetExhaustedError(MirrorError):
     """The transfer budget (--max-transfer) was reached; run again to continue."""
 
     exit_status = ExitStatus.BUDGET
+
+
+class TerminatedError(MirrorError):
+    """The run received SIGTERM (a spot interruption, a pod eviction) and stopped
+    cleanly; what it wrote is verified and kept, and a rerun continues."""
+
+    exit_status = ExitStatus.TERMINATED
 
 
 class Interrupted(MirrorError):
