@@ -887,8 +887,11 @@ def _convert(option: Option, raw: Any, source: str) -> Any:
 
 
 #: ``TUF_MIRROR_*`` variables that are not options but are known: the config file,
-#: and the virtual environment of the development scripts
-_KNOWN_ENV = frozenset({ENV_PREFIX + "CONFIG", ENV_PREFIX + "VENV"})
+#: the run of a sharded copy (``shard --run-id``), and the development and deploy
+#: scripts' own (virtual environments, terraform plugins)
+_KNOWN_ENV = frozenset(
+    ENV_PREFIX + name for name in ("CONFIG", "RUN_ID", "VENV", "LINT_VENV", "TF_PLUGIN_DIR")
+)
 
 
 def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:

@@ -86,7 +86,12 @@ def test_global_options_from_toml_and_environment(tmp_path: Path) -> None:
 def test_unknown_environment_variables_are_named(capsys: pytest.CaptureFixture[str]) -> None:
     """A TUF_MIRROR_* variable that names no option is warned about (a typo would
     otherwise be silently ignored); known ones are not."""
-    env = {"TUF_MIRROR_DSET": "/srv", "TUF_MIRROR_DEST": "/srv", "TUF_MIRROR_CONFIG": "x"}
+    env = {
+        "TUF_MIRROR_DSET": "/srv",
+        "TUF_MIRROR_DEST": "/srv",
+        "TUF_MIRROR_CONFIG": "x",
+        "TUF_MIRROR_RUN_ID": "r1",
+    }
     assert unknown_environment(env) == ["TUF_MIRROR_DSET"]
 
 
