@@ -77,6 +77,9 @@ class Command:
     #: (``build(subparsers, parser_class)``) and resolves its settings itself
     build: Callable[[Any, type[argparse.ArgumentParser]], None] | None = None
     settings: Callable[[argparse.Namespace], Settings] | None = None
+    #: a command that runs on its own (``ledger``, ``witness``): ``direct(args)`` is
+    #: its exit status; no settings, report or metrics of the usual kind
+    direct: Callable[[argparse.Namespace], int] | None = None
 
 
 async def _sync(settings: Settings, report: RunReport, progress: bool) -> RunReport:
@@ -112,6 +115,32 @@ async def _import(settings: Settings, report: RunReport, progress: bool) -> RunR
 
     assert isinstance(report, airgap.BundleReport)
     return await airgap.run_import(settings, now=datetime.now(UTC), report=report)
+
+
+async def _prune(settings: Settings, report: RunReport, progress: bool) -> RunReport:
+    from mirror.prune import run_prune
+
+    return await run_prune(settings, now=datetime.now(UTC), report=report)
+
+
+def _add_ledger_and_witness(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    from mirror.ledger.commands import add_parsers
+
+    add_parsers(sub)
+
+
+def _added_with_ledger(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    """``witness``'s parser is added by ``ledger``'s row (one call adds both)."""
+
+
+def _run_ledger(args: argparse.Namespace) -> int:
+    from mirror.ledger.commands import run_command
+
+    return run_command(args)
+
+
+async def _not_direct(settings: Settings, report: RunReport, progress: bool) -> RunReport:
+    raise RuntimeError("a direct command has no coroutine")
 
 
 async def _shard(settings: Settings, report: RunReport, progress: bool) -> RunReport:
@@ -160,6 +189,23 @@ COMMANDS: tuple[Command, ...] = (
             ),
         ),
         report=_bundle_report,
+    ),
+    Command(
+        "prune", "delete files no retained published state needs (a dry run unless --apply)", _prune
+    ),
+    Command(
+        "ledger",
+        "read and verify the ledger of what the mirror published",
+        _not_direct,
+        build=_add_ledger_and_witness,
+        direct=_run_ledger,
+    ),
+    Command(
+        "witness",
+        "audit the upstream (and peers) against the ledger; publish nothing",
+        _not_direct,
+        build=_added_with_ledger,
+        direct=_run_ledger,
     ),
     Command(
         "shard",
@@ -277,6 +323,9 @@ def _emit(
             log.warning("cannot write --report %s: %s", report_file, exc.strerror)
     if settings is not None and settings.json:
         print(json.dumps(report.to_dict(), indent=2))
+    elif report.prune is not None and not report.prune.applied:
+        for key in report.prune.deleted:
+            print(f"would delete {key}")
     if options.quiet and report.exit_status in QUIET_STATUSES:
         return
     emit_summary(report.summary_line(), report.to_dict(), fmt=options.log_format)
@@ -383,6 +432,8 @@ def _main(argv: Sequence[str] | None) -> int:
                 parser.print_help(sys.stderr)
                 return ExitStatus.USAGE
             command = COMMAND_BY_NAME[args.command]
+            if command.direct is not None:
+                return command.direct(args)
             if command.settings is not None:
                 settings = command.settings(args)
             else:

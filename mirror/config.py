@@ -171,7 +171,7 @@ class Option:
     metavar: str | None = None
     repeat: bool = False
     flag: bool = False
-    commands: frozenset[str] = frozenset({"sync", "plan", "verify", "export", "import"})
+    commands: frozenset[str] = frozenset({"sync", "plan", "verify", "export", "import", "prune"})
     scope: str = "command"
     short: str | None = None
     count: bool = False
@@ -207,6 +207,7 @@ class Option:
 _SYNCISH = frozenset({"sync", "plan", "export"})
 _EXPORT = frozenset({"export"})
 _IMPORT = frozenset({"import"})
+_PRUNE = frozenset({"prune"})
 #: commands that download targets (plan only reads metadata)
 _TRANSFERS = frozenset({"sync", "export"})
 #: commands that write to the destination (or, for export, a bundle): a lock, a
@@ -214,7 +215,7 @@ _TRANSFERS = frozenset({"sync", "export"})
 _WRITERS = frozenset({"sync", "export", "import"})
 #: options about the destination store, for every command that opens one (an
 #: export writes a bundle, not a store)
-_DESTINATION = frozenset({"sync", "plan", "verify", "import"})
+_DESTINATION = frozenset({"sync", "plan", "verify", "import", "prune"})
 #: options about how objects are written to the destination store
 _DESTINATION_WRITES = frozenset({"sync", "import"})
 
@@ -301,7 +302,7 @@ OPTIONS: tuple[Option, ...] = (
         "take over a lock whose lease has not expired yet (its run is known to be"
         " gone) or that is unreadable; expired leases are taken over without it",
         flag=True,
-        commands=_WRITERS,
+        commands=_WRITERS | _PRUNE,
     ),
     Option(
         "lock_lease",
@@ -339,7 +340,7 @@ OPTIONS: tuple[Option, ...] = (
         " repeat; metadata is always complete",
         "GLOB",
         repeat=True,
-        commands=frozenset({"sync", "plan"}),
+        commands=frozenset({"sync", "plan"}) | _PRUNE,
     ),
     Option(
         "exclude",
@@ -348,7 +349,7 @@ OPTIONS: tuple[Option, ...] = (
         "do not copy targets whose path matches GLOB; repeat",
         "GLOB",
         repeat=True,
-        commands=frozenset({"sync", "plan"}),
+        commands=frozenset({"sync", "plan"}) | _PRUNE,
     ),
     Option(
         "role",
@@ -357,7 +358,7 @@ OPTIONS: tuple[Option, ...] = (
         "only copy targets listed by delegated roles matching NAME (a glob); repeat",
         "NAME",
         repeat=True,
-        commands=frozenset({"sync", "plan"}),
+        commands=frozenset({"sync", "plan"}) | _PRUNE,
     ),
     Option(
         "policy",
@@ -732,6 +733,14 @@ class Settings:
     bundle: str | None = None
     receipt: str | None = None
     reference_time: datetime | None = None
+    ledger: str | None = None
+    witness_key: str | None = None
+    witness_name: str | None = None
+    immutable: tuple[str, ...] = ()
+    expect: str | None = None
+    expect_key: str | None = None
+    on_alarm: str = "publish"
+    witness_peer: tuple[str, ...] = ()
     grace: float = 10.0
     log_format: str = "text"
     verbose: int = 0
