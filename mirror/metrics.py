@@ -12,7 +12,10 @@ units, ``_seconds``, ``_bytes``, ``_total`` for counters, ``_info``):
   ``..._last_run_requests``, ``..._last_run_targets_copied``,
   ``..._last_run_copied_bytes``, ``..._last_run_targets_filtered``, and under
   ``--policy`` ``..._targets_held_back``, ``..._policy_alarms``,
-  ``..._policy_conflicts`` (of the last run);
+  ``..._policy_conflicts`` (of the last run); after a prune that deleted,
+  ``..._prune_deleted_files``, ``..._prune_deleted_bytes``,
+  ``..._prune_states_retained``; ``..._witness_alarms{type}`` and, with a ledger,
+  ``..._ledger_size``;
 - across runs (read back from the previous file and added to):
   ``..._runs_total{exit_status}``, ``..._received_bytes_total``,
   ``..._requests_total``, ``..._targets_copied_total``;
@@ -210,6 +213,20 @@ def build_registry(report: RunReport, *, now: datetime, previous: Previous) -> C
         "delegated roles mirrored although expired upstream",
         len(report.expired_delegated_roles),
     )
+    prune = report.prune
+    if prune is not None and prune.applied:
+        gauge("prune_deleted_files", "files deleted by prune, last run", prune.deleted_files)
+        gauge("prune_deleted_bytes", "bytes deleted by prune, last run", prune.deleted_bytes)
+        gauge("prune_states_retained", "states prune kept, last run", len(prune.states_retained))
+    # The ledger's witness (mirror.ledger): alarms of the last run, by type.
+    kinds = sorted({alarm["type"] for alarm in report.alarms})
+    for kind in kinds:
+        count = sum(1 for alarm in report.alarms if alarm["type"] == kind)
+        gauge("witness_alarms", "witness alarms raised, last run", count, type=kind)
+    if not kinds:
+        gauge("witness_alarms", "witness alarms raised, last run", 0, type="")
+    if report.ledger:
+        gauge("ledger_size", "entries in the ledger", report.ledger.get("checkpoint_size", 0))
     locked_out = getattr(report, "locked_out_seconds", None)
     if isinstance(locked_out, int | float):
         gauge(

@@ -1043,6 +1043,8 @@ class Synchronizer:
             self.budget.check()  # ... also in the copies the policy gate made
         if not self.dry_run:
             async with shutdown.finishing():  # a first signal lets a publish complete
+                if self.witness is not None:
+                    await self.witness.before_publish(cycle, published, self.settings.root_bytes())
                 await self._publish(cycle, published)
                 if walked:
                     await self._write_state(cycle)
@@ -1051,6 +1053,8 @@ class Synchronizer:
                     await remove_partials(self.store.spool_dir())
                 elif cycle.timestamp_etag != published.timestamp_etag:
                     await self._refresh_validators(cycle, published)
+                if self.witness is not None:
+                    await self.witness.after_publish()
             log.info(
                 "published %d metadata files at %.2fs",
                 self.report.roles_published,
