@@ -392,7 +392,7 @@ def test_metrics_and_summary_line_carry_the_prune_figures(
 
     text = metrics.read_text()
     err = capsys.readouterr().err
-    deleted = float(text.split("tuf_mirror_prune_deleted_files{")[1].split()[1])
+    deleted = int(float(text.split("tuf_mirror_prune_deleted_files{")[1].split()[1]))
     assert deleted > 0
     assert "tuf_mirror_prune_deleted_bytes{" in text
     assert f'tuf_mirror_prune_states_retained{{dest="{penv.dest}"}} 1.0' in text
