@@ -82,32 +82,41 @@ class Command:
     direct: Callable[[argparse.Namespace], int] | None = None
 
 
+def _now(settings: Settings) -> datetime:
+    """The time expiry is checked against: now, or ``--reference-time`` (``import``
+    logs and records its own reference time, and takes the real now here)."""
+    if settings.reference_time is not None and settings.command != "import":
+        log.warning("checking expiry against --reference-time %s", settings.reference_time)
+        return settings.reference_time
+    return datetime.now(UTC)
+
+
 async def _sync(settings: Settings, report: RunReport, progress: bool) -> RunReport:
     # Imported here so that `--help` and usage errors stay cheap.
     from mirror import sync
 
-    return await sync.run_sync(settings, now=datetime.now(UTC), report=report, progress=progress)
+    return await sync.run_sync(settings, now=_now(settings), report=report, progress=progress)
 
 
 async def _plan(settings: Settings, report: RunReport, progress: bool) -> RunReport:
     from mirror import sync
 
     return await sync.run_sync(
-        settings, now=datetime.now(UTC), dry_run=True, report=report, progress=progress
+        settings, now=_now(settings), dry_run=True, report=report, progress=progress
     )
 
 
 async def _verify(settings: Settings, report: RunReport, progress: bool) -> RunReport:
     from mirror import sync
 
-    return await sync.verify_destination(settings, now=datetime.now(UTC))
+    return await sync.verify_destination(settings, now=_now(settings))
 
 
 async def _export(settings: Settings, report: RunReport, progress: bool) -> RunReport:
     from mirror import airgap
 
     assert isinstance(report, airgap.BundleReport)
-    return await airgap.run_export(settings, now=datetime.now(UTC), report=report)
+    return await airgap.run_export(settings, now=_now(settings), report=report)
 
 
 async def _import(settings: Settings, report: RunReport, progress: bool) -> RunReport:
@@ -120,7 +129,7 @@ async def _import(settings: Settings, report: RunReport, progress: bool) -> RunR
 async def _prune(settings: Settings, report: RunReport, progress: bool) -> RunReport:
     from mirror.prune import run_prune
 
-    return await run_prune(settings, now=datetime.now(UTC), report=report)
+    return await run_prune(settings, now=_now(settings), report=report)
 
 
 def _add_ledger_and_witness(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
@@ -146,7 +155,7 @@ async def _not_direct(settings: Settings, report: RunReport, progress: bool) -> 
 async def _shard(settings: Settings, report: RunReport, progress: bool) -> RunReport:
     from mirror.shard.steps import run_step
 
-    return await run_step(settings, now=datetime.now(UTC), report=report)
+    return await run_step(settings, now=_now(settings), report=report)
 
 
 def _add_shard(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
