@@ -1039,6 +1039,11 @@ class Synchronizer:
         self._note_expiry(new, published)
         if self.policy is not None:
             await self.policy.before_publish(self, cycle, published)
+            if self.witness is not None:  # a party of --policy stopped vouching (issue 14)
+                for path, alarm in sorted(self.policy.alarms.items()):
+                    await self.witness.alarm(
+                        "VOUCH_WITHDRAWN", path, alarm["repositories"], alarm["verdict"]
+                    )
         if self.budget is not None:
             self.budget.check()  # ... also in the copies the policy gate made
         if not self.dry_run:

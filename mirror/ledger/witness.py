@@ -65,6 +65,7 @@ ALARM_TYPES = (
     "FORK",
     "EXPECTED_MISMATCH",
     "WITHHELD",
+    "VOUCH_WITHDRAWN",
 )
 
 

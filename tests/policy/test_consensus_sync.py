@@ -188,14 +188,22 @@ def test_two_groups_reach_the_score(penv: PolicyEnv) -> None:
 
 def test_curator_removes_its_vote(penv: PolicyEnv) -> None:
     """team-b stops vouching for a published target: an alarm in the report (and a
-    warning), never a deletion: the target stays published, exit 0."""
+    warning), never a deletion: the target stays published. The ledger exists (it
+    always does), so it is also a witness alarm, VOUCH_WITHDRAWN: exit 6, with its
+    evidence in the ledger."""
     weights_env(penv)
     assert penv.run() == ExitStatus.OK
     assert penv.published(AGREED)
     penv.repos["team-b"].remove_target(AGREED)
     penv.repos["team-b"].add_target("files/unrelated.txt", b"x")
     penv.publish("team-b")
-    assert penv.run() == ExitStatus.OK
+    assert penv.run() == ExitStatus.WITNESS_ALARM
+    (witnessed,) = penv.report()["alarms"]
+    assert witnessed["type"] == "VOUCH_WITHDRAWN"
+    assert witnessed["subject"] == AGREED
+    assert witnessed["ledger"] == ["team-b"]
+    evidence = penv.dest / ".tuf-mirror" / "ledger" / "evidence"
+    assert any(evidence.glob("*-VOUCH_WITHDRAWN-*/alarm.json"))
     assert penv.published(AGREED)
     report = penv.report()
     (alarm,) = report["policy"]["alarms"]
