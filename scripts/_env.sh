@@ -13,3 +13,6 @@ ensure_venv() {
     touch "$stamp"
   fi
 }
+# The scripts import tuf_mirror_testing (test server, repository generator) from the
+# checkout: it is deliberately not installed with the package.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

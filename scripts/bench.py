@@ -44,8 +44,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mirror.testing.repo import Repository, generate_bins_repository
-from mirror.testing.server import serve_directory
+from tuf_mirror_testing.repo import Repository, generate_bins_repository
+from tuf_mirror_testing.server import serve_directory
 
 TOOL = str(Path(sys.executable).with_name("tuf-mirror"))
 BASELINE = str(Path(__file__).with_name("ngclient_mirror.py"))

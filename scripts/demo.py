@@ -1,7 +1,7 @@
 """Driver of ./scripts/demo: a demo upstream on 127.0.0.1, two syncs, a verify.
 
 Runs the real ``tuf-mirror`` command (a subprocess) against a repository generated
-with ``mirror.testing.repo`` and served by ``mirror.testing.server``. With ``--s3``
+with ``tuf_mirror_testing.repo`` and served by ``tuf_mirror_testing.server``. With ``--s3``
 the mirror is an S3 bucket on a ``moto_server`` process started on 127.0.0.1 (dummy
 credentials; the bucket lives in memory and is gone when the demo ends) instead of
 ``./demo-mirror``.
@@ -18,8 +18,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from mirror.testing.repo import Repository
-from mirror.testing.server import serve_directory
+from tuf_mirror_testing.repo import Repository
+from tuf_mirror_testing.server import serve_directory
 
 HERE = Path.cwd()
 UPSTREAM = HERE / "demo-upstream"

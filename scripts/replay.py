@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from mirror.testing.replay import Replayed, State, check, published_tree, trim
+from tuf_mirror_testing.replay import Replayed, State, check, published_tree, trim
 
 LEGACY = "repository/repository"
 
@@ -200,7 +200,7 @@ def replay(
     re-created upstream, which must be refused (exit 1, destination unchanged).
     Returns the number of failures."""
     from mirror.cli import main
-    from mirror.testing.server import serve_directory
+    from tuf_mirror_testing.server import serve_directory
 
     serve = work / "served"
     dest = work / "dest"

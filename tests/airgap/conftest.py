@@ -14,9 +14,9 @@ import pytest
 from mirror.airgap.manifest import Manifest
 from mirror.airgap.state import sha256_hex
 from mirror.cli import main
-from mirror.testing.repo import Repository
-from mirror.testing.server import RepoServer, serve_directory
 from tests.sync.conftest import tree
+from tuf_mirror_testing.repo import Repository
+from tuf_mirror_testing.server import RepoServer, serve_directory
 
 RECEIPT = ".tuf-mirror/receipt.json"
 

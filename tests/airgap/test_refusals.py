@@ -18,10 +18,10 @@ from mirror.airgap.state import sha256_hex
 from mirror.cli import build_parser
 from mirror.config import resolve
 from mirror.errors import ExitStatus
-from mirror.testing.repo import Repository, tamper_published
 from tests.airgap.conftest import Air, rewrite_manifest
 from tests.sync.conftest import tree
 from tests.sync.test_hostile import assert_published_unchanged
+from tuf_mirror_testing.repo import Repository, tamper_published
 
 
 def seeded_then_delta(air: Air, to: Path) -> dict[str, bytes]:

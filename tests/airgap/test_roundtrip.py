@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from mirror.errors import ExitStatus
-from mirror.testing.repo import metadata_file_name
 from tests.airgap.conftest import Air, bundle_files, changed
 from tests.sync.conftest import tree
+from tuf_mirror_testing.repo import metadata_file_name
 
 
 def test_full_export_then_import_equals_direct_sync(air: Air) -> None:
@@ -168,7 +168,7 @@ def test_min_validity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     from datetime import UTC, datetime, timedelta
 
     from mirror.cli import main
-    from mirror.testing.repo import Repository
+    from tuf_mirror_testing.repo import Repository
 
     repo = Repository(expires=datetime.now(UTC) + timedelta(days=2))
     repo.add_target("a.txt", b"a")

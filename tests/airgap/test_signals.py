@@ -15,10 +15,10 @@ from pathlib import Path
 from mirror.airgap.exporter import STAGING
 from mirror.airgap.volumes import existing_bundle_paths
 from mirror.errors import ExitStatus
-from mirror.testing.server import Fault
 from tests.airgap.conftest import Air
 from tests.airgap.test_kill import _published, _target_files
 from tests.sync.conftest import tree
+from tuf_mirror_testing.server import Fault
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 

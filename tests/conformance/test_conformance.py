@@ -22,8 +22,8 @@ import pytest
 
 from mirror.conformance import main, parse_invocation
 from mirror.errors import UsageError
-from mirror.testing.repo import Repository, generate_signer, tamper_published
-from mirror.testing.server import RepoServer, serve_directory
+from tuf_mirror_testing.repo import Repository, generate_signer, tamper_published
+from tuf_mirror_testing.server import RepoServer, serve_directory
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mirror.fetch.retry import RetryPolicy
-from mirror.testing.server import RepoServer, serve_directory
+from tuf_mirror_testing.server import RepoServer, serve_directory
 
 TIMESTAMP = b'{"signed": {"_type": "timestamp", "version": 7}}\n'
 TARGET = bytes(range(256)) * 1000  # 256 000 bytes

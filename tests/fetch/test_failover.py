@@ -22,7 +22,7 @@ from mirror.fetch.base import FetchedBytes, FetchedFile, FetchStats, Namespace
 from mirror.fetch.failover import FailoverFetcher
 from mirror.fetch.http import HttpFetcher
 from mirror.fetch.local import LocalFetcher
-from mirror.testing.server import Fault, serve_directory
+from tuf_mirror_testing.server import Fault, serve_directory
 
 from .conftest import FAST_RETRY, TIMESTAMP
 

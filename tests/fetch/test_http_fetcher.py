@@ -1,4 +1,4 @@
-"""HttpFetcher against the real loopback server (mirror.testing.server)."""
+"""HttpFetcher against the real loopback server (tuf_mirror_testing.server)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from mirror.errors import (
 )
 from mirror.fetch.http import HttpFetcher
 from mirror.fetch.retry import RetryPolicy
-from mirror.testing.server import Fault, RepoServer, serve_directory
+from tuf_mirror_testing.server import Fault, RepoServer, serve_directory
 
 from .conftest import ENCODED_ROLE, FAST_RETRY, ODD_TARGET, TARGET, TIMESTAMP
 

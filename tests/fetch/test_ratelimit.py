@@ -18,7 +18,7 @@ from mirror.fetch import open_fetcher
 from mirror.fetch.failover import FailoverFetcher
 from mirror.fetch.http import HttpFetcher
 from mirror.fetch.ratelimit import BandwidthSchedule, TokenBucket, burst_for
-from mirror.testing.server import RepoServer, serve_directory
+from tuf_mirror_testing.server import RepoServer, serve_directory
 
 from .conftest import FAST_RETRY, TARGET, TIMESTAMP
 from .test_http_mock_transport import PacedStream, make_fetcher

@@ -21,7 +21,7 @@ from mirror.fetch import spool as spool_module
 from mirror.fetch.http import HttpFetcher
 from mirror.fetch.retry import RetryPolicy
 from mirror.fetch.spool import SIDECAR_SUFFIX, partial_name, remove_partials
-from mirror.testing.server import Fault, RepoServer
+from tuf_mirror_testing.server import Fault, RepoServer
 
 from .conftest import FAST_RETRY, TARGET
 from .test_http_mock_transport import BASE, PacedStream

@@ -19,7 +19,7 @@ from mirror.fetch.http import HttpFetcher
 from mirror.fetch.local import LocalFetcher
 from mirror.fetch.ratelimit import BandwidthSchedule
 from mirror.sync import open_endpoints
-from mirror.testing.server import RepoServer
+from tuf_mirror_testing.server import RepoServer
 
 from .conftest import FAST_RETRY, TIMESTAMP
 

@@ -21,10 +21,10 @@ from tuf.api.metadata import Metadata, TargetFile
 
 from mirror.cli import main
 from mirror.errors import ExitStatus
-from mirror.testing.repo import generate_signer, metadata_file_name
-from mirror.testing.server import serve_directory
 from tests.ledger.test_sync_ledger import PATH, alarm_lines, evidence, ledger_dir
 from tests.sync.conftest import Env
+from tuf_mirror_testing.repo import generate_signer, metadata_file_name
+from tuf_mirror_testing.server import serve_directory
 
 
 def ledger(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

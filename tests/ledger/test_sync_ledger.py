@@ -16,8 +16,8 @@ import trio
 from mirror.errors import ExitStatus, StorageError
 from mirror.ledger.log import Head, LedgerLog
 from mirror.storage.local import LocalStore
-from mirror.testing.repo import metadata_file_name, tamper_published
 from tests.sync.conftest import Env, tree
+from tuf_mirror_testing.repo import metadata_file_name, tamper_published
 
 PATH = "files/file-0003.txt"
 
@@ -403,7 +403,7 @@ def test_restarted_cycle_records_once(env: Env) -> None:
     upstream moved on mid-run) records each published file once: the ledger grows
     by exactly the new target and the new metadata versions (bin, snapshot,
     timestamp)."""
-    from mirror.testing.server import Fault
+    from tuf_mirror_testing.server import Fault
 
     assert env.run() == ExitStatus.OK
     size = ledger_head(env).size
@@ -431,7 +431,7 @@ def test_fork_with_a_witness_peer_during_sync(
     import shutil
     from datetime import timedelta
 
-    from mirror.testing.server import serve_directory
+    from tuf_mirror_testing.server import serve_directory
 
     assert env.run() == ExitStatus.OK
     peer_dir = tmp_path / "peer"

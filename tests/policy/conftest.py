@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from mirror.cli import main
-from mirror.testing.repo import Repository
-from mirror.testing.server import RepoServer, serve_directory
+from tuf_mirror_testing.repo import Repository
+from tuf_mirror_testing.server import RepoServer, serve_directory
 
 #: the targets of the primary repository ("pypi") in every test
 AGREED = "files/agreed.txt"

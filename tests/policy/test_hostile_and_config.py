@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from mirror.errors import ExitStatus
-from mirror.testing.repo import generate_signer
 from tests.policy.conftest import AGREED, CONTENT, CONTESTED, PolicyEnv, weights_env
 from tests.sync.conftest import tree
 from tests.sync.test_hostile import assert_published_unchanged
+from tuf_mirror_testing.repo import generate_signer
 
 
 def _synced_then_curator_changes(penv: PolicyEnv) -> dict[str, bytes]:
@@ -247,7 +247,7 @@ def test_transient_failure_at_a_curator_converges(penv: PolicyEnv) -> None:
     """A curator answering 503 for its new snapshot: exit 3, nothing published (not
     even the other repositories' metadata); the next run publishes what the first
     would have, and the target the curator's change unlocks."""
-    from mirror.testing.server import Fault
+    from tuf_mirror_testing.server import Fault
 
     weights_env(penv)
     assert penv.run() == ExitStatus.OK

@@ -15,8 +15,6 @@ from urllib.parse import quote
 import pytest
 
 from mirror.storage import Store
-from mirror.testing.repo import Repository
-from mirror.testing.server import serve_directory
 from mirror.trust import (
     TargetSearch,
     TrustedSet,
@@ -27,6 +25,8 @@ from mirror.trust import (
     target_filenames,
 )
 from tests.sync.conftest import Env, make_repo
+from tuf_mirror_testing.repo import Repository
+from tuf_mirror_testing.server import serve_directory
 
 
 @dataclass(frozen=True, slots=True)

@@ -405,8 +405,8 @@ def test_without_consistent_snapshots_only_the_current_state_is_known(
     """An upstream without consistent snapshots replaces its files in place: earlier
     states cannot be walked, so a target it stopped listing is an orphan, deleted
     only with --orphans; the mirror still verifies."""
-    from mirror.testing.server import serve_directory
     from tests.sync.conftest import make_repo
+    from tuf_mirror_testing.server import serve_directory
 
     repo = make_repo(bins=2, targets=6, consistent=False)
     upstream = tmp_path / "upstream"

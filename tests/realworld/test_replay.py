@@ -15,8 +15,8 @@ import pytest
 
 from mirror.cli import main
 from mirror.errors import ExitStatus
-from mirror.testing.replay import Replayed, State, check, published_tree
-from mirror.testing.server import RepoServer, serve_directory
+from tuf_mirror_testing.replay import Replayed, State, check, published_tree
+from tuf_mirror_testing.server import RepoServer, serve_directory
 
 DATA = Path(__file__).parent / "data"
 

@@ -36,9 +36,9 @@ from moto.server import ThreadedMotoServer
 import mirror.storage.s3 as s3_module
 from mirror.cli import main
 from mirror.storage.s3 import make_client
-from mirror.testing.repo import Repository
-from mirror.testing.server import RepoServer, serve_directory
 from tests.sync.conftest import make_repo
+from tuf_mirror_testing.repo import Repository
+from tuf_mirror_testing.server import RepoServer, serve_directory
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -16,9 +16,9 @@ from botocore.exceptions import ClientError
 
 from mirror.errors import ExitStatus
 from mirror.storage.lock import LOCK_KEY, LockInfo, ProcessIdentity
-from mirror.testing.server import Fault
 from tests.s3.conftest import PREFIX, S3Env
 from tests.sync.conftest import tree
+from tuf_mirror_testing.server import Fault
 
 
 def lock_bytes(s3env: S3Env) -> bytes | None:

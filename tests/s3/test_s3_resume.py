@@ -15,9 +15,9 @@ import pytest
 
 import mirror.storage.listing as listing_module
 from mirror.errors import ExitStatus
-from mirror.testing.server import Fault
 from tests.s3.conftest import S3Env
 from tests.sync.conftest import tree
+from tuf_mirror_testing.server import Fault
 
 
 def target_keys(s3env: S3Env) -> set[str]:

@@ -17,9 +17,9 @@ from urllib3.exceptions import ProtocolError
 from mirror.errors import ExitStatus
 from mirror.storage.lock import LOCK_KEY
 from mirror.storage.s3 import S3Store
-from mirror.testing.server import Fault
 from tests.s3.conftest import S3Env
 from tests.sync.conftest import tree
+from tuf_mirror_testing.server import Fault
 
 
 def _exited_pid() -> int:

@@ -11,10 +11,10 @@ import sys
 import time
 
 from mirror.errors import ExitStatus
-from mirror.testing.server import Fault
 from tests.s3.conftest import S3Env
 from tests.s3.test_s3_resume import target_keys
 from tests.sync.conftest import tree
+from tuf_mirror_testing.server import Fault
 
 
 def test_sigterm_mid_sync_on_s3_then_rerun_converges(s3env: S3Env) -> None:

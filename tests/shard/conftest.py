@@ -18,9 +18,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from mirror.cli import main
-from mirror.testing.repo import Repository
-from mirror.testing.server import RepoServer, serve_directory
 from tests.sync.conftest import make_repo, tree
+from tuf_mirror_testing.repo import Repository
+from tuf_mirror_testing.server import RepoServer, serve_directory
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from mirror.errors import ExitStatus
 from mirror.shard import shard_of
-from mirror.testing.server import Fault
 from tests.shard.conftest import INTERNAL, SHARDS, Dest, Upstream, local_dest, run_json
 from tests.sync.conftest import tree
+from tuf_mirror_testing.server import Fault
 
 RUN = "batch-1"
 

@@ -13,9 +13,9 @@ import pytest
 from mirror.errors import ExitStatus, UsageError
 from mirror.shard.cli import shard_position
 from mirror.shard.manifest import marker_name, run_key
-from mirror.testing.server import serve_directory
 from tests.shard.conftest import INTERNAL, Dest, Upstream, local_dest, run_json
 from tests.sync.conftest import make_repo
+from tuf_mirror_testing.server import serve_directory
 
 RUN = "r-1"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from mirror.cli import main
-from mirror.testing.repo import Repository
-from mirror.testing.server import RepoServer, serve_directory
+from tuf_mirror_testing.repo import Repository
+from tuf_mirror_testing.server import RepoServer, serve_directory
 
 
 def tree(root: Path, *, internal: bool = False) -> dict[str, bytes]:

@@ -13,8 +13,8 @@ from mirror.config import Settings
 from mirror.fetch.http import HttpFetcher
 from mirror.storage.local import LocalStore
 from mirror.sync import Synchronizer
-from mirror.testing.repo import Repository
-from mirror.testing.server import serve_directory
+from tuf_mirror_testing.repo import Repository
+from tuf_mirror_testing.server import serve_directory
 
 
 class CountingFetcher:

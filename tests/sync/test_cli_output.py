@@ -15,8 +15,8 @@ import trio.testing
 from mirror.errors import ExitStatus
 from mirror.progress import print_stats
 from mirror.report import RunReport
-from mirror.testing.server import Fault
 from tests.sync.conftest import Env
+from tuf_mirror_testing.server import Fault
 
 
 def test_quiet_prints_nothing_on_success(env: Env, capsys: pytest.CaptureFixture[str]) -> None:

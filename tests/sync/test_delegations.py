@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from mirror.errors import ExitStatus
-from mirror.testing.repo import Repository
-from mirror.testing.server import serve_directory
 from tests.sync.conftest import Env, tree
+from tuf_mirror_testing.repo import Repository
+from tuf_mirror_testing.server import serve_directory
 
 
 @pytest.fixture

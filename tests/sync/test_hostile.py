@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from mirror.errors import ExitStatus
-from mirror.testing.repo import generate_signer, metadata_file_name, tamper_published
-from mirror.testing.server import Fault
 from tests.sync.conftest import Env, tree
+from tuf_mirror_testing.repo import generate_signer, metadata_file_name, tamper_published
+from tuf_mirror_testing.server import Fault
 
 
 def synced_then_changed(env: Env) -> tuple[dict[str, bytes], str, list[str]]:

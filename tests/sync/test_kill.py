@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from mirror.errors import ExitStatus
-from mirror.testing.server import Fault
 from tests.sync.conftest import Env, tree
+from tuf_mirror_testing.server import Fault
 
 
 def _target_files(dest: Path) -> set[str]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from mirror.errors import ExitStatus
 from mirror.storage.lock import LockInfo, ProcessIdentity
-from mirror.testing.server import Fault
 from tests.sync.conftest import Env, tree
+from tuf_mirror_testing.server import Fault
 
 
 def foreign(*, age: timedelta, expires_in: timedelta) -> bytes:

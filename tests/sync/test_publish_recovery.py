@@ -180,7 +180,7 @@ def test_a_timestamp_under_no_root_of_the_chain_is_still_tampered(env: Env) -> N
     """Recovery only accepts a timestamp that verifies under an earlier root of the
     published chain: one signed by a key no root ever trusted is still a tampered
     destination (exit 1), and nothing is written."""
-    from mirror.testing.repo import generate_signer
+    from tuf_mirror_testing.repo import generate_signer
 
     assert env.run() == ExitStatus.OK
     env.repo.rotate_keys("timestamp")

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from mirror.errors import ExitStatus
-from mirror.testing.repo import Repository
-from mirror.testing.server import Fault, serve_directory
 from mirror.trust._verify import fast_canonical_signed
 from tests.sync.conftest import Env, make_repo, tree
+from tuf_mirror_testing.repo import Repository
+from tuf_mirror_testing.server import Fault, serve_directory
 
 
 def _report(env: Env, command: str = "sync", *extra: str) -> tuple[int, dict[str, Any]]:

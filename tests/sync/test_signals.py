@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mirror.cli import main
 from mirror.errors import ExitStatus
-from mirror.testing.server import Fault
 from tests.sync.conftest import Env, tree
+from tuf_mirror_testing.server import Fault
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 

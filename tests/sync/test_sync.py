@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 from mirror.errors import ExitStatus
-from mirror.testing.repo import metadata_file_name, tamper_published
 from tests.sync.conftest import Env, tree
+from tuf_mirror_testing.repo import metadata_file_name, tamper_published
 
 
 def upstream_referenced(env: Env) -> dict[str, bytes]:
@@ -34,8 +34,8 @@ async def test_publish_order_is_invariant_4(tmp_path: Path) -> None:
     from mirror.fetch.http import HttpFetcher
     from mirror.storage.memory import MemoryStore
     from mirror.sync import Synchronizer
-    from mirror.testing.server import serve_directory
     from tests.sync.conftest import make_repo
+    from tuf_mirror_testing.server import serve_directory
 
     repo = make_repo()
     upstream = tmp_path / "up"
@@ -169,8 +169,8 @@ def test_verify_finds_corrupt_and_missing_targets(env: Env, capsys: object) -> N
 
 def test_non_consistent_snapshot_repository(tmp_path: Path) -> None:
     """A repository without consistent snapshots mirrors too (best effort, warned)."""
-    from mirror.testing.server import serve_directory
     from tests.sync.conftest import make_repo
+    from tuf_mirror_testing.server import serve_directory
 
     repo = make_repo(consistent=False)
     upstream = tmp_path / "up"
@@ -246,8 +246,8 @@ def test_first_sync_mirrors_root_history_before_the_pin(tmp_path: Path) -> None:
     verified as a chain ending in the pinned bytes. A forged old root is never
     published, but it does not fail the run either: it and every older version are
     skipped, with a warning and a count in the report (issue 9)."""
-    from mirror.testing.server import serve_directory
     from tests.sync.conftest import make_repo
+    from tuf_mirror_testing.server import serve_directory
 
     repo = make_repo()
     upstream = tmp_path / "up"

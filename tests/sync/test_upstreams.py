@@ -12,9 +12,9 @@ import pytest
 
 from mirror.cli import main
 from mirror.errors import ExitStatus
-from mirror.testing.repo import tamper_published
-from mirror.testing.server import Fault, RepoServer, serve_directory
 from tests.sync.conftest import Env, tree
+from tuf_mirror_testing.repo import tamper_published
+from tuf_mirror_testing.server import Fault, RepoServer, serve_directory
 
 
 @pytest.fixture

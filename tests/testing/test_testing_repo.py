@@ -1,4 +1,4 @@
-"""Tests of mirror.testing.repo: the TUF repository generator used by the other tests."""
+"""Tests of tuf_mirror_testing.repo: the TUF repository generator used by the other tests."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]  # public, no __all
     Timestamp,
 )
 
-from mirror.testing.repo import (
+from tuf_mirror_testing.repo import (
     Repository,
     generate_bins_repository,
     generate_signer,
@@ -29,7 +29,7 @@ from mirror.testing.repo import (
     tamper_published,
     target_file_names,
 )
-from mirror.testing.server import serve_directory
+from tuf_mirror_testing.server import serve_directory
 
 EXPIRES = datetime(2030, 1, 1, tzinfo=UTC)
 

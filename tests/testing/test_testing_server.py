@@ -1,4 +1,4 @@
-"""Tests of mirror.testing.server: the loopback HTTP server used by the other tests."""
+"""Tests of tuf_mirror_testing.server: the loopback HTTP server used by the other tests."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from mirror.testing.server import Fault, RepoServer, main, serve_directory
+from tuf_mirror_testing.server import Fault, RepoServer, main, serve_directory
 
 TIMESTAMP = b'{"signed": {"version": 1}}\n'
 TARGET = bytes(range(256)) * 4
@@ -440,9 +440,9 @@ async def test_usable_from_trio(server: RepoServer) -> None:
 
 @pytest.mark.slow
 def test_command_line_prints_url_and_serves(root: Path) -> None:
-    """``python -m mirror.testing.server DIR`` prints its URL first, then serves."""
+    """``python -m tuf_mirror_testing.server DIR`` prints its URL first, then serves."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "mirror.testing.server", str(root), "--log-requests"],
+        [sys.executable, "-m", "tuf_mirror_testing.server", str(root), "--log-requests"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

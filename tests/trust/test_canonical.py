@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mirror.testing.repo import Repository
 from mirror.trust._tuf import Metadata
 from mirror.trust._verify import fast_canonical_signed
+from tuf_mirror_testing.repo import Repository
 
 DATA = Path(__file__).parent / "data"
 

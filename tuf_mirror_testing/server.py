@@ -30,7 +30,7 @@ optionally only ``times`` times. Faults combine with ``|``::
 
 Command line (prints the URL on its first stdout line, serves until killed)::
 
-    python -m mirror.testing.server DIR [--port N] [--bind 127.0.0.1] [--log-requests]
+    python -m tuf_mirror_testing.server DIR [--port N] [--bind 127.0.0.1] [--log-requests]
 """
 
 from __future__ import annotations
@@ -824,9 +824,9 @@ def _endless(limit: int | None) -> Iterator[bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mirror.testing.server DIR``: print the URL, serve until killed."""
+    """``python -m tuf_mirror_testing.server DIR``: print the URL, serve until killed."""
     parser = argparse.ArgumentParser(
-        prog="python -m mirror.testing.server",
+        prog="python -m tuf_mirror_testing.server",
         description="Serve a directory over HTTP on a loopback address (tests and demos).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
