@@ -324,12 +324,12 @@ def _emit(
         try:
             write_metrics(metrics_file, report, now=datetime.now(UTC))
         except OSError as exc:
-            log.warning("cannot write --metrics-file %s: %s", metrics_file, exc)
+            _output_failed(report, f"cannot write --metrics-file {metrics_file}: {exc.strerror}")
     if report_file is not None:
         try:
             report_file.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         except OSError as exc:
-            log.warning("cannot write --report %s: %s", report_file, exc.strerror)
+            _output_failed(report, f"cannot write --report {report_file}: {exc.strerror}")
     if settings is not None and settings.json:
         print(json.dumps(report.to_dict(), indent=2))
     elif report.prune is not None and not report.prune.applied:
@@ -338,6 +338,17 @@ def _emit(
     if options.quiet and report.exit_status in QUIET_STATUSES:
         return
     emit_summary(report.summary_line(), report.to_dict(), fmt=options.log_format)
+
+
+def _output_failed(report: RunReport, message: str) -> None:
+    """A report or metrics file that cannot be written (a full disk, say) leaves
+    monitoring blind: a run that was otherwise fine becomes transient (3), so that
+    it is retried and seen; a run that already failed keeps its own status."""
+    if report.exit_status == ExitStatus.OK:
+        log.error("%s; the mirror itself was published, retry once there is room", message)
+        report.exit_status = ExitStatus.TRANSIENT
+    else:
+        log.warning("%s", message)
 
 
 class _SignalExit(BaseException):

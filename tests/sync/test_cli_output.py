@@ -15,7 +15,7 @@ import trio.testing
 from mirror.errors import ExitStatus
 from mirror.progress import print_stats
 from mirror.report import RunReport
-from tests.sync.conftest import Env
+from tests.sync.conftest import Env, tree
 from tuf_mirror_testing.server import Fault
 
 
@@ -136,3 +136,19 @@ def test_default_expiry_warning_is_quiet_for_a_two_day_timestamp(env: Env, tmp_p
     assert env.run("sync", "--report", str(report)) == ExitStatus.OK
     warnings = json.loads(report.read_text())["warnings"]
     assert any("timestamp expires in" in w for w in warnings)
+
+
+def test_report_on_a_full_disk_is_transient(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """A ``--report`` (or metrics file) that cannot be written for lack of space
+    (``/dev/full`` answers every write with ENOSPC) turns an otherwise good run into
+    exit 3 with one line naming the path, no traceback; the mirror itself is
+    published, and a rerun with room is exit 0 with nothing new to copy."""
+    capsys.readouterr()
+    assert env.run("sync", "--report", "/dev/full") == ExitStatus.TRANSIENT
+    err = capsys.readouterr().err
+    assert "cannot write --report /dev/full: No space left on device" in err
+    assert "Traceback" not in err
+    assert tree(env.dest) == tree(env.upstream)
+    report = env.dest.parent / "report.json"
+    assert env.run("sync", "--report", str(report)) == ExitStatus.OK
+    assert json.loads(report.read_text())["exit_status"] == 0
