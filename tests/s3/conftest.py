@@ -31,7 +31,6 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.compat import HTTPHeaders
 from botocore.retries.standard import ExponentialBackoff
-from moto.server import ThreadedMotoServer
 
 import mirror.storage.s3 as s3_module
 from mirror.cli import main
@@ -48,18 +47,6 @@ INTERNAL = ".tuf-mirror/"
 #: the upstream of ``s3env``: small, since every object is a few S3 requests
 BINS = 4
 TARGETS = 24
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """One moto_server for the whole session, on a free port of 127.0.0.1."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture

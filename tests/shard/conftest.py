@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from moto.server import ThreadedMotoServer
 
 from mirror.cli import main
 from tests.sync.conftest import make_repo, tree
@@ -28,18 +27,6 @@ if TYPE_CHECKING:
 INTERNAL = ".tuf-mirror/"
 SHARDS = 4
 TARGETS = 48
-
-
-@pytest.fixture(scope="session")
-def shard_moto() -> Iterator[str]:
-    """One moto_server for this directory's tests, on a free port of 127.0.0.1."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @dataclass
@@ -142,7 +129,7 @@ def dest(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
         return local_dest(tmp_path)
     from mirror.storage.s3 import make_client
 
-    endpoint = request.getfixturevalue("shard_moto")
+    endpoint = request.getfixturevalue("moto_endpoint")
     _s3_env(monkeypatch, tmp_path, endpoint)
     client = make_client(addressing_style="path")
     bucket = f"tuf-mirror-shard-{uuid.uuid4().hex[:12]}"
