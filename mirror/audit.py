@@ -75,14 +75,11 @@ class _Sampler:
 
 async def audit(settings: Settings, *, now: datetime) -> RunReport:
     """Audit ``settings.dest``; the report lists missing and corrupt files."""
-    from mirror.storage import open_store
+    from mirror.endpoints import limits_for, open_destination
 
     report = RunReport(command="verify", dest=settings.dest)
-    limits = Limits(
-        max_snapshot_length=settings.max_snapshot_size,
-        max_targets_length=settings.max_targets_size,
-    )
-    store = ReadOnlyStore(open_store(settings.dest, **settings.s3_store_options()))
+    limits = limits_for(settings)
+    store = ReadOnlyStore(open_destination(settings, listing=False))
     try:
         await _audit(store, settings, limits, now, report)
     finally:
@@ -222,10 +219,9 @@ async def repair_targets(
     Damaged *metadata* is not repaired here (an old role version may be gone
     upstream): it stays in ``report.missing`` / ``report.corrupt`` and fails the run
     (exit 1), as ``verify`` would."""
-    limits = Limits(
-        max_snapshot_length=settings.max_snapshot_size,
-        max_targets_length=settings.max_targets_size,
-    )
+    from mirror.endpoints import limits_for
+
+    limits = limits_for(settings)
     found = RunReport(command="verify")
     damaged: list[_Check] = []
     await _audit(store, replace(settings, sample=None), limits, now, found, damaged=damaged)

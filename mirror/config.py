@@ -24,70 +24,22 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from mirror.errors import UsageError
-
-if TYPE_CHECKING:
-    from mirror.fetch.ratelimit import BandwidthSchedule
+from mirror.units import (
+    BandwidthSchedule,
+    format_duration,
+    format_size,
+    parse_duration,
+    parse_size,
+    parse_time,
+)
 
 ENV_PREFIX = "TUF_MIRROR_"
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-
-def parse_size(text: str) -> int:
-    """Parse a byte count with an optional binary suffix: ``512K``, ``10M``, ``5G``.
-
-    Suffixes are powers of 1024 and always mean *bytes* (``10M`` is 10 MiB, not
-    10 megabits).
-    """
-    match = _SIZE_RE.match(str(text))
-    if not match:
-        raise UsageError(f"not a size: {text!r} (expected e.g. 512K, 10M, 5G; bytes, not bits)")
-    number, unit = match.group(1), match.group(2).upper()
-    return int(float(number) * _UNITS[unit])
-
-
-def parse_duration(text: str) -> float:
-    """Parse seconds with an optional unit: ``30``, ``30s``, ``5m``, ``2h``, ``3d``."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(text))
-    if not match:
-        raise UsageError(f"not a duration: {text!r} (expected e.g. 30s, 5m, 2h, 3d)")
-    scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    return float(match.group(1)) * scale
-
-
-def parse_time(text: str) -> datetime:
-    """Parse an ISO 8601 time (``2024-05-01T12:00:00Z``, ``2024-05-01``); no zone means UTC."""
-    try:
-        moment = datetime.fromisoformat(str(text).strip())
-    except ValueError as exc:
-        raise UsageError(f"not a time: {text!r} (expected e.g. 2024-05-01T12:00:00Z)") from exc
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def format_duration(seconds: float) -> str:
-    """The shortest exact spelling of a duration in ``parse_duration``'s syntax:
-    ``120.0`` -> ``2m``, ``172800.0`` -> ``2d``, ``90`` -> ``90s``."""
-    for unit, scale in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= scale and float(seconds) % scale == 0:
-            return f"{int(seconds // scale)}{unit}"
-    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds}s"
-
-
-def format_size(size: int) -> str:
-    """The shortest exact spelling of a byte count in ``parse_size``'s syntax:
-    ``33554432`` -> ``32M``."""
-    for unit in ("T", "G", "M", "K"):
-        scale = _UNITS[unit]
-        if size >= scale and size % scale == 0:
-            return f"{size // scale}{unit}"
-    return str(size)
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -133,8 +85,6 @@ def _max_age(text: str) -> int:
 def _bwlimit(text: str) -> BandwidthSchedule | None:
     """``--bwlimit``: a rate or a timetable (``mirror.fetch.ratelimit``); None when
     it never caps anything (``off``)."""
-    from mirror.fetch.ratelimit import BandwidthSchedule
-
     schedule = BandwidthSchedule.parse(text)
     return None if schedule.unlimited else schedule
 
@@ -308,10 +258,11 @@ OPTIONS: tuple[Option, ...] = (
         "lock_lease",
         parse_duration,
         600.0,
-        "length of the destination lock's lease, renewed every third of it while a"
-        " sync runs; a lease not renewed in time is taken over by the next run",
+        "length of the lock's lease (export: its state directory's), renewed every"
+        " third of it while the command runs; a lease not renewed in time is taken"
+        " over by the next run",
         "DURATION",
-        commands=frozenset({"sync"}),
+        commands=_WRITERS | _PRUNE,
     ),
     Option(
         "repair",

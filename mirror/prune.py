@@ -47,7 +47,7 @@ import json
 import re
 import sqlite3
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
@@ -58,7 +58,6 @@ import trio
 
 from mirror.config import Settings
 from mirror.errors import (
-    MirrorError,
     StorageError,
     TamperedDestinationError,
     TransientError,
@@ -829,50 +828,18 @@ async def _forget(
         await store.delete_many(keys[start : start + DELETE_BATCH])
 
 
-@contextlib.asynccontextmanager
-async def _locked(store: Store, settings: Settings) -> AsyncIterator[None]:
-    from mirror.storage.lock import acquire_lock
-
-    async with acquire_lock(store, break_stale=settings.break_stale_lock) as lock:
-
-        async def keep() -> None:
-            # Push the lock's expiry forward while a long prune goes on.
-            ttl = lock.info.expires - lock.info.created
-            while True:
-                await trio.sleep(ttl.total_seconds() / 3)
-                await lock.refresh()
-
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(keep)
-                yield
-                nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # The prune's own error, not the group the nursery wraps it in.
-            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], MirrorError):
-                raise group.exceptions[0] from None
-            raise
-
-
-def _limits(settings: Settings) -> Limits:
-    return Limits(
-        max_snapshot_length=settings.max_snapshot_size,
-        max_targets_length=settings.max_targets_size,
-    )
-
-
 async def run_prune(settings: Settings, *, now: datetime, report: RunReport) -> RunReport:
-    """``tuf-mirror prune``: under the destination lock, one report."""
-    from mirror.storage import open_store
+    """``tuf-mirror prune``: under the destination lock (renewed), one report."""
+    from mirror.endpoints import hold_lease, limits_for, open_destination
 
     report.dest = settings.dest
-    store = open_store(settings.dest, **settings.s3_store_options())
+    store = open_destination(settings, listing=False)
     try:
-        async with _locked(store, settings):
+        async with hold_lease(store, settings, report):
             report.prune = await prune_store(
                 store,
                 root_bytes=settings.root_bytes(),
-                limits=_limits(settings),
+                limits=limits_for(settings),
                 options=options_from(settings, apply=settings.apply),
                 now=now,
             )
@@ -888,10 +855,12 @@ async def prune_after_sync(
 ) -> None:
     """``sync --prune``: prune (and delete) after a successful publish, under the
     sync's lock."""
+    from mirror.endpoints import limits_for
+
     report.prune = await prune_store(
         store,
         root_bytes=settings.root_bytes(),
-        limits=_limits(settings),
+        limits=limits_for(settings),
         options=options_from(settings, apply=True),
         now=now,
     )

@@ -31,8 +31,8 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +43,7 @@ import trio
 from mirror import shutdown
 from mirror.config import Settings
 from mirror.copier import CopyResult, Outcome, TargetCopier
+from mirror.endpoints import hold_lease, open_endpoints
 from mirror.errors import (
     ExpiredMetadataError,
     FetchError,
@@ -71,7 +72,6 @@ from mirror.plan import (
 from mirror.report import RunReport
 from mirror.storage import NotFoundInStoreError, PutOptions, Store
 from mirror.storage.headers import put_options_for
-from mirror.storage.lock import DestinationLock
 from mirror.trust import (
     Authority,
     DelegationWalk,
@@ -1203,54 +1203,6 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
 # -- entry points ----------------------------------------------------------------------
 
 
-def _open_destination(settings: Settings) -> Store:
-    """The destination store (an ``s3://`` one gets the ``--s3-*`` and ``--uploads``
-    settings) behind a ``ListingStore``: the presence checks of many targets in one
-    directory cost one listing instead of a HEAD (S3) or a stat (a local disk, where
-    a first sync's 50,000 stats took longer than its downloads' parsing) each. See
-    ``mirror.storage.listing`` for the choice by count."""
-    from mirror.storage import open_store
-    from mirror.storage.listing import ListingStore
-
-    return ListingStore(open_store(settings.dest, **settings.s3_store_options()))
-
-
-@asynccontextmanager
-async def open_endpoints(settings: Settings, upstream: str) -> AsyncIterator[tuple[Store, Fetcher]]:
-    """The destination store and the upstream fetcher of a run, closed on exit.
-
-    The fetcher reads ``upstream`` and fails over to the other ``--upstream`` values
-    in their order (``FailoverFetcher``) when there are several. HTTP upstreams share
-    one ``--bwlimit`` bucket (per process) and, except for ``plan``, keep resumable
-    partial downloads in the store's spool directory."""
-    from mirror.fetch import RetryPolicy, TokenBucket, is_http, open_fetcher
-
-    upstreams = [upstream, *(other for other in settings.upstream if other != upstream)]
-    store = _open_destination(settings)
-    try:
-        http_options: dict[str, Any] = {}
-        if any(is_http(each) for each in upstreams):
-            http_options = {
-                "transfer_timeout": settings.timeout,
-                "retry": RetryPolicy(attempts=settings.retries),
-                "max_connections": settings.transfers,
-                "bandwidth": TokenBucket(settings.bwlimit) if settings.bwlimit else None,
-                "partial_dir": store.spool_dir() if settings.command != "plan" else None,
-            }
-        fetcher = open_fetcher(
-            upstreams,
-            metadata_url=settings.metadata_url,
-            targets_url=settings.targets_url,
-            **http_options,
-        )
-        try:
-            yield store, fetcher
-        finally:
-            await fetcher.aclose()
-    finally:
-        await store.aclose()
-
-
 async def run_sync(
     settings: Settings,
     *,
@@ -1263,8 +1215,6 @@ async def run_sync(
 
     ``report`` (optional) is filled in as the run goes, so a caller still has the
     counters of a run that raised."""
-    from mirror.storage.lock import lease_for_sync
-
     upstream = settings.upstream[0]
     if report is None:
         report = RunReport(command="plan" if dry_run else "sync")
@@ -1282,7 +1232,7 @@ async def run_sync(
         )
         async with contextlib.AsyncExitStack() as stack:
             if not dry_run:
-                lock = await stack.enter_async_context(lease_for_sync(store, settings, report))
+                await stack.enter_async_context(hold_lease(store, settings, report))
                 # What killed runs left in the spool (not resumable partials).
                 await reclaim_spool(store.spool_dir())
                 from mirror.ledger.run import witnessed
@@ -1298,8 +1248,6 @@ async def run_sync(
                 )
             with _one_error():
                 async with trio.open_nursery() as nursery:
-                    if not dry_run:
-                        nursery.start_soon(_keep_lock, lock)
                     if progress:
                         from mirror.progress import show_progress
 
@@ -1318,15 +1266,6 @@ async def run_sync(
                     nursery.cancel_scope.cancel()
     report.finish()
     return report
-
-
-async def _keep_lock(lock: DestinationLock) -> None:
-    """Push the lock's expiry forward while a long run (a first sync of a large
-    repository) goes on, so it never looks stale to the next cron run."""
-    ttl = lock.info.expires - lock.info.created
-    while True:
-        await trio.sleep(ttl.total_seconds() / 3)
-        await lock.refresh()
 
 
 async def verify_destination(settings: Settings, *, now: datetime) -> RunReport:

@@ -201,7 +201,7 @@ class ProcessPool:
 
 
 async def _serve() -> None:
-    from mirror.sync import open_endpoints
+    from mirror.endpoints import open_endpoints
 
     frames = _Frames(trio.lowlevel.FdStream(os.dup(0)), trio.lowlevel.FdStream(os.dup(1)))
     try:

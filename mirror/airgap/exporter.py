@@ -40,7 +40,6 @@ import secrets
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -58,19 +57,17 @@ from mirror.airgap.volumes import (
     write_tar_bundle,
 )
 from mirror.config import Settings
+from mirror.endpoints import hold_lease, limits_for, open_upstream
 from mirror.errors import (
     StorageError,
     TamperedDestinationError,
     UsageError,
     ValidityTooShortError,
 )
-from mirror.fetch import Fetcher
 from mirror.log import log
 from mirror.storage import PutOptions
 from mirror.storage.local import LocalStore
-from mirror.storage.lock import acquire_lock
 from mirror.sync import STATE_KEY, Synchronizer, load_published
-from mirror.trust import Limits
 
 LAST_EXPORT = "last-export.json"
 HINTS = "hints.json"
@@ -101,24 +98,6 @@ def _whole_selection() -> str | None:
 
 def _absolute(path: str | Path) -> Path:
     return Path(os.path.abspath(path))
-
-
-def _open_upstream(settings: Settings, upstream: str) -> Fetcher:
-    from mirror.fetch import RetryPolicy, open_fetcher
-
-    http_options: dict[str, Any] = {}
-    if upstream.startswith(("http://", "https://")):
-        http_options = {
-            "transfer_timeout": settings.timeout,
-            "retry": RetryPolicy(attempts=settings.retries),
-            "max_connections": settings.transfers,
-        }
-    return open_fetcher(
-        upstream,
-        metadata_url=settings.metadata_url,
-        targets_url=settings.targets_url,
-        **http_options,
-    )
 
 
 def _read_optional(path: Path) -> bytes | None:
@@ -259,14 +238,12 @@ async def run_export(
     report = report if report is not None else BundleReport(command="export")
     report.upstream, report.dest = upstream, str(to)
     report.base = None if record is None else record.state.to_json()
-    limits = Limits(
-        max_snapshot_length=settings.max_snapshot_size,
-        max_targets_length=settings.max_targets_size,
-    )
-    fetcher = _open_upstream(settings, upstream)
+    limits = limits_for(settings)
+    # Every --upstream with failover, --bwlimit, --retries, --timeout, as for a sync.
+    fetcher = open_upstream(settings)
     state_store = LocalStore(state_dir)
     try:
-        async with acquire_lock(state_store, break_stale=settings.break_stale_lock):
+        async with hold_lease(state_store, settings, report):
             staging_path = state_dir / STAGING
             await trio.to_thread.run_sync(
                 _prepare_staging, staging_path, _base_identity(record, upstream)

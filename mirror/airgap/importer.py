@@ -43,13 +43,12 @@ from mirror.airgap.state import StateRecord, describe, format_time
 from mirror.airgap.views import RecordingStore
 from mirror.airgap.volumes import open_bundle
 from mirror.config import Settings
+from mirror.endpoints import hold_lease, limits_for, open_destination
 from mirror.errors import BundleError, MirrorError, NotFoundError, UsageError, WrongBaseError
 from mirror.ledger.run import witnessed
 from mirror.log import log
-from mirror.storage import NotFoundInStoreError, PutOptions, Store, open_store
-from mirror.storage.lock import acquire_lock
+from mirror.storage import NotFoundInStoreError, PutOptions, Store
 from mirror.sync import Synchronizer, load_published
-from mirror.trust import Limits
 
 RECEIPT_KEY: Final = ".tuf-mirror/receipt.json"
 PENDING_KEY: Final = ".tuf-mirror/import.json"
@@ -137,14 +136,11 @@ async def run_import(
         log.warning("%s", warning)
         report.warnings.append(warning)
         report.reference_time = format_time(reference)
-    limits = Limits(
-        max_snapshot_length=settings.max_snapshot_size,
-        max_targets_length=settings.max_targets_size,
-    )
-    store = open_store(settings.dest, **settings.s3_store_options())
+    limits = limits_for(settings)
+    store = open_destination(settings)
     try:
         async with (
-            acquire_lock(store, break_stale=settings.break_stale_lock),
+            hold_lease(store, settings, report),
             witnessed(settings, now=now, destination=store, report=report) as witness,
         ):
             bundle = await open_bundle(settings.bundle)
@@ -174,7 +170,7 @@ async def run_import(
                 PutOptions(),
             )
             recording = RecordingStore(store)
-            fetcher = BundleFetcher(bundle)
+            fetcher = BundleFetcher(bundle, max_threads=settings.transfers)
             sync = Synchronizer(
                 settings=settings,
                 store=recording,

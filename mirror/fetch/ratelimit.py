@@ -1,12 +1,9 @@
 """The bandwidth cap of downloads (``--bwlimit``): a rate or a daily timetable, and
 the one token bucket that every concurrent download of a fetcher draws from.
 
-A ``BandwidthSchedule`` is parsed from ``--bwlimit`` text, rclone style: ``10M`` (a
-constant rate in *bytes* per second; K/M/G/T suffixes are powers of 1024), ``off``
-(no cap), or a timetable of ``HH:MM,RATE`` entries separated by spaces,
-``"08:00,512K 19:00,10M 23:00,off"``: at each time of day (local time) the rate
-becomes that entry's. The entry in force is the last one whose time has passed,
-wrapping around midnight (before 08:00 the 23:00 entry above applies).
+A ``BandwidthSchedule`` (``mirror.units``, where it is parsed from ``--bwlimit``
+text: ``10M``, ``off`` or a timetable such as ``"08:00,512K 19:00,10M 23:00,off"``)
+says which rate is in force at each local time of day.
 
 A ``TokenBucket`` admits bytes at the scheduled rate: ``await bucket.take(n)`` returns
 once ``n`` bytes may be received. Tokens accrue continuously up to a small ``burst``
@@ -25,118 +22,17 @@ under a cap).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 
 import trio
 
-from mirror.errors import UsageError
+from mirror.units import BandwidthSchedule
 
 __all__ = ["BandwidthSchedule", "TokenBucket", "burst_for"]
 
-_ENTRY = re.compile(r"^(\d{1,2}):(\d{2}),(.+)$")
 _MIN_BURST = 4 * 1024
 _MAX_BURST = 256 * 1024
-_DAY = 24 * 60
-
-
-@dataclass(frozen=True, slots=True)
-class BandwidthSchedule:
-    """A ``--bwlimit`` value: ``entries`` are (minute of the day, bytes per second or
-    None for no cap), sorted by minute. A constant rate is one entry at minute 0."""
-
-    entries: tuple[tuple[int, int | None], ...]
-
-    def __post_init__(self) -> None:
-        if not self.entries:
-            raise ValueError("a schedule needs at least one entry")
-        minutes = [minute for minute, _ in self.entries]
-        if minutes != sorted(set(minutes)) or not all(0 <= m < _DAY for m in minutes):
-            raise ValueError(f"entries must have distinct minutes of the day, sorted: {minutes}")
-        if any(rate is not None and rate < 1 for _, rate in self.entries):
-            raise ValueError("rates must be at least 1 byte per second")
-
-    @classmethod
-    def constant(cls, rate: int | None) -> BandwidthSchedule:
-        """The same rate (bytes/s; None: no cap) all day."""
-        return cls(((0, rate),))
-
-    @classmethod
-    def parse(cls, text: str) -> BandwidthSchedule:
-        """Parse ``--bwlimit`` text (see the module docstring); ``UsageError`` if bad."""
-        words = str(text).split()
-        if not words:
-            raise UsageError(
-                "empty bandwidth limit (expected e.g. 10M, off or '08:00,512K 19:00,off')"
-            )
-        if len(words) == 1 and "," not in words[0]:
-            return cls.constant(_parse_rate(words[0]))
-        entries: dict[int, int | None] = {}
-        for word in words:
-            match = _ENTRY.match(word)
-            if match is None:
-                raise UsageError(
-                    f"bad bandwidth timetable entry {word!r} (expected HH:MM,RATE like 08:00,512K)"
-                )
-            hours, minutes = int(match.group(1)), int(match.group(2))
-            if hours > 23 or minutes > 59:
-                raise UsageError(f"bad time of day in bandwidth timetable entry {word!r}")
-            minute = hours * 60 + minutes
-            if minute in entries:
-                raise UsageError(f"bandwidth timetable names {word.partition(',')[0]} twice")
-            entries[minute] = _parse_rate(match.group(3))
-        return cls(tuple(sorted(entries.items())))
-
-    def rate_at(self, moment: datetime) -> int | None:
-        """The rate in force at ``moment`` (its time of day, as given: pass local
-        time): the last entry at or before it, else the day's last entry."""
-        minute = moment.hour * 60 + moment.minute
-        rate = self.entries[-1][1]
-        for start, entry_rate in self.entries:
-            if start > minute:
-                break
-            rate = entry_rate
-        return rate
-
-    @property
-    def unlimited(self) -> bool:
-        """Whether no entry caps the rate (``off`` all day)."""
-        return all(rate is None for _, rate in self.entries)
-
-    def __str__(self) -> str:
-        if len(self.entries) == 1 and self.entries[0][0] == 0:
-            return _format_rate(self.entries[0][1])
-        return " ".join(
-            f"{minute // 60:02d}:{minute % 60:02d},{_format_rate(rate)}"
-            for minute, rate in self.entries
-        )
-
-
-def _parse_rate(text: str) -> int | None:
-    from mirror.config import parse_size  # here: mirror.config imports this module lazily
-
-    if text.strip().lower() == "off":
-        return None
-    try:
-        rate = parse_size(text)
-    except UsageError as exc:
-        raise UsageError(
-            f"not a bandwidth: {text!r} (bytes per second, not bits: e.g. 512K, 10M, or off)"
-        ) from exc
-    if rate < 1:
-        raise UsageError(f"bandwidth {text!r} must be at least 1 byte per second (or off)")
-    return rate
-
-
-def _format_rate(rate: int | None) -> str:
-    if rate is None:
-        return "off"
-    for suffix, unit in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
-        if rate % unit == 0:
-            return f"{rate // unit}{suffix}"
-    return str(rate)
 
 
 def burst_for(rate: int) -> int:

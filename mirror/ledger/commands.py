@@ -335,7 +335,7 @@ async def witness(
     import dataclasses
     import hashlib
 
-    from mirror.fetch import RetryPolicy, open_fetcher
+    from mirror.endpoints import open_destination, open_upstream
     from mirror.ledger.run import open_witness
     from mirror.storage.memory import MemoryStore
     from mirror.sync import Synchronizer
@@ -343,16 +343,10 @@ async def witness(
     empty = MemoryStore()
     destination = None
     if settings.dest:
-        from mirror.storage import open_store
-
-        destination = open_store(settings.dest)
+        destination = open_destination(settings, listing=False)
     run_witness = open_witness(settings, now=now, destination=destination)
     run_witness.audit = True
-    fetcher = open_fetcher(
-        settings.upstream[0],
-        retry=RetryPolicy(attempts=settings.retries),
-        transfer_timeout=settings.timeout,
-    )
+    fetcher = open_upstream(settings)
     try:
         await run_witness.start()
         assert run_witness.head is not None

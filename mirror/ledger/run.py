@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from mirror.config import Settings
@@ -49,25 +48,11 @@ def default_origin(settings: Settings) -> str:
     return f"{cleaned or 'tuf-mirror'}/ledger"
 
 
-def _store_options(settings: Settings, location: str) -> dict[str, Any]:
-    if urlsplit(location).scheme.lower() != "s3":
-        return {}
-    options = settings.s3_store_options()
-    if not options:
-        options = {
-            "endpoint_url": settings.s3_endpoint_url,
-            "region": settings.s3_region,
-            "addressing_style": settings.s3_addressing_style,
-            "max_concurrency": settings.uploads,
-        }
-    return options
-
-
 def open_ledger(settings: Settings, *, destination: Store | None = None) -> LedgerLog:
     """The run's ledger (not yet read). Without ``--ledger`` and with the run's
     ``destination`` at hand, the ledger is a view of ``DEST/.tuf-mirror/ledger`` on
     that store (its connections and ``--uploads`` limit); else a store of its own."""
-    from mirror.storage import open_store
+    from mirror.endpoints import open_location
 
     store: Store
     if destination is not None and not settings.ledger:
@@ -78,8 +63,7 @@ def open_ledger(settings: Settings, *, destination: Store | None = None) -> Ledg
         inner = destination.inner if isinstance(destination, ListingStore) else destination
         store = PrefixedStore(inner, LEDGER_DIR)
     else:
-        location = ledger_location(settings)
-        store = open_store(location, **_store_options(settings, location))
+        store = open_location(settings, ledger_location(settings))
     signer = None
     key_file = settings.witness_key
     origin = default_origin(settings)

@@ -546,12 +546,10 @@ class RunWitness:
         """FORK: the mirror ``peer`` serves, for a version the ledger holds, other
         bytes. Compared: ``names`` ((role, version) -> file name), the peer's
         ``timestamp.json`` and the snapshot version it names."""
-        from mirror.fetch import RetryPolicy, open_fetcher
+        from mirror.endpoints import open_peer
 
         assert self.head is not None
-        fetcher = open_fetcher(
-            peer, retry=RetryPolicy(attempts=retries), transfer_timeout=transfer_timeout
-        )
+        fetcher = open_peer(peer, retries=retries, timeout=transfer_timeout)
         try:
             wanted = dict(names)
             timestamp = await fetch_metadata(fetcher, "timestamp.json")

@@ -361,7 +361,7 @@ async def open_gate(
 ) -> AsyncIterator[PolicyGate]:
     """Load the policy, refresh every secondary repository, yield the gate; on a
     successful exit, record the policy state."""
-    from mirror.fetch import RetryPolicy, is_http, open_fetcher
+    from mirror.endpoints import open_upstream
     from mirror.sync import _one_error
 
     assert settings.policy is not None
@@ -371,31 +371,26 @@ async def open_gate(
         secondaries: list[SecondaryRepository] = []
         votes: dict[str, dict[str, Listing]] = {}
         for repo in policy.secondaries:
-            options: dict[str, Any] = {}
-            if any(is_http(url) for url in repo.upstream):
-                options = {
-                    "transfer_timeout": settings.timeout,
-                    "retry": RetryPolicy(attempts=settings.retries),
-                    "max_connections": settings.transfers,
-                }
-            fetcher = open_fetcher(list(repo.upstream), **options)
+            repo_settings = dataclasses.replace(
+                settings,
+                root=repository_root(policy_file, repo),
+                root_sha256=repo.root_sha256,
+                upstream=repo.upstream,
+                metadata_url=None,
+                targets_url=None,
+                include=(),
+                exclude=(),
+                role=(),
+                processes=0,
+                max_transfer=None,
+                policy=None,
+            )
+            # The primary's retry, deadline, connection and --bwlimit rules (one cap).
+            fetcher = open_upstream(repo_settings)
             stack.push_async_callback(fetcher.aclose)
             secondary = SecondaryRepository(
                 name=repo.name,
-                settings=dataclasses.replace(
-                    settings,
-                    root=repository_root(policy_file, repo),
-                    root_sha256=repo.root_sha256,
-                    upstream=repo.upstream,
-                    metadata_url=None,
-                    targets_url=None,
-                    include=(),
-                    exclude=(),
-                    role=(),
-                    processes=0,
-                    max_transfer=None,
-                    policy=None,
-                ),
+                settings=repo_settings,
                 store=PrefixStore(store, repo.name),
                 fetcher=fetcher,
                 now=now,

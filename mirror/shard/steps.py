@@ -41,6 +41,7 @@ import trio
 
 from mirror.config import Settings
 from mirror.copier import CopyResult, Outcome, TargetCopier
+from mirror.endpoints import open_endpoints
 from mirror.errors import MirrorError, TerminatedError, TransientError, UsageError
 from mirror.fetch import Fetcher
 from mirror.fetch.budget import TransferBudget
@@ -58,7 +59,7 @@ from mirror.shard.manifest import (
 )
 from mirror.shard.report import ShardReport
 from mirror.storage import NotFoundInStoreError, PutOptions, Store
-from mirror.sync import Synchronizer, open_endpoints, run_sync
+from mirror.sync import Synchronizer, run_sync
 
 #: missing targets named in publish's error message at most
 _SHOW_MISSING: Final = 5

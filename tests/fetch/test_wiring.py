@@ -1,4 +1,4 @@
-"""How a run's settings reach its fetcher (``mirror.sync.open_endpoints``): retries,
+"""How a run's settings reach its fetcher (``mirror.endpoints.open_endpoints``): retries,
 deadline, concurrency, the bandwidth bucket, the partial directory and failover
 order; and what a no-op conditional GET costs on the wire."""
 
@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from mirror.config import Settings
+from mirror.endpoints import open_endpoints
 from mirror.fetch.failover import FailoverFetcher
 from mirror.fetch.http import HttpFetcher
 from mirror.fetch.local import LocalFetcher
 from mirror.fetch.ratelimit import BandwidthSchedule
-from mirror.sync import open_endpoints
 from tuf_mirror_testing.server import RepoServer
 
 from .conftest import FAST_RETRY, TIMESTAMP

@@ -9,11 +9,11 @@ import pytest
 
 from mirror.cli import build_parser
 from mirror.config import Settings, resolve
+from mirror.endpoints import open_destination
 from mirror.errors import UsageError
 from mirror.storage.listing import ListingStore
 from mirror.storage.local import LocalStore
 from mirror.storage.s3 import S3Store
-from mirror.sync import _open_destination
 
 
 def settings(*argv: str, env: dict[str, str] | None = None) -> Settings:
@@ -84,7 +84,7 @@ async def test_an_s3_destination_is_opened_with_its_options(tmp_path: Path) -> N
     upload concurrency as its capacity limiter, behind a ListingStore; a directory
     opens as a LocalStore behind one too (a first sync's stats are listings)."""
     s = settings("--dest", "s3://bucket/some/prefix", "--uploads", "3")
-    store = _open_destination(s)
+    store = open_destination(s)
     try:
         assert isinstance(store, ListingStore)
         inner = store.inner
@@ -97,7 +97,7 @@ async def test_an_s3_destination_is_opened_with_its_options(tmp_path: Path) -> N
         assert inner._limiter.total_tokens == 3
     finally:
         await store.aclose()
-    local = _open_destination(settings("--dest", str(tmp_path)))
+    local = open_destination(settings("--dest", str(tmp_path)))
     assert isinstance(local, ListingStore)
     assert isinstance(local.inner, LocalStore)
     await local.aclose()

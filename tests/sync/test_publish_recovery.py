@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mirror import sync as sync_module
+from mirror import endpoints
 from mirror.cli import main
 from mirror.config import Settings
 from mirror.errors import ExitStatus, StorageError
@@ -72,12 +72,12 @@ class FailingStore:
 
 
 def fail_writes_of(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
-    real = sync_module._open_destination
+    real = endpoints.open_destination
 
-    def opener(settings: Settings) -> Store:
-        return FailingStore(real(settings), key)
+    def opener(settings: Settings, *, listing: bool = True) -> Store:
+        return FailingStore(real(settings, listing=listing), key)
 
-    monkeypatch.setattr(sync_module, "_open_destination", opener)
+    monkeypatch.setattr(endpoints, "open_destination", opener)
 
 
 def verify(env: Env) -> int:

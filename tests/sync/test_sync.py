@@ -221,9 +221,9 @@ async def test_long_run_keeps_its_lock_fresh(tmp_path: Path, autojump_clock: obj
 
     import trio
 
+    from mirror.endpoints import keep_lease
     from mirror.storage.lock import acquire_lock
     from mirror.storage.memory import MemoryStore
-    from mirror.sync import _keep_lock
 
     store = MemoryStore()  # no worker threads: the autojump clock stays exact
     async with acquire_lock(store, ttl=timedelta(seconds=30)) as lock:
@@ -237,7 +237,7 @@ async def test_long_run_keeps_its_lock_fresh(tmp_path: Path, autojump_clock: obj
 
         lock.refresh = counting_refresh  # type: ignore[method-assign]
         with trio.move_on_after(35):
-            await _keep_lock(lock)
+            await keep_lease(lock)
     assert refreshes == 3  # at 10 s, 20 s and 30 s of a 35 s run
 
 
