@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PURE_FILES = sorted((ROOT / "mirror" / "trust").glob("**/*.py"))
 if (ROOT / "mirror" / "plan.py").exists():
     PURE_FILES.append(ROOT / "mirror" / "plan.py")
+# The units of the command line (sizes, durations, timetables).
+PURE_FILES.append(ROOT / "mirror" / "units.py")
 # The ledger's pure core (hashing, proofs, notes, entries).
 PURE_FILES += [
     ROOT / "mirror" / "ledger" / f"{name}.py" for name in ("merkle", "frontier", "note", "entries")
