@@ -64,6 +64,7 @@ from mirror.errors import (
     UsageError,
     ValidityTooShortError,
 )
+from mirror.fetch import Fetcher
 from mirror.log import log
 from mirror.storage import PutOptions
 from mirror.storage.local import LocalStore
@@ -239,9 +240,8 @@ async def run_export(
     report.upstream, report.dest = upstream, str(to)
     report.base = None if record is None else record.state.to_json()
     limits = limits_for(settings)
-    # Every --upstream with failover, --bwlimit, --retries, --timeout, as for a sync.
-    fetcher = open_upstream(settings)
     state_store = LocalStore(state_dir)
+    fetcher: Fetcher | None = None
     try:
         async with hold_lease(state_store, settings, report):
             staging_path = state_dir / STAGING
@@ -249,6 +249,9 @@ async def run_export(
                 _prepare_staging, staging_path, _base_identity(record, upstream)
             )
             staging = LocalStore(staging_path)
+            # Every --upstream with failover, --bwlimit, --retries, --timeout, as for a
+            # sync; a killed export's partial downloads resume from the staging spool.
+            fetcher = open_upstream(settings, partial_dir=staging.spool_dir())
             hints = await trio.to_thread.run_sync(_read_optional, state_dir / HINTS)
             base = BaseView(
                 record,
@@ -310,7 +313,8 @@ async def run_export(
                 await _record_export(state_dir, hints, _receipt_like(brought, manifest))
             await trio.to_thread.run_sync(shutil.rmtree, staging_path, True)
     finally:
-        await fetcher.aclose()
+        if fetcher is not None:
+            await fetcher.aclose()
     report.bundle = str(to)
     report.bundle_id = manifest.bundle_id
     report.bundle_files = len(manifest.files)

@@ -6,6 +6,7 @@ export and import held a one-hour lease that they never renewed."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import socket
 from collections.abc import Awaitable, Callable, Iterator
@@ -218,3 +219,22 @@ async def test_import_renews_its_lease(air: Air, monkeypatch: pytest.MonkeyPatch
         partial(air.import_, bundle),
     )
     assert (air.far / "metadata" / "timestamp.json").exists()
+
+
+def test_a_failed_export_resumes_its_partial_download(air: Air) -> None:
+    """An export whose download of a large target is cut short on every attempt
+    fails (exit 3) and keeps the partial file in its staging spool; the next export
+    asks only for the rest of that file (a Range request answered 206)."""
+    size = 600 * 1024  # above the copier's in-memory size: downloaded to a file
+    air.repo.add_target("files/large.bin", bytes(range(256)) * (size // 256))
+    air.publish()
+    pattern = "/targets/files/*.large.bin"
+    air.server.faults.add(pattern, Fault.truncate(100_000), times=2)
+    assert air.export(air.tmp / "b0", "--full") == ExitStatus.TRANSIENT
+    air.server.clear_log()
+    report = air.tmp / "report.json"
+    assert air.export(air.tmp / "b0", "--full", "--report", str(report)) == ExitStatus.OK
+    asked = [r for r in air.server.requests if fnmatch.fnmatchcase(r.path, pattern)]
+    assert [(r.status, r.headers.get("range")) for r in asked] == [(206, "bytes=200000-")]
+    assert asked[0].bytes_sent == size - 200_000
+    assert json.loads(report.read_text())["resumed"] == 1
