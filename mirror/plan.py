@@ -5,7 +5,16 @@ The sync engine asks three questions here, all answered from metadata alone:
 * which roles changed (``diff_snapshot``: the snapshot diff names them);
 * which targets of a changed role are new or changed (``diff_targets``);
 * in which order the metadata is published (``metadata_publish_order``: invariant 4,
-  new delegated roles → targets → snapshot → new roots → ``timestamp.json`` last).
+  new delegated roles → targets → snapshot → new roots → ``timestamp.json`` last);
+* what happens to each new or changed target of a role (``plan_role``, and
+  ``decide_target`` for one target): copied, filtered out (``--include``,
+  ``--exclude``, ``--role``), held back by a trust policy, not mirrored because the
+  delegation search gives the path to another role, or undecided until the
+  delegation walk is complete.
+
+The planner asks the walk, the filters and the policy through the callables it is
+given; it does not log, count, observe (the ledger witness) or send anything: the
+engine acts on the ``TargetDecision`` values it yields.
 
 It does no I/O and reads no clock (a test enforces it), and it holds nothing across
 calls: memory stays bounded by the role being planned, not by the repository.
@@ -15,10 +24,11 @@ module's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import enum
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from mirror.trust import metadata_filename, target_filenames
+from mirror.trust import Authority, metadata_filename, target_filenames
 from mirror.trust._tuf import MetaFile, TargetFile
 
 
@@ -154,13 +164,131 @@ def metadata_publish_order(
     return order
 
 
+class Decision(enum.Enum):
+    """What the plan says about one new or changed target of a role."""
+
+    COPY = "copy"
+    """Authorised, selected and admitted: make it present at the destination."""
+    FILTERED = "filtered"
+    """Authorised, but outside the partial mirror's selection (counted as filtered)."""
+    HELD = "held"
+    """Authorised and selected, but the trust policy holds it back (not counted as
+    filtered: the policy gate reports it)."""
+    UNAUTHORIZED = "unauthorized"
+    """The delegation search gives the path to another role, or never reaches this
+    one: a client would not take it from this role, so it is not mirrored."""
+    UNDECIDED = "undecided"
+    """A role earlier in the path's search is not known yet (a diamond graph): ask
+    again with ``decide_target`` once the walk is complete."""
+
+
+@dataclass(frozen=True, slots=True)
+class TargetDecision:
+    """The plan for one target listed by ``role``.
+
+    ``authority`` is the walk's verdict the decision was made from (messages name
+    it); ``copy`` is set exactly when the decision is ``COPY``.
+    """
+
+    role: str
+    target: TargetFile
+    decision: Decision
+    authority: Authority
+    copy: TargetCopy | None = None
+
+    def __post_init__(self) -> None:
+        if (self.copy is not None) != (self.decision is Decision.COPY):
+            raise ValueError(f"a TargetDecision carries a copy iff it is COPY: {self!r}")
+
+    @property
+    def authorized(self) -> bool:
+        """The role is the one a client's search uses for this path: the ledger
+        witness observes the target whether or not it is copied."""
+        return self.authority is Authority.AUTHORIZED
+
+    @property
+    def published(self) -> bool:
+        """The target is copied (what the witness records as published)."""
+        return self.decision is Decision.COPY
+
+
+def decide_target(
+    *,
+    role: str,
+    target: TargetFile,
+    verdict: Authority,
+    selects: Callable[[str, str], bool],
+    admits: Callable[[str, TargetFile], bool] | None,
+    consistent_snapshot: bool,
+) -> TargetDecision:
+    """The final decision for one ``target`` listed by ``role``, from the walk's
+    ``verdict`` for it.
+
+    Anything but ``AUTHORIZED`` is ``UNAUTHORIZED``, including ``UNDECIDED``: this is
+    the answer after the walk, when an undecided path is asked again (``plan_role``
+    keeps undecided targets apart itself). An authorised target is then asked to
+    the filter (``selects(path, role)``) and, only when selected, to the policy
+    (``admits(role, target)``; None: no policy, everything selected is admitted),
+    so a policy never sees a filtered target. A copy's names are validated here:
+    an unsafe path or hash raises ``UnsafeNameError`` (a ``VerificationError``).
+    """
+    if verdict is not Authority.AUTHORIZED:
+        return TargetDecision(role, target, Decision.UNAUTHORIZED, verdict)
+    if not selects(target.path, role):
+        return TargetDecision(role, target, Decision.FILTERED, verdict)
+    if admits is not None and not admits(role, target):
+        return TargetDecision(role, target, Decision.HELD, verdict)
+    copy = target_copy(target, role=role, consistent_snapshot=consistent_snapshot)
+    return TargetDecision(role, target, Decision.COPY, verdict, copy)
+
+
+def plan_role(
+    *,
+    role: str,
+    targets: Mapping[str, TargetFile],
+    previous: Mapping[str, TargetFile] | None,
+    authority: Callable[[str, str], Authority],
+    selects: Callable[[str, str], bool],
+    admits: Callable[[str, TargetFile], bool] | None,
+    consistent_snapshot: bool,
+) -> Iterator[TargetDecision]:
+    """The decisions for the targets of one changed ``role``: one per target that is
+    new or changed against ``previous`` (the published version's target list, None
+    when there is none), in the role's order. Unchanged targets are skipped without
+    asking anything.
+
+    ``authority(path, role)`` is the walk's verdict (``DelegationWalk.authority``);
+    an ``UNDECIDED`` one yields an ``UNDECIDED`` decision, for the caller to ask
+    again with ``decide_target`` after the walk. Every other verdict is decided at
+    once by ``decide_target``. A generator: nothing is kept beyond the target being
+    decided, and the callables run only as the caller iterates.
+    """
+    for target in diff_targets(previous, targets):
+        verdict = authority(target.path, role)
+        if verdict is Authority.UNDECIDED:
+            yield TargetDecision(role, target, Decision.UNDECIDED, verdict)
+            continue
+        yield decide_target(
+            role=role,
+            target=target,
+            verdict=verdict,
+            selects=selects,
+            admits=admits,
+            consistent_snapshot=consistent_snapshot,
+        )
+
+
 __all__ = [
+    "Decision",
     "MetadataCopy",
     "RoleChange",
     "TargetCopy",
+    "TargetDecision",
+    "decide_target",
     "diff_snapshot",
     "diff_targets",
     "metadata_publish_order",
+    "plan_role",
     "role_of_meta_key",
     "target_copy",
 ]
