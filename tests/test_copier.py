@@ -4,7 +4,8 @@ Table tests over what the copier finds (absent, present, present with other byte
 in the previous state) and what the upstream serves (the signed bytes, other bytes,
 more or fewer bytes), small targets (in memory) and large ones (through a spool
 file), with and without consistent snapshots, dry runs and a transfer budget. Real
-parts: a ``LocalFetcher`` on an upstream directory, a ``MemoryStore`` (which records
+parts: a ``LocalFetcher`` on an upstream directory (the loopback HTTP test server
+where a download must pause and resume), a ``MemoryStore`` (which records
 its writes and their options) or a ``LocalStore``. Counted: upstream requests and
 store writes, never time.
 """
@@ -22,12 +23,15 @@ from tuf.api.metadata import TargetFile
 from mirror.copier import SMALL_TARGET, CopyResult, Outcome, TargetCopier, stored_state
 from mirror.errors import LengthOrHashMismatchError, OversizeError, VerificationError
 from mirror.fetch.budget import TransferBudget
+from mirror.fetch.http import HttpFetcher
 from mirror.fetch.local import LocalFetcher
+from mirror.fetch.retry import RetryPolicy
 from mirror.plan import TargetCopy, target_copy
 from mirror.storage import PutOptions, Store
 from mirror.storage.headers import IMMUTABLE_CACHE_CONTROL
 from mirror.storage.local import LocalStore
 from mirror.storage.memory import MemoryStore, StoredObject
+from tuf_mirror_testing.server import serve_directory
 
 SMALL = b"small target bytes\n"
 LARGE = bytes(range(256)) * (SMALL_TARGET // 256 + 7)  # past the in-memory limit
@@ -383,3 +387,51 @@ async def test_stored_state(
         await stored_state(store, key, signed.length, signed.hashes, trust_checksum=trust_checksum)
         is state
     )
+
+
+async def test_large_target_paused_at_the_budget_resumes_next_run(tmp_path: Path) -> None:
+    """Over HTTP, a large target granted less than its length asks for just the
+    grant and stops there: DEFERRED, nothing written, its partial file kept; the
+    next run (a new copier, fetcher and budget) asks only for the rest with a Range
+    request, is charged only those bytes, and publishes the verified whole."""
+    copy = target_copy(entry("big.bin", LARGE), role="targets", consistent_snapshot=False)
+    upstream_dir(tmp_path / "up", served(copy, LARGE))
+    partials = tmp_path / "partials"
+    partials.mkdir()
+    store = MemoryStore()
+    grant = 100_000
+    try:
+        with serve_directory(tmp_path / "up") as server:
+            for run, limit in enumerate((grant, len(LARGE))):
+                fetcher = HttpFetcher(
+                    server.url + "/metadata",
+                    server.url + "/targets",
+                    retry=RetryPolicy(attempts=1),
+                    partial_dir=partials,
+                )
+                budget = TransferBudget(limit)
+                copier = TargetCopier(
+                    store=store, fetcher=fetcher, consistent_snapshot=False, budget=budget
+                )
+                try:
+                    result = await copier.copy(copy)
+                finally:
+                    await fetcher.aclose()
+                if run == 0:
+                    assert result == CopyResult(Outcome.DEFERRED, len(LARGE))
+                    assert (budget.paused, budget.deferred) == (1, 0)
+                    assert budget.spent == grant
+                    assert store.writes == []
+                    assert list(partials.iterdir()) != []
+                else:
+                    assert result == CopyResult(Outcome.COPIED, len(LARGE))
+                    assert budget.spent == len(LARGE) - grant
+                    assert not budget.reached
+            first, second = server.requests
+            assert (first.headers["range"], first.bytes_sent) == (f"bytes=0-{grant - 1}", grant)
+            assert second.headers["range"] == f"bytes={grant}-"
+            assert second.bytes_sent == len(LARGE) - grant
+        assert store.writes == ["targets/big.bin"]
+        assert store.objects["targets/big.bin"].data == LARGE
+    finally:
+        await store.aclose()
