@@ -235,7 +235,7 @@ def test_plan_role_decides_each_new_or_changed_target(case: Case, consistent: bo
     for COPY, carrying the role and the walk's verdict; unchanged and removed targets
     are neither decided nor asked about."""
     decisions, _, _ = _run(case, consistent=consistent)
-    assert [(d.path, d.decision) for d in map(_Seen.of, decisions)] == list(case.expected)
+    assert [(d.target.path, d.decision) for d in decisions] == list(case.expected)
     by_path = {each.path: each for each in case.targets}
     for decision in decisions:
         assert decision.role == case.role
@@ -249,16 +249,6 @@ def test_plan_role_decides_each_new_or_changed_target(case: Case, consistent: bo
             assert decision.copy.path == decision.target.path
             assert decision.copy.length == decision.target.length
             assert dict(decision.copy.hashes) == dict(decision.target.hashes)
-
-
-@dataclass(frozen=True)
-class _Seen:
-    path: str
-    decision: Decision
-
-    @classmethod
-    def of(cls, decision: TargetDecision) -> _Seen:
-        return cls(decision.target.path, decision.decision)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
