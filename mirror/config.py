@@ -70,6 +70,14 @@ def _str(text: str) -> str:
     return str(text)
 
 
+def _path_glob(text: str) -> str:
+    """An ``--include``/``--exclude`` pattern, checked when the options are read."""
+    from mirror.filters import glob_to_regex
+
+    glob_to_regex(str(text))
+    return str(text)
+
+
 def _addressing_style(text: str) -> str:
     value = str(text).strip().lower()
     if value not in {"path", "virtual", "auto"}:
@@ -285,7 +293,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "include",
-        _str,
+        _path_glob,
         (),
         "only copy targets whose path matches GLOB (* within a segment, ** across);"
         " repeat; metadata is always complete",
@@ -295,7 +303,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "exclude",
-        _str,
+        _path_glob,
         (),
         "do not copy targets whose path matches GLOB; repeat",
         "GLOB",

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
+from mirror.errors import UsageError
+
 __all__ = ["TargetFilter", "glob_to_regex"]
 
 
@@ -50,7 +52,10 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(char))
         index += 1
-    return re.compile("".join(out), re.DOTALL)
+    try:
+        return re.compile("".join(out), re.DOTALL)
+    except re.error as exc:  # e.g. an empty or reversed character class: "[]", "[z-a]"
+        raise UsageError(f"not a valid glob: {pattern!r} ({exc})") from None
 
 
 @dataclass(frozen=True, slots=True)

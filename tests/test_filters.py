@@ -5,8 +5,12 @@ makes the next run look at every target again)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from mirror.cli import main
+from mirror.errors import UsageError
 from mirror.filters import TargetFilter, glob_to_regex
 
 
@@ -249,3 +253,38 @@ def test_filter_is_a_frozen_value() -> None:
     assert hash(selection) == hash(TargetFilter(include=("a/*",)))
     assert "a/*" in repr(selection)
     assert "re.compile" not in repr(selection)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        pytest.param("[]", id="empty-class"),
+        pytest.param("[z-a]", id="reversed-range"),
+        pytest.param("pkgs/[9-0]*.whl", id="reversed-range-in-a-path"),
+    ],
+)
+def test_a_bad_glob_is_a_usage_error(pattern: str) -> None:
+    """A glob that is no valid pattern is a usage error naming it (exit 2), raised when
+    the filter is built, never a crash (exit 70) when it is first matched."""
+    with pytest.raises(UsageError, match="not a valid glob"):
+        TargetFilter(include=(pattern,))
+    with pytest.raises(UsageError, match="not a valid glob"):
+        TargetFilter(exclude=(pattern,))
+
+
+@pytest.mark.parametrize("option", ["--include", "--exclude"])
+def test_a_bad_glob_on_the_command_line_is_exit_2_before_anything_is_written(
+    option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sync --include '[z-a]'``: exit 2 with one line naming the option and the
+    pattern, before the destination is touched (nothing is created there)."""
+    dest = tmp_path / "dest"
+    status = main(
+        ["sync", "--upstream", "http://127.0.0.1:9/", "--dest", str(dest), option, "[z-a]"]
+    )
+    assert status == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if "ERROR" in line]
+    assert len(lines) == 1
+    assert option in lines[0]
+    assert "'[z-a]'" in lines[0]
+    assert not dest.exists()
