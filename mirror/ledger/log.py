@@ -7,7 +7,9 @@ Layout (keys of the ledger's own store: a directory or ``s3://bucket/prefix``):
   last bundle ever grows; lines past the checkpoint's size are leftovers of an
   interrupted commit and are ignored (and overwritten by the next one);
 - ``index/<xx>.jsonl``: index records (key, leaf index, entry), sharded by the
-  first hex digits of sha256(key): a lookup reads one shard;
+  first hex digits of sha256(key): a lookup reads one shard, and a run reads each
+  shard at most once (shards read are kept, up to ``_CACHE_BYTES``, as their bytes
+  and a map from key to line: only the lines of a key looked up are parsed);
 - ``states/<seq>.json``: the checkpoint of commit number ``seq`` with the tree's
   right edge (``Frontier``), created with ``create_exclusive``: the
   compare-and-swap that lets only one of two runs from the same base move the
@@ -21,7 +23,10 @@ Layout (keys of the ledger's own store: a directory or ``s3://bucket/prefix``):
 A commit holds the ledger's lock (``mirror.storage.lock``) while it writes, so two
 commits never interleave their writes, and moves the checkpoint only if it is
 still the one the run started from (``LedgerConflictError`` otherwise, nothing
-moved). Memory: one bundle, one index shard and the right edge at a time.
+moved). Memory: one bundle, the index shards read by the run (bounded) and the
+right edge. A commit takes a run's entries as canonical bytes with their keys
+(the witness's ``EntrySpool``) and builds leaves and index lines from those bytes,
+a batch of entries per await.
 
 What it does not do: decide what to append or raise alarms (``witness``).
 """
@@ -30,10 +35,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import secrets
 import shutil
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -41,10 +47,19 @@ from typing import Any, Final
 import trio
 
 from mirror.errors import StorageError, TamperedDestinationError, TransientError
-from mirror.ledger.entries import Entry, IndexRecord, parse_entry, shard_of
+from mirror.ledger.entries import (
+    Entry,
+    IndexRecord,
+    index_line,
+    json_string,
+    parse_entry,
+    scan_index_line,
+    shard_of,
+    shard_of_json,
+)
 from mirror.ledger.frontier import Frontier
-from mirror.ledger.merkle import hash_leaf
 from mirror.ledger.note import Checkpoint, NoteError, SignedNote, Signer, Verifier, sign_note
+from mirror.ledger.spool import EntrySpool
 from mirror.storage import NotFoundInStoreError, PutOptions, Store
 from mirror.storage.lock import acquire_lock
 
@@ -62,8 +77,10 @@ _MAX_OBJECT = 256 * 1024 * 1024
 _JSON = PutOptions(content_type="application/json", cache_control="no-store")
 #: bundles and shards are made durable by one flush before the checkpoint moves
 _DEFERRED = PutOptions(cache_control="no-store", durable=False)
-#: index shards kept parsed in memory for lookups (least recently used dropped)
-_CACHED_SHARDS = 64
+#: bytes of index shards kept in memory for lookups (least recently used dropped)
+_CACHE_BYTES = 32 * 1024 * 1024
+#: entries handed to a commit per batch by ``commit``
+_BATCH = 1024
 
 
 class LedgerConflictError(TransientError):
@@ -104,6 +121,60 @@ class Head:
         return self.checkpoint.size
 
 
+class _Shard:
+    """One index shard as read: its committed lines (``data``, each ending in a
+    newline) and where each key's lines start; lines are parsed only on lookup."""
+
+    __slots__ = ("data", "starts")
+
+    def __init__(self, data: bytes, starts: dict[str, list[int]]) -> None:
+        self.data = data
+        self.starts = starts
+
+    @classmethod
+    def parse(cls, raw: bytes, size: int, name: str) -> _Shard:
+        """The records of ``raw`` below leaf ``size`` (leftovers of an interrupted
+        commit dropped); ``LedgerCorruptError`` for a line that is no record."""
+        starts: dict[str, list[int]] = {}
+        kept: list[bytes] = []
+        offset = 0
+        lines = raw.split(b"\n")
+        trimmed = lines.pop() != b""  # no final newline: written back with one
+        for line in lines:
+            if not line:
+                trimmed = True
+                continue
+            scanned = scan_index_line(line)
+            if scanned is None:
+                try:
+                    record = IndexRecord.from_line(line)
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise LedgerCorruptError(f"{name}: unreadable line") from exc
+                scanned = record.key, record.leaf
+            key, leaf = scanned
+            if leaf >= size:
+                trimmed = True
+                continue
+            starts.setdefault(key, []).append(offset)
+            kept.append(line)
+            offset += len(line) + 1
+        data = b"".join(line + b"\n" for line in kept) if trimmed else raw
+        return cls(data, starts)
+
+    def records(self, key: str, name: str) -> list[IndexRecord]:
+        out = []
+        for start in self.starts.get(key, ()):
+            line = self.data[start : self.data.index(b"\n", start)]
+            try:
+                out.append(IndexRecord.from_line(line))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise LedgerCorruptError(f"{name}: unreadable line") from exc
+        return out
+
+
+_ABSENT = _Shard(b"", {})
+
+
 class LedgerLog:
     """Read and append the ledger held in ``store``."""
 
@@ -119,10 +190,13 @@ class LedgerLog:
         self.origin = origin
         self.signer = signer
         self.break_stale_lock = break_stale_lock
-        self._shards: dict[str, list[IndexRecord]] = {}
+        #: shards read at checkpoint size ``_shards_size`` (``_ABSENT``: no such
+        #: shard yet; a first sync looks up every path), least recently used first
+        self._shards: dict[str, _Shard] = {}
         self._shards_size = -1
-        #: shards known not to exist yet (a first sync looks up every path)
-        self._absent: set[str] = set()
+        self._cached_bytes = 0
+        #: index shards read from the store (tests count them)
+        self.shard_reads = 0
 
     @property
     def url(self) -> str:
@@ -197,53 +271,79 @@ class LedgerLog:
 
     async def lookup(self, key: str, head: Head) -> list[IndexRecord]:
         """Every committed record for ``key``, oldest first."""
-        shard = await self._shard(shard_of(key), head.size)
-        return [record for record in shard if record.key == key]
+        name = shard_of(key)
+        shard = await self._shard_view(name, head.size)
+        if key not in shard.starts:
+            return []
+        return shard.records(key, f"ledger {self.url}: {_shard_key(name)}")
 
-    async def _shard(self, shard: str, size: int) -> list[IndexRecord]:
-        if self._shards_size != size:
-            self._shards.clear()
-            self._absent.clear()
-            self._shards_size = size
-        cached = self._shards.pop(shard, None)
-        if cached is not None:
-            self._shards[shard] = cached  # most recently used last
-            return cached
-        if shard in self._absent:
-            return []
-        raw = await self._get(_shard_key(shard))
-        if raw is None:
-            self._absent.add(shard)
-            return []
-        records: list[IndexRecord] = []
-        for line in (raw or b"").splitlines():
-            try:
-                record = IndexRecord.from_line(line)
-            except (ValueError, KeyError, TypeError) as exc:
-                raise LedgerCorruptError(
-                    f"ledger {self.url}: unreadable line in {_shard_key(shard)}"
-                ) from exc
-            if record.leaf < size:
-                records.append(record)
-        if len(self._shards) >= _CACHED_SHARDS:
-            self._shards.pop(next(iter(self._shards)))
-        self._shards[shard] = records
+    async def _shard(self, name: str, size: int) -> list[IndexRecord]:
+        """Every committed record of shard ``name``, in file order (``ledger verify``
+        and ``export``: each line parsed)."""
+        shard = await self._shard_view(name, size)
+        where = f"ledger {self.url}: {_shard_key(name)}"
+        records = []
+        for line in shard.data.split(b"\n"):
+            if line:
+                try:
+                    records.append(IndexRecord.from_line(line))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise LedgerCorruptError(f"{where}: unreadable line") from exc
         return records
+
+    def _forget_shards(self, size: int) -> None:
+        self._shards.clear()
+        self._cached_bytes = 0
+        self._shards_size = size
+
+    async def _shard_view(self, name: str, size: int) -> _Shard:
+        if self._shards_size != size:
+            self._forget_shards(size)
+        cached = self._shards.pop(name, None)
+        if cached is not None:
+            self._shards[name] = cached  # most recently used last
+            return cached
+        raw = await self._get(_shard_key(name))
+        self.shard_reads += 1
+        shard = (
+            _ABSENT
+            if raw is None
+            else _Shard.parse(raw, size, f"ledger {self.url}: {_shard_key(name)}")
+        )
+        while self._shards and self._cached_bytes + len(shard.data) > _CACHE_BYTES:
+            dropped = self._shards.pop(next(iter(self._shards)))
+            self._cached_bytes -= len(dropped.data)
+        self._shards[name] = shard
+        self._cached_bytes += len(shard.data)
+        return shard
 
     # -- appending ----------------------------------------------------------------------
 
     async def commit(
         self,
         base: Head,
-        entries: AsyncIterable[Entry],
+        entries: AsyncIterable[Entry] | EntrySpool,
         *,
         versions: Mapping[str, int] | None = None,
     ) -> Head:
-        """Append ``entries`` after ``base`` and move the checkpoint, or raise
-        ``LedgerConflictError`` (nothing moved) if another run moved it first.
+        """Append ``entries`` (or a run's spool: its canonical lines and keys, so
+        nothing is parsed or encoded again) after ``base`` and move the checkpoint,
+        or raise ``LedgerConflictError`` (nothing moved) if another run moved it
+        first.
 
         A commit with no entries still records a checkpoint when none exists yet.
         """
+        rows = entries.batches() if isinstance(entries, EntrySpool) else _rows(entries)
+        return await self._commit_rows(base, rows, versions=versions)
+
+    async def _commit_rows(
+        self,
+        base: Head,
+        rows: AsyncIterable[list[tuple[bytes, bytes]]],
+        *,
+        versions: Mapping[str, int] | None,
+    ) -> Head:
+        """``commit`` of entries in batches of (canonical bytes, ``json_string(key)``)."""
         async with acquire_lock(self.store, break_stale=self.break_stale_lock):
             current = await self.head()
             if current.seq != base.seq:
@@ -255,18 +355,21 @@ class LedgerLog:
             shard_lines = _ShardSpool(self.store.spool_dir())
             bundle_number = base.size // BUNDLE
             bundle = await self._bundle_prefix(bundle_number, base.size - bundle_number * BUNDLE)
-            async for entry in entries:
-                raw = entry.to_bytes()
-                leaf = frontier.size
-                frontier.append_leaf_hash(hash_leaf(raw))
-                bundle.append(raw)
-                await shard_lines.add(
-                    shard_of(entry.key), IndexRecord(entry.key, leaf, entry).to_line()
-                )
-                if len(bundle) == BUNDLE:
-                    await self._put_bundle(bundle_number, bundle)
-                    bundle_number += 1
-                    bundle = []
+            sha256, append_leaf_hash, add_line = (
+                hashlib.sha256,
+                frontier.append_leaf_hash,
+                shard_lines.add,
+            )
+            async for batch in rows:
+                for raw, key_json in batch:
+                    add_line(shard_of_json(key_json), index_line(raw, key_json, frontier.size))
+                    append_leaf_hash(sha256(b"\x00" + raw).digest())  # merkle.hash_leaf
+                    bundle.append(raw)
+                    if len(bundle) == BUNDLE:
+                        await self._put_bundle(bundle_number, bundle)
+                        bundle_number += 1
+                        bundle = []
+                await shard_lines.settle()
             if bundle and frontier.size > base.size:
                 await self._put_bundle(bundle_number, bundle)
             merged = dict(base.versions)
@@ -302,8 +405,7 @@ class LedgerLog:
             # The state is committed: a pointer left behind catches up by probing.
             with contextlib.suppress(StorageError):
                 await self.store.put_bytes(_HEAD, json.dumps({"seq": seq}).encode(), _JSON)
-            self._shards.clear()
-            self._absent.clear()
+            self._forget_shards(-1)
             return Head(seq, checkpoint, frontier, note, merged)
 
     async def _bundle_prefix(self, number: int, count: int) -> list[bytes]:
@@ -320,26 +422,14 @@ class LedgerLog:
 
     async def _append_shard(self, shard: str, size: int, lines: list[bytes]) -> None:
         # The run's lookups have usually read (or found absent) the shard already:
-        # its committed records are re-serialized (canonical, so the same bytes).
-        if self._shards_size == size and (shard in self._shards or shard in self._absent):
-            known = b"".join(record.to_line() for record in self._shards.get(shard, []))
-            await self.store.put_bytes(_shard_key(shard), known + b"".join(lines), _DEFERRED)
-            return
-        raw = await self._get(_shard_key(shard)) or b""
-        kept = []
-        for line in raw.splitlines():
-            try:
-                if IndexRecord.from_line(line).leaf < size:
-                    kept.append(line + b"\n")
-            except (ValueError, KeyError, TypeError) as exc:
-                raise LedgerCorruptError(
-                    f"ledger {self.url}: unreadable line in {_shard_key(shard)}"
-                ) from exc
-        await self.store.put_bytes(
-            _shard_key(shard),
-            b"".join(kept) + b"".join(lines),
-            _DEFERRED,
-        )
+        # its committed lines are written back as read (leftovers dropped).
+        cached = self._shards.get(shard) if self._shards_size == size else None
+        if cached is None:
+            raw = await self._get(_shard_key(shard))
+            self.shard_reads += 1
+            name = f"ledger {self.url}: {_shard_key(shard)}"
+            cached = _ABSENT if raw is None else _Shard.parse(raw, size, name)
+        await self.store.put_bytes(_shard_key(shard), cached.data + b"".join(lines), _DEFERRED)
 
     # -- pending runs and evidence ---------------------------------------------------
 
@@ -391,9 +481,16 @@ class _ShardSpool:
         self.spilled: set[str] = set()
         self.size = 0
 
-    async def add(self, shard: str, line: bytes) -> None:
-        self.memory.setdefault(shard, []).append(line)
+    def add(self, shard: str, line: bytes) -> None:
+        lines = self.memory.get(shard)
+        if lines is None:
+            self.memory[shard] = [line]
+        else:
+            lines.append(line)
         self.size += len(line)
+
+    async def settle(self) -> None:
+        """Spill to disk once the lines in memory reach the budget."""
         if self.size >= self.BUDGET:
             await trio.to_thread.run_sync(self._spill)
 
@@ -419,6 +516,17 @@ class _ShardSpool:
     async def aclose(self) -> None:
         if self.spilled:
             await trio.to_thread.run_sync(shutil.rmtree, self.directory, True)
+
+
+async def _rows(entries: AsyncIterable[Entry]) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+    batch: list[tuple[bytes, bytes]] = []
+    async for entry in entries:
+        batch.append((entry.to_bytes(), json_string(entry.key)))
+        if len(batch) >= _BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _note_text(note: bytes) -> bytes:

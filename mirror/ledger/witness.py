@@ -9,9 +9,11 @@
 - ``recover`` replays the pending record of a run that published but crashed (or
   lost the race) before its commit: its entries are checked again from the old
   checkpoint, so no alarm is lost, and committed first;
-- ``observe_meta`` / ``observe_target`` / ``observe_versions`` check what the run
-  verified upstream against the ledger and the ``--expect`` list, raising alarms,
-  and spool the new entries;
+- ``observe_meta`` / ``observe_target`` (or ``observe_targets``, one call for a
+  role's targets) / ``observe_versions`` check what the run verified upstream
+  against the ledger and the ``--expect`` list, raising alarms, and spool the new
+  entries (a target the ledger has no record of costs a lookup in a shard read
+  once per run and one line of bytes; no per-target await reaches a thread);
 - ``before_publish`` applies ``--on-alarm`` (``refuse``: ``WitnessAlarmError``,
   exit 1, nothing published, the ledger's checkpoint unchanged) and records the
   pending entries; ``after_publish`` commits them and moves the checkpoint.
@@ -29,19 +31,26 @@ import functools
 import hashlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
 from mirror.errors import TamperedDestinationError, UsageError, VerificationError
-from mirror.ledger.entries import Entry, meta_entry, meta_key, parse_entry, target_entry
+from mirror.ledger.entries import (
+    Entry,
+    json_string,
+    meta_entry,
+    meta_key,
+    target_entry,
+    target_entry_bytes,
+)
 from mirror.ledger.log import Head, LedgerLog
 from mirror.ledger.note import NoteError, verify_note
+from mirror.ledger.spool import EntrySpool
 from mirror.log import log
 from mirror.trust import TrustedSet, metadata_filename
 from mirror.trust._tuf import MetaFile, TargetFile
@@ -198,11 +207,7 @@ class RunWitness:
     alarms: list[Alarm] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     head: Head | None = None
-    _spool: Path | None = None
-    _spool_file: Any = None
-    _buffer: list[bytes] = field(default_factory=list)
-    _buffered: int = 0
-    _entries: int = 0
+    _spool: EntrySpool | None = None
     _keys: set[str] = field(default_factory=set)
     _seen_expected: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)
     _expected_paths: frozenset[str] = frozenset()
@@ -220,6 +225,7 @@ class RunWitness:
     _snapshot_meta: dict[str, MetaFile] = field(default_factory=dict)
     _snapshot_version: int | None = None
     _timestamp_version: int | None = None
+    _time: str = ""
 
     @property
     def _pending_name(self) -> str:
@@ -229,7 +235,9 @@ class RunWitness:
 
     @property
     def time(self) -> str:
-        return self.now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if not self._time:
+            self._time = self.now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return self._time
 
     # -- start -----------------------------------------------------------------------
 
@@ -238,18 +246,12 @@ class RunWitness:
         self._expected_paths = frozenset(item.path for item in self.expected)
         self.head = await self.ledger.head()
         self._run_id = f"{self.now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
-        self._spool = self.ledger.store.spool_dir() / f"ledger-{self._run_id}.jsonl"
-        await trio.to_thread.run_sync(
-            lambda: self._spool.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
-        )
-        self._spool_file = await trio.open_file(self._spool, "wb")
+        self._spool = EntrySpool(self.ledger.store.spool_dir(), f"ledger-{self._run_id}")
+        await self._spool.open()
 
     async def aclose(self) -> None:
-        if self._spool_file is not None:
-            await self._spool_file.aclose()
-            self._spool_file = None
         if self._spool is not None:
-            await trio.Path(self._spool).unlink(missing_ok=True)
+            await self._spool.aclose()
 
     @_timed
     async def recover(self, published: Published) -> None:
@@ -361,14 +363,9 @@ class RunWitness:
         cycle that restarts (the upstream moved on mid-run) starts its record over:
         only what the final cycle publishes is recorded, and it sends again every
         new target of the unchanged published state."""
-        if self._entries or self._buffer:
-            assert self._spool_file is not None
-            assert self._spool is not None
-            await self._spool_file.aclose()
-            self._spool_file = await trio.open_file(self._spool, "wb")
-            self._buffer.clear()
-            self._buffered = 0
-            self._entries = 0
+        assert self._spool is not None
+        if self._spool.count:
+            await self._spool.reset()
             self._keys.clear()
             self._seen_expected.clear()
         self._snapshot_meta = dict(new.snapshot.signed.meta) if new.snapshot else {}
@@ -379,20 +376,58 @@ class RunWitness:
     async def observe_target(self, role: str, target: TargetFile, *, published: bool) -> None:
         """A target a role lists (validly, and authorised for it); ``published``:
         selected for this mirror (else only checked, not recorded)."""
+        await self._observe_target(role, target, published)
+
+    @_timed
+    async def observe_targets(self, role: str, targets: Iterable[tuple[TargetFile, bool]]) -> None:
+        """``observe_target`` for each (target, published) of one role, in order:
+        one call (and one timing) for a role's targets."""
+        for target, published in targets:
+            await self._observe_target(role, target, published)
+
+    async def _observe_target(self, role: str, target: TargetFile, published: bool) -> None:
+        path = target.path
+        if path in self._expected_paths:
+            self._seen_expected[path] = (
+                target.length,
+                {str(k): str(v) for k, v in target.hashes.items()},
+            )
+        if path in self._keys:
+            return
+        assert self.head is not None
+        assert self._spool is not None
         meta = self._snapshot_meta.get(f"{role}.json")
-        await self.observe_target_entry(
-            target_entry(
-                path=target.path,
+        role_version = meta.version if meta is not None else 0
+        if await self.ledger.lookup(path, self.head):
+            # Recorded before: compared (alarms) as an entry.
+            entry = target_entry(
+                path=path,
                 length=target.length,
                 hashes=target.hashes,
                 role=role,
-                role_version=meta.version if meta is not None else 0,
+                role_version=role_version,
                 snapshot_version=self._snapshot_version,
                 timestamp_version=self._timestamp_version,
                 time=self.time,
-            ),
-            published=published,
+            )
+            if await self._check_entry(entry) and published:
+                await self._add(entry)
+            return
+        if not published:
+            return
+        # New content: its canonical bytes, without the entry's dict.
+        raw = target_entry_bytes(
+            path=path,
+            length=target.length,
+            hashes=target.hashes,
+            role=role,
+            role_version=role_version,
+            snapshot_version=self._snapshot_version,
+            timestamp_version=self._timestamp_version,
+            time=self.time,
         )
+        if self._spool.append(raw, json_string(path)):
+            await self._spool.drain()
 
     async def observe_target_entry(self, entry: Entry, *, published: bool = True) -> None:
         path, length, hashes = str(entry.data["path"]), entry.length, entry.hashes
@@ -471,11 +506,9 @@ class RunWitness:
             # authorised for it), and a set of every path would grow with the
             # repository, not with its largest role.
             self._keys.add(entry.key)
-        self._buffer.append(entry.to_bytes() + b"\n")
-        self._buffered += len(self._buffer[-1])
-        if self._buffered >= 1 << 16:
-            await self._drain()
-        self._entries += 1
+        assert self._spool is not None
+        if self._spool.append(entry.to_bytes(), json_string(entry.key)):
+            await self._spool.drain()
 
     async def check_expected(self) -> None:
         """``--expect``: every listed path against what the upstream lists now (this
@@ -633,11 +666,9 @@ class RunWitness:
                 f"({', '.join(sorted({a.type for a in self.alarms}))}) and --on-alarm is "
                 "refuse: nothing new published"
             )
-        assert self._spool_file is not None
         assert self._spool is not None
-        await self._drain()
-        await self._spool_file.flush()
-        if not self._entries:
+        await self._spool.drain()
+        if not self._spool.count:
             return
         document = {
             "run": self._run_id,
@@ -647,46 +678,26 @@ class RunWitness:
             ),
             "versions": self._versions,
         }
-        await self.ledger.put_pending(self._pending_name, document, self._spool)
+        await self.ledger.put_pending(self._pending_name, document, self._spool.path)
 
     @_timed
     async def after_publish(self) -> Head:
         """Append this run's entries and move the checkpoint (compare-and-swap)."""
         assert self.head is not None
-        assert self._spool_file is not None
-        await self._drain()
-        await self._spool_file.aclose()
-        self._spool_file = None
+        assert self._spool is not None
+        count = self._spool.count
         recorded = self.head.versions
         if (
-            not self._entries
+            not count
             and self.head.seq > 0
             and all(recorded.get(role, 0) >= v for role, v in self._versions.items())
         ):
             return self.head  # nothing new: no lock, no write (a no-op run stays cheap)
-        assert self._spool is not None
-        self.head = await self.ledger.commit(
-            self.head, self._spooled(self._spool), versions=self._versions
-        )
-        self.appended += self._entries
-        if self._entries:
+        self.head = await self.ledger.commit(self.head, self._spool, versions=self._versions)
+        self.appended += count
+        if count:
             await self.ledger.drop_pending(self._pending_name)
         return self.head
-
-    async def _drain(self) -> None:
-        """Write the buffered entries to the spool file (one thread hop for many)."""
-        assert self._spool_file is not None
-        if self._buffer:
-            await self._spool_file.write(b"".join(self._buffer))
-            self._buffer.clear()
-            self._buffered = 0
-
-    @staticmethod
-    async def _spooled(path: Path) -> AsyncIterator[Entry]:
-        async with await trio.open_file(path, "rb") as handle:
-            async for line in handle:
-                if line.strip():
-                    yield parse_entry(line.rstrip(b"\n"))
 
 
 async def fetch_metadata(fetcher: Any, name: str) -> bytes | None:
