@@ -195,8 +195,6 @@ class LedgerLog:
         self._shards: dict[str, _Shard] = {}
         self._shards_size = -1
         self._cached_bytes = 0
-        #: index shards read from the store (tests count them)
-        self.shard_reads = 0
 
     @property
     def url(self) -> str:
@@ -304,7 +302,6 @@ class LedgerLog:
             self._shards[name] = cached  # most recently used last
             return cached
         raw = await self._get(_shard_key(name))
-        self.shard_reads += 1
         shard = (
             _ABSENT
             if raw is None
@@ -426,7 +423,6 @@ class LedgerLog:
         cached = self._shards.get(shard) if self._shards_size == size else None
         if cached is None:
             raw = await self._get(_shard_key(shard))
-            self.shard_reads += 1
             name = f"ledger {self.url}: {_shard_key(shard)}"
             cached = _ABSENT if raw is None else _Shard.parse(raw, size, name)
         await self.store.put_bytes(_shard_key(shard), cached.data + b"".join(lines), _DEFERRED)

@@ -1,0 +1,236 @@
+"""What the ledger's hooks cost, counted on a store that records its calls: a run
+reads and writes each index shard at most once (O(shards), not O(targets)), its
+spool reaches a thread once per MiB (not once per entry), and what it leaves is
+what the canonical encoder gives (entries, index lines, root), whichever hook
+(``observe_target`` or ``observe_targets``) recorded it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+
+from mirror.ledger.entries import (
+    INDEX_SHARDS_HEX,
+    IndexRecord,
+    parse_entry,
+    shard_of,
+    target_entry,
+)
+from mirror.ledger.log import LedgerLog
+from mirror.ledger.merkle import hash_leaf, root_of_leaves
+from mirror.ledger.spool import EntrySpool
+from mirror.ledger.witness import RunWitness
+from mirror.storage import PutOptions
+from mirror.storage.memory import MemoryStore
+from mirror.trust import TrustedSet
+from mirror.trust._tuf import TargetFile
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+SHARDS = 16**INDEX_SHARDS_HEX
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that records the keys it is asked to get and to put."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets: list[str] = []
+        self.puts: list[str] = []
+
+    async def get(self, key: str, *, max_length: int) -> bytes:
+        self.gets.append(key)
+        return await super().get(key, max_length=max_length)
+
+    async def put_bytes(self, key: str, data: bytes, options: PutOptions) -> None:
+        self.puts.append(key)
+        await super().put_bytes(key, data, options)
+
+    def reset(self) -> None:
+        self.gets.clear()
+        self.puts.clear()
+
+
+class _NoSnapshot:
+    """``begin``'s verified state without a snapshot (role versions 0)."""
+
+    snapshot = None
+    timestamp = None
+
+
+def targets(prefix: str, count: int, content: bytes = b"") -> list[TargetFile]:
+    return [
+        TargetFile(
+            100 + i,
+            {"sha256": hashlib.sha256(b"%s%d%s" % (prefix.encode(), i, content)).hexdigest()},
+            f"files/{prefix}/file-{i:05d}.bin",
+        )
+        for i in range(count)
+    ]
+
+
+def role_of(index: int) -> str:
+    return f"bin-{index % 7}"
+
+
+def in_role_order(observed: list[TargetFile]) -> list[tuple[str, TargetFile]]:
+    """(role, target) in the order ``run(batch=True)`` observes them."""
+    by_role: dict[str, list[TargetFile]] = {}
+    for index, target in enumerate(observed):
+        by_role.setdefault(role_of(index), []).append(target)
+    return [(role, target) for role, items in by_role.items() for target in items]
+
+
+async def run(
+    store: MemoryStore, observed: list[TargetFile], *, batch: bool = False, **options: Any
+) -> RunWitness:
+    """One run of the witness: every target observed (published), then committed."""
+    witness = RunWitness(ledger=LedgerLog(store, origin="o"), now=NOW, **options)
+    await witness.start()
+    try:
+        await witness.begin(cast("TrustedSet", _NoSnapshot()))
+        if batch:
+            by_role: dict[str, list[tuple[TargetFile, bool]]] = {}
+            for role, target in in_role_order(observed):
+                by_role.setdefault(role, []).append((target, True))
+            for role, items in by_role.items():
+                await witness.observe_targets(role, items)
+        else:
+            for index, target in enumerate(observed):
+                await witness.observe_target(role_of(index), target, published=True)
+        await witness.after_publish()
+    finally:
+        await witness.aclose()
+    return witness
+
+
+def index_keys(keys: list[str]) -> Counter[str]:
+    return Counter(key for key in keys if key.startswith("index/"))
+
+
+@pytest.mark.parametrize("count", [50, 2000], ids=["50-targets", "2000-targets"])
+async def test_each_shard_is_read_and_written_at_most_once_per_run(count: int) -> None:
+    """A first run (empty ledger) and an incremental one (``count`` new targets, the
+    old ones observed again) each read every index shard at most once and write
+    each touched shard once: the shard reads do not grow with the targets."""
+    store = CountingStore()
+    first = targets("a", count)
+    await run(store, first)
+    for counted in (index_keys(store.gets), index_keys(store.puts)):
+        assert set(counted.values()) == {1}
+        assert len(counted) <= SHARDS
+    store.reset()
+    witness = await run(store, first + targets("b", count))
+    assert witness.appended == count
+    for counted in (index_keys(store.gets), index_keys(store.puts)):
+        assert set(counted.values()) == {1}
+        assert len(counted) <= SHARDS
+    head = await LedgerLog(store, origin="o").head()
+    assert head.size == 2 * count
+
+
+async def test_spool_reaches_a_thread_once_per_mib() -> None:
+    """Entries are appended in memory and written in one thread hop per
+    ``EntrySpool.DRAIN`` bytes (plus the final flush), not once per entry."""
+    store = CountingStore()
+    observed = targets("a", 6000)
+    witness = RunWitness(ledger=LedgerLog(store, origin="o"), now=NOW)
+    await witness.start()
+    try:
+        await witness.begin(cast("TrustedSet", _NoSnapshot()))
+        for index, target in enumerate(observed):
+            await witness.observe_target(role_of(index), target, published=True)
+        spool = witness._spool
+        assert spool is not None
+        size = spool.path.stat().st_size + sum(len(raw) + 1 for raw in spool._entries)
+        assert size > EntrySpool.DRAIN
+        assert spool.writes == size // EntrySpool.DRAIN
+        await witness.after_publish()
+        assert spool.writes == size // EntrySpool.DRAIN + 1
+    finally:
+        await witness.aclose()
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["observe_target", "observe_targets"])
+async def test_a_run_leaves_the_canonical_bytes(batch: bool) -> None:
+    """The entries committed are target_entry(...).to_bytes() of what was observed,
+    the root is their RFC 6962 root, and every index line is the canonical
+    IndexRecord line, whichever hook observed the targets."""
+    store = MemoryStore()
+    first, second = targets("a", 300), targets("b", 300)
+    await run(store, first, batch=batch)
+    await run(store, first + second, batch=batch)
+    if batch:
+        new = {target.path for target in second}
+        order = in_role_order(first) + [
+            (role, target) for role, target in in_role_order(first + second) if target.path in new
+        ]
+    else:
+        order = [(role_of(i), target) for i, target in enumerate(first + second)]
+    assert len({target.path for _, target in order}) == len(order) == 600
+    expected = [
+        target_entry(
+            path=target.path,
+            length=target.length,
+            hashes=target.hashes,
+            role=role,
+            role_version=0,
+            snapshot_version=None,
+            timestamp_version=None,
+            time="2026-01-02T03:04:05Z",
+        ).to_bytes()
+        for role, target in order
+    ]
+    ledger = LedgerLog(store, origin="o")
+    head = await ledger.head()
+    assert [raw async for _, raw in ledger.entries(0, head.size)] == expected
+    assert head.checkpoint.root == root_of_leaves([hash_leaf(raw) for raw in expected])
+    lines = 0
+    for number in range(SHARDS):
+        key = f"index/{number:02x}.jsonl"
+        if await store.head(key) is None:
+            continue
+        for line in (await store.get(key, max_length=1 << 30)).splitlines():
+            record = IndexRecord.from_line(line)
+            assert record.to_line() == line + b"\n"
+            assert expected[record.leaf] == parse_entry(record.entry.to_bytes()).to_bytes()
+            lines += 1
+    assert lines == head.size
+
+
+async def test_observe_targets_raises_the_alarms_of_observe_target() -> None:
+    """A recorded target whose content changed, observed in a batch: the same
+    TARGET_MUTATION alarm (``--immutable``) and the new content recorded."""
+    store = MemoryStore()
+    first = targets("a", 20)
+    await run(store, first, batch=True)
+    changed = targets("a", 20, content=b"changed")
+    witness = await run(store, changed[:3] + first[3:], batch=True, immutable=("files/a/*",))
+    assert [(a.type, a.subject) for a in witness.alarms] == [
+        ("TARGET_MUTATION", target.path) for target in changed[:3]
+    ]
+    assert witness.appended == 3
+
+
+async def test_leftover_index_lines_are_dropped_by_the_next_commit() -> None:
+    """Index lines past the checkpoint (a commit interrupted after writing its
+    shards) are ignored by lookups and not written back by the next commit."""
+    store = MemoryStore()
+    await run(store, targets("a", 1))
+    ledger = LedgerLog(store, origin="o")
+    head = await ledger.head()
+    path = targets("a", 1)[0].path
+    records = await ledger.lookup(path, head)
+    key = f"index/{shard_of(path)}.jsonl"
+    stored = await store.get(key, max_length=1 << 20)
+    leftover = IndexRecord(path, 5, records[0].entry).to_line()
+    await store.put_bytes(key, stored + leftover, PutOptions())
+    fresh = LedgerLog(store, origin="o")
+    assert [r.leaf for r in await fresh.lookup(path, head)] == [0]
+    await run(store, targets("a", 1, content=b"new"))
+    assert leftover not in await store.get(key, max_length=1 << 20)
+    again = LedgerLog(store, origin="o")
+    assert [r.leaf for r in await again.lookup(path, await again.head())] == [0, 1]
