@@ -8,8 +8,8 @@ Layout (keys of the ledger's own store: a directory or ``s3://bucket/prefix``):
   interrupted commit and are ignored (and overwritten by the next one);
 - ``index/<xx>.jsonl``: index records (key, leaf index, entry), sharded by the
   first hex digits of sha256(key): a lookup reads one shard, and a run reads each
-  shard at most once (shards read are kept, up to ``_CACHE_BYTES``, as their bytes
-  and a map from key to line: only the lines of a key looked up are parsed);
+  shard at most once (shards read are kept as bytes, up to ``_CACHE_BYTES``; a
+  lookup parses only its key's lines, found by a byte search);
 - ``states/<seq>.json``: the checkpoint of commit number ``seq`` with the tree's
   right edge (``Frontier``), created with ``create_exclusive``: the
   compare-and-swap that lets only one of two runs from the same base move the
@@ -39,14 +39,21 @@ import hashlib
 import json
 import secrets
 import shutil
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import trio
 
-from mirror.errors import StorageError, TamperedDestinationError, TransientError
+from mirror.errors import MirrorError, StorageError, TamperedDestinationError, TransientError
 from mirror.ledger.entries import (
     Entry,
     IndexRecord,
@@ -81,6 +88,10 @@ _DEFERRED = PutOptions(cache_control="no-store", durable=False)
 _CACHE_BYTES = 32 * 1024 * 1024
 #: entries handed to a commit per batch by ``commit``
 _BATCH = 1024
+#: lookups in one shard answered by a byte search before its keys are mapped
+_SEARCHES = 16
+#: bundle and shard writes of a commit in flight at once
+_PARALLEL_WRITES = 8
 
 
 class LedgerConflictError(TransientError):
@@ -123,56 +134,87 @@ class Head:
 
 class _Shard:
     """One index shard as read: its committed lines (``data``, each ending in a
-    newline) and where each key's lines start; lines are parsed only on lookup."""
+    newline). A lookup finds its key's lines by a byte search for the canonical
+    ``,"key":<key>,"leaf":`` (a JSON string holds no unescaped quote, so only a
+    record's own key field matches, checked by the leaf index and the line end
+    after it) and parses those lines only; a shard looked up more than
+    ``_SEARCHES`` times maps every key to its lines once instead."""
 
-    __slots__ = ("data", "starts")
+    __slots__ = ("data", "searches", "starts")
 
-    def __init__(self, data: bytes, starts: dict[str, list[int]]) -> None:
+    def __init__(self, data: bytes) -> None:
         self.data = data
-        self.starts = starts
+        self.searches = 0
+        self.starts: dict[str, list[int]] | None = None
 
     @classmethod
     def parse(cls, raw: bytes, size: int, name: str) -> _Shard:
-        """The records of ``raw`` below leaf ``size`` (leftovers of an interrupted
-        commit dropped); ``LedgerCorruptError`` for a line that is no record."""
-        starts: dict[str, list[int]] = {}
-        kept: list[bytes] = []
-        offset = 0
-        lines = raw.split(b"\n")
-        trimmed = lines.pop() != b""  # no final newline: written back with one
-        for line in lines:
-            if not line:
-                trimmed = True
-                continue
-            scanned = scan_index_line(line)
-            if scanned is None:
-                try:
-                    record = IndexRecord.from_line(line)
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise LedgerCorruptError(f"{name}: unreadable line") from exc
-                scanned = record.key, record.leaf
-            key, leaf = scanned
-            if leaf >= size:
-                trimmed = True
-                continue
-            starts.setdefault(key, []).append(offset)
-            kept.append(line)
-            offset += len(line) + 1
-        data = b"".join(line + b"\n" for line in kept) if trimmed else raw
-        return cls(data, starts)
+        """The lines of ``raw`` below leaf ``size``. A commit writes a shard's lines
+        in leaf order, so leftovers of an interrupted one are a tail: when the last
+        line is below ``size`` there are none (the common case: no line is
+        parsed); else every line is read and those at or past ``size`` dropped
+        (``LedgerCorruptError`` for a line that is no record)."""
+        if not raw:
+            return cls(b"")
+        if raw.endswith(b"\n"):
+            last = scan_index_line(raw[raw.rfind(b"\n", 0, len(raw) - 1) + 1 : -1])
+            if last is not None and last[1] < size:
+                return cls(raw)
+        kept = [line for line in raw.split(b"\n") if line and _key_and_leaf(line, name)[1] < size]
+        return cls(b"".join(line + b"\n" for line in kept))
 
     def records(self, key: str, name: str) -> list[IndexRecord]:
+        if not self.data:
+            return []
+        if self.starts is None and self.searches < _SEARCHES:
+            self.searches += 1
+            starts = self._search(key)
+        else:
+            if self.starts is None:
+                self.starts = self._map(name)
+            starts = self.starts.get(key, [])
         out = []
-        for start in self.starts.get(key, ()):
+        for start in starts:
             line = self.data[start : self.data.index(b"\n", start)]
             try:
-                out.append(IndexRecord.from_line(line))
+                record = IndexRecord.from_line(line)
             except (ValueError, KeyError, TypeError) as exc:
                 raise LedgerCorruptError(f"{name}: unreadable line") from exc
+            if record.key == key:
+                out.append(record)
         return out
 
+    def _search(self, key: str) -> list[int]:
+        data = self.data
+        needle = b"".join((b',"key":', json_string(key), b',"leaf":'))
+        starts = []
+        at = data.find(needle)
+        while at >= 0:
+            end = data.index(b"\n", at)
+            if data[at + len(needle) : end - 1].isdigit() and data[end - 1 : end] == b"}":
+                starts.append(data.rfind(b"\n", 0, at) + 1)
+            at = data.find(needle, end)
+        return starts
 
-_ABSENT = _Shard(b"", {})
+    def _map(self, name: str) -> dict[str, list[int]]:
+        starts: dict[str, list[int]] = {}
+        offset = 0
+        for line in self.data.split(b"\n"):
+            if line:
+                starts.setdefault(_key_and_leaf(line, name)[0], []).append(offset)
+            offset += len(line) + 1
+        return starts
+
+
+def _key_and_leaf(line: bytes, name: str) -> tuple[str, int]:
+    scanned = scan_index_line(line)
+    if scanned is not None:
+        return scanned
+    try:
+        record = IndexRecord.from_line(line)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LedgerCorruptError(f"{name}: unreadable line") from exc
+    return record.key, record.leaf
 
 
 class LedgerLog:
@@ -190,8 +232,8 @@ class LedgerLog:
         self.origin = origin
         self.signer = signer
         self.break_stale_lock = break_stale_lock
-        #: shards read at checkpoint size ``_shards_size`` (``_ABSENT``: no such
-        #: shard yet; a first sync looks up every path), least recently used first
+        #: shards read at checkpoint size ``_shards_size`` (empty: no such shard
+        #: yet; a first sync looks up every path), least recently used first
         self._shards: dict[str, _Shard] = {}
         self._shards_size = -1
         self._cached_bytes = 0
@@ -271,8 +313,6 @@ class LedgerLog:
         """Every committed record for ``key``, oldest first."""
         name = shard_of(key)
         shard = await self._shard_view(name, head.size)
-        if key not in shard.starts:
-            return []
         return shard.records(key, f"ledger {self.url}: {_shard_key(name)}")
 
     async def _shard(self, name: str, size: int) -> list[IndexRecord]:
@@ -302,11 +342,7 @@ class LedgerLog:
             self._shards[name] = cached  # most recently used last
             return cached
         raw = await self._get(_shard_key(name))
-        shard = (
-            _ABSENT
-            if raw is None
-            else _Shard.parse(raw, size, f"ledger {self.url}: {_shard_key(name)}")
-        )
+        shard = _Shard.parse(raw or b"", size, f"ledger {self.url}: {_shard_key(name)}")
         while self._shards and self._cached_bytes + len(shard.data) > _CACHE_BYTES:
             dropped = self._shards.pop(next(iter(self._shards)))
             self._cached_bytes -= len(dropped.data)
@@ -350,34 +386,57 @@ class LedgerLog:
                 )
             frontier = base.frontier.copy()
             shard_lines = _ShardSpool(self.store.spool_dir())
-            bundle_number = base.size // BUNDLE
-            bundle = await self._bundle_prefix(bundle_number, base.size - bundle_number * BUNDLE)
-            sha256, append_leaf_hash, add_line = (
-                hashlib.sha256,
-                frontier.append_leaf_hash,
-                shard_lines.add,
-            )
-            async for batch in rows:
-                for raw, key_json in batch:
-                    add_line(shard_of_json(key_json), index_line(raw, key_json, frontier.size))
-                    append_leaf_hash(sha256(b"\x00" + raw).digest())  # merkle.hash_leaf
-                    bundle.append(raw)
-                    if len(bundle) == BUNDLE:
-                        await self._put_bundle(bundle_number, bundle)
-                        bundle_number += 1
-                        bundle = []
-                await shard_lines.settle()
-            if bundle and frontier.size > base.size:
-                await self._put_bundle(bundle_number, bundle)
-            merged = dict(base.versions)
-            for role, version in (versions or {}).items():
-                merged[role] = max(version, merged.get(role, 0))
-            if frontier.size == base.size and base.seq > 0 and merged == dict(base.versions):
-                await shard_lines.aclose()
-                return base
-            try:
-                for shard in shard_lines.shards():
+            slots = trio.Semaphore(_PARALLEL_WRITES)
+
+            async def put_bundle(number: int, lines: list[bytes]) -> None:
+                try:
+                    await self._put_bundle(number, lines)
+                finally:
+                    slots.release()
+
+            async def put_shard(shard: str) -> None:
+                try:
                     await self._append_shard(shard, base.size, await shard_lines.take(shard))
+                finally:
+                    slots.release()
+
+            try:
+                # Bundles are written while the next ones are hashed, shards side
+                # by side: a few store writes in flight, not one at a time.
+                with _one_error():
+                    async with trio.open_nursery() as nursery:
+                        number = base.size // BUNDLE
+                        bundle = await self._bundle_prefix(number, base.size - number * BUNDLE)
+                        sha256, append_leaf_hash, add_line = (
+                            hashlib.sha256,
+                            frontier.append_leaf_hash,
+                            shard_lines.add,
+                        )
+                        async for batch in rows:
+                            for raw, key_json in batch:
+                                leaf = frontier.size
+                                add_line(shard_of_json(key_json), index_line(raw, key_json, leaf))
+                                append_leaf_hash(sha256(b"\x00" + raw).digest())  # hash_leaf
+                                bundle.append(raw)
+                                if len(bundle) == BUNDLE:
+                                    await slots.acquire()
+                                    nursery.start_soon(put_bundle, number, bundle)
+                                    number += 1
+                                    bundle = []
+                            await shard_lines.settle()
+                        if bundle and frontier.size > base.size:
+                            await slots.acquire()
+                            nursery.start_soon(put_bundle, number, bundle)
+                merged = dict(base.versions)
+                for role, version in (versions or {}).items():
+                    merged[role] = max(version, merged.get(role, 0))
+                if frontier.size == base.size and base.seq > 0 and merged == dict(base.versions):
+                    return base
+                with _one_error():
+                    async with trio.open_nursery() as nursery:
+                        for shard in shard_lines.shards():
+                            await slots.acquire()
+                            nursery.start_soon(put_shard, shard)
             finally:
                 await shard_lines.aclose()
             await self.store.flush()
@@ -424,7 +483,7 @@ class LedgerLog:
         if cached is None:
             raw = await self._get(_shard_key(shard))
             name = f"ledger {self.url}: {_shard_key(shard)}"
-            cached = _ABSENT if raw is None else _Shard.parse(raw, size, name)
+            cached = _Shard.parse(raw or b"", size, name)
         await self.store.put_bytes(_shard_key(shard), cached.data + b"".join(lines), _DEFERRED)
 
     # -- pending runs and evidence ---------------------------------------------------
@@ -512,6 +571,28 @@ class _ShardSpool:
     async def aclose(self) -> None:
         if self.spilled:
             await trio.to_thread.run_sync(shutil.rmtree, self.directory, True)
+
+
+@contextlib.contextmanager
+def _one_error() -> Iterator[None]:
+    """A nursery's group of ``MirrorError``s as its first one (what a commit's
+    caller expects: exit statuses come from the error's class); anything else is
+    a bug and propagates as the group."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if leaves and all(isinstance(leaf, MirrorError) for leaf in leaves):
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
 
 
 async def _rows(entries: AsyncIterable[Entry]) -> AsyncIterator[list[tuple[bytes, bytes]]]:

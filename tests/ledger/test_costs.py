@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import pytest
 
+from mirror.errors import StorageError
 from mirror.ledger.entries import (
     INDEX_SHARDS_HEX,
     IndexRecord,
@@ -234,3 +235,26 @@ async def test_leftover_index_lines_are_dropped_by_the_next_commit() -> None:
     assert leftover not in await store.get(key, max_length=1 << 20)
     again = LedgerLog(store, origin="o")
     assert [r.leaf for r in await again.lookup(path, await again.head())] == [0, 1]
+
+
+class FailingStore(CountingStore):
+    """A CountingStore whose writes of keys starting with ``prefix`` fail."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    async def put_bytes(self, key: str, data: bytes, options: PutOptions) -> None:
+        if key.startswith(self.prefix):
+            raise StorageError(f"injected failure writing {key}")
+        await super().put_bytes(key, data, options)
+
+
+@pytest.mark.parametrize("prefix", ["entries/", "index/"], ids=["bundle", "shard"])
+async def test_a_failed_write_fails_the_commit_with_its_own_error(prefix: str) -> None:
+    """The commit's writes run side by side; one that fails makes the commit raise
+    that StorageError (not a group of errors) and the checkpoint does not move."""
+    store = FailingStore(prefix)
+    with pytest.raises(StorageError, match="injected failure"):
+        await run(store, targets("a", 3 * 256 + 5))
+    assert (await LedgerLog(store, origin="o").head()).size == 0
