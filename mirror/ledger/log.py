@@ -341,7 +341,8 @@ class LedgerLog:
         if cached is not None:
             self._shards[name] = cached  # most recently used last
             return cached
-        raw = await self._get(_shard_key(name))
+        # An empty ledger has no committed record: nothing to read (a first sync).
+        raw = await self._get(_shard_key(name)) if size else None
         shard = _Shard.parse(raw or b"", size, f"ledger {self.url}: {_shard_key(name)}")
         while self._shards and self._cached_bytes + len(shard.data) > _CACHE_BYTES:
             dropped = self._shards.pop(next(iter(self._shards)))
@@ -481,7 +482,7 @@ class LedgerLog:
         # its committed lines are written back as read (leftovers dropped).
         cached = self._shards.get(shard) if self._shards_size == size else None
         if cached is None:
-            raw = await self._get(_shard_key(shard))
+            raw = await self._get(_shard_key(shard)) if size else None
             name = f"ledger {self.url}: {_shard_key(shard)}"
             cached = _Shard.parse(raw or b"", size, name)
         await self.store.put_bytes(_shard_key(shard), cached.data + b"".join(lines), _DEFERRED)

@@ -390,7 +390,7 @@ class RunWitness:
         if path in self._expected_paths:
             self._seen_expected[path] = (
                 target.length,
-                {str(k): str(v) for k, v in target.hashes.items()},
+                {str(k): str(v) for k, v in sorted(target.hashes.items())},
             )
         if path in self._keys:
             return
