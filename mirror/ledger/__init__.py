@@ -5,6 +5,7 @@
 - ``keys``: witness keys (PEM, C2SP verifier keys);
 - ``log``: the ledger's storage behind any ``Store`` (entry bundles, index shards,
   checkpoints moved by compare-and-swap);
+- ``spool``: a run's entries (and their index keys) on local disk until its commit;
 - ``witness``: the ledger inside a sync or import run (tamper checks, alarms, commit);
 - ``run``: opening the ledger from the settings; ``commands``: ``tuf-mirror ledger``
   and ``tuf-mirror witness``.
