@@ -311,6 +311,8 @@ class LedgerLog:
 
     async def lookup(self, key: str, head: Head) -> list[IndexRecord]:
         """Every committed record for ``key``, oldest first."""
+        if not head.size:
+            return []  # an empty ledger (a first sync looks up every path)
         name = shard_of(key)
         shard = await self._shard_view(name, head.size)
         return shard.records(key, f"ledger {self.url}: {_shard_key(name)}")
