@@ -49,6 +49,7 @@ __all__ = [
 
 #: the index shard of a key is this many hex digits of sha256(key)
 INDEX_SHARDS_HEX = 2
+_SHARD_BYTES: Final = (INDEX_SHARDS_HEX + 1) // 2
 
 
 #: one encoder for every entry (``json.dumps`` with options builds one per call)
@@ -71,7 +72,7 @@ def meta_key(role: str, version: int) -> str:
 
 def shard_of(key: str) -> str:
     """The index shard (hex prefix of sha256) that holds ``key``."""
-    return hashlib.sha256(key.encode()).hexdigest()[:INDEX_SHARDS_HEX]
+    return hashlib.sha256(key.encode()).digest()[:_SHARD_BYTES].hex()[:INDEX_SHARDS_HEX]
 
 
 def _key_of_json(key_json: bytes) -> str:
@@ -185,7 +186,9 @@ def target_entry_bytes(
     """``target_entry(...).to_bytes()``, assembled field by field (the keys in their
     sorted order) instead of through a dict and the JSON encoder: the per-target
     cost of a run. Values of other types than the usual ones take the encoder."""
-    if not (
+    esc = encode_basestring_ascii
+    digests = []
+    plain = (
         type(path) is str
         and type(role) is str
         and type(time) is str
@@ -193,8 +196,15 @@ def target_entry_bytes(
         and _plain_int(role_version)
         and (snapshot_version is None or _plain_int(snapshot_version))
         and (timestamp_version is None or _plain_int(timestamp_version))
-        and all(type(k) is str and type(v) is str for k, v in hashes.items())
-    ):
+    )
+    if plain:
+        for name in sorted(hashes):
+            value = hashes[name]
+            if type(name) is not str or type(value) is not str:
+                plain = False
+                break
+            digests.append(f"{esc(name)}:{esc(value)}")
+    if not plain:
         return target_entry(
             path=path,
             length=length,
@@ -205,12 +215,10 @@ def target_entry_bytes(
             timestamp_version=timestamp_version,
             time=time,
         ).to_bytes()
-    esc = encode_basestring_ascii
-    digests = ",".join(f"{esc(name)}:{esc(hashes[name])}" for name in sorted(hashes))
     snapshot = "null" if snapshot_version is None else str(snapshot_version)
     timestamp = "null" if timestamp_version is None else str(timestamp_version)
     return (
-        f'{{"hashes":{{{digests}}},"kind":"target","length":{length},"path":{esc(path)},'
+        f'{{"hashes":{{{",".join(digests)}}},"kind":"target","length":{length},"path":{esc(path)},'
         f'"role":{esc(role)},"role_version":{role_version},"snapshot_version":{snapshot},'
         f'"time":{esc(time)},"timestamp_version":{timestamp}}}'
     ).encode()

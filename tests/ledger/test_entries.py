@@ -4,6 +4,7 @@ and the key and leaf read from an index line without parsing its entry."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -105,3 +106,16 @@ def test_scan_refuses_lines_that_are_not_canonical(line: bytes) -> None:
     """A line without the canonical shape is not scanned (the caller parses it, and
     a line that does not parse is a corrupt ledger)."""
     assert scan_index_line(line) is None
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["files/a.txt", "meta:root@1", "caf\u00e9/\u2603", 'q"\\'],
+    ids=["path", "meta", "unicode", "escapes"],
+)
+def test_shard_is_the_hex_prefix_of_the_keys_sha256(key: str) -> None:
+    """The index shard of a key is the first two hex digits of sha256(key): where
+    the existing ledgers keep its records."""
+    expected = hashlib.sha256(key.encode()).hexdigest()[:2]
+    assert shard_of(key) == expected
+    assert shard_of_json(json_string(key)) == expected
