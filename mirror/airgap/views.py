@@ -11,14 +11,16 @@
 * ``RecordingStore`` — a destination that notes the keys the engine looked at, so
   an import can tell the bundle files that verified metadata referenced.
 
-Views are read-only: a write is a caller bug (``RuntimeError``).
+``BaseView`` and ``OverlayView`` are read-only (``ReadOnlyBase``): a write is a
+caller bug (``RuntimeError``). ``RecordingStore`` is a ``DelegatingStore``: every
+method it does not record reaches the wrapped store.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,43 +28,15 @@ from mirror.airgap.state import StateRecord, sha256_hex
 from mirror.errors import BaseUnavailableError, NotFoundError
 from mirror.fetch import Fetcher
 from mirror.storage import NotFoundInStoreError, ObjectInfo, PutOptions, Store
+from mirror.storage.delegating import DelegatingStore
+from mirror.storage.readonly import ReadOnlyBase
 from mirror.sync import STATE_KEY
 from mirror.trust import metadata_filename
 
 _ROOT_RE: Final = re.compile(r"^metadata/(\d+)\.root\.json$")
 
 
-class _ReadOnly:
-    """Write methods of a read-only view."""
-
-    url: str
-
-    async def put_bytes(self, key: str, data: bytes, options: PutOptions) -> None:
-        raise RuntimeError(f"{self.url} is a read-only view: cannot write {key}")
-
-    async def put_file(self, key: str, path: Path, options: PutOptions) -> None:
-        raise RuntimeError(f"{self.url} is a read-only view: cannot write {key}")
-
-    async def create_exclusive(self, key: str, data: bytes) -> bool:
-        raise RuntimeError(f"{self.url} is a read-only view: cannot write {key}")
-
-    async def delete(self, key: str) -> None:
-        raise RuntimeError(f"{self.url} is a read-only view: cannot delete {key}")
-
-    async def delete_many(self, keys: Sequence[str]) -> None:
-        raise RuntimeError(f"{self.url} is a read-only view: cannot delete {list(keys)[:3]}")
-
-    def spool_dir(self) -> Path:
-        raise RuntimeError(f"{self.url} is a read-only view: no spool")
-
-    async def flush(self) -> None:
-        """Nothing was written."""
-
-    async def aclose(self) -> None:
-        """Nothing to release."""
-
-
-class BaseView(_ReadOnly):
+class BaseView(ReadOnlyBase):
     """The far side's state (``record``; ``None``: an empty mirror, for ``--full``).
 
     Keys answered: ``metadata/timestamp.json`` (the record's bytes),
@@ -191,8 +165,11 @@ class BaseView(_ReadOnly):
         for info in nothing:
             yield info
 
+    async def aclose(self) -> None:
+        """Nothing to release: the fetcher and the cache belong to the caller."""
 
-class OverlayView(_ReadOnly):
+
+class OverlayView(ReadOnlyBase):
     """``top`` seen over ``bottom``: a key in ``top`` hides the same key below."""
 
     def __init__(self, top: Store, bottom: Store) -> None:
@@ -223,13 +200,15 @@ class OverlayView(_ReadOnly):
             if info.key not in seen:
                 yield info
 
+    async def aclose(self) -> None:
+        """Nothing to release: both stores belong to the caller."""
 
-class RecordingStore:
+
+class RecordingStore(DelegatingStore):
     """A store that remembers every key read, probed or written through it."""
 
     def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.url = inner.url
+        super().__init__(inner)
         self.touched: set[str] = set()
 
     async def head(self, key: str) -> ObjectInfo | None:
@@ -240,10 +219,9 @@ class RecordingStore:
         self.touched.add(key)
         return await self.inner.get(key, max_length=max_length)
 
-    async def iter_chunks(self, key: str, *, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
+    def iter_chunks(self, key: str, *, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
         self.touched.add(key)
-        async for chunk in self.inner.iter_chunks(key, chunk_size=chunk_size):
-            yield chunk
+        return self.inner.iter_chunks(key, chunk_size=chunk_size)
 
     async def put_bytes(self, key: str, data: bytes, options: PutOptions) -> None:
         self.touched.add(key)
@@ -252,32 +230,6 @@ class RecordingStore:
     async def put_file(self, key: str, path: Path, options: PutOptions) -> None:
         self.touched.add(key)
         await self.inner.put_file(key, path, options)
-
-    async def create_exclusive(self, key: str, data: bytes) -> bool:
-        return await self.inner.create_exclusive(key, data)
-
-    async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        async for info in self.inner.list(prefix):
-            yield info
-
-    async def delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
-    async def delete_many(self, keys: Sequence[str]) -> None:
-        await self.inner.delete_many(keys)
-
-    def spool_dir(self) -> Path:
-        return self.inner.spool_dir()
-
-    async def flush(self) -> None:
-        await self.inner.flush()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def __getattr__(self, name: str) -> Any:
-        # Store methods added after this proxy was written reach the real store.
-        return getattr(self.inner, name)
 
 
 __all__ = ["BaseView", "OverlayView", "RecordingStore"]

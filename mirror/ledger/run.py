@@ -56,8 +56,8 @@ def open_ledger(settings: Settings, *, destination: Store | None = None) -> Ledg
 
     store: Store
     if destination is not None and not settings.ledger:
-        from mirror.ledger.view import PrefixedStore
         from mirror.storage.listing import ListingStore
+        from mirror.storage.prefixed import PrefixedStore
 
         # The ledger's keys are never listed: bypass the listing-based presence checks.
         inner = destination.inner if isinstance(destination, ListingStore) else destination

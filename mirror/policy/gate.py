@@ -51,11 +51,12 @@ from mirror.errors import PolicyConflictError
 from mirror.log import log
 from mirror.plan import target_copy
 from mirror.policy.model import Decision, Listing, TrustPolicy, Verdict, decide
-from mirror.policy.secondary import PrefixStore, SecondaryRepository
+from mirror.policy.secondary import SecondaryRepository
 from mirror.policy.source import load_policy_digest, repository_root
 from mirror.report import RunReport
-from mirror.storage import NotFoundInStoreError, PutOptions, Store
+from mirror.storage import INTERNAL_PREFIX, NotFoundInStoreError, PutOptions, Store
 from mirror.storage.headers import put_options_for
+from mirror.storage.prefixed import PrefixedStore
 from mirror.trust import TargetSearch
 
 if TYPE_CHECKING:
@@ -391,7 +392,11 @@ async def open_gate(
             secondary = SecondaryRepository(
                 name=repo.name,
                 settings=repo_settings,
-                store=PrefixStore(store, repo.name),
+                store=PrefixedStore(
+                    store,
+                    f"repositories/{repo.name}",
+                    bookkeeping=f"{INTERNAL_PREFIX}repositories/{repo.name}",
+                ),
                 fetcher=fetcher,
                 now=now,
                 dry_run=dry_run,

@@ -20,77 +20,22 @@ What this module does not do: decide anything about targets (``model``, ``gate``
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from mirror.errors import VerificationError
 from mirror.plan import diff_snapshot
 from mirror.policy.model import Listing
-from mirror.storage import INTERNAL_PREFIX, ObjectInfo, PutOptions, Store
 from mirror.sync import Published, Synchronizer, _Cycle, load_published
 from mirror.trust import Authority, DelegationWalk
 from mirror.trust._tuf import TargetFile
 
-__all__ = ["PrefixStore", "SecondaryRepository"]
-
-
-class PrefixStore:
-    """A view of a store under ``repositories/<name>/``; the mirror's own
-    bookkeeping keys (``.tuf-mirror/...``) go under
-    ``.tuf-mirror/repositories/<name>/``."""
-
-    def __init__(self, inner: Store, name: str) -> None:
-        self._inner = inner
-        self._prefix = f"repositories/{name}/"
-        self._internal = f"{INTERNAL_PREFIX}repositories/{name}/"
-        self.url = f"{inner.url.rstrip('/')}/{self._prefix}"
-
-    def _key(self, key: str) -> str:
-        if key.startswith(INTERNAL_PREFIX):
-            return self._internal + key.removeprefix(INTERNAL_PREFIX)
-        return self._prefix + key
-
-    async def head(self, key: str) -> ObjectInfo | None:
-        info = await self._inner.head(self._key(key))
-        return None if info is None else ObjectInfo(key, info.size, info.sha256)
-
-    async def get(self, key: str, *, max_length: int) -> bytes:
-        return await self._inner.get(self._key(key), max_length=max_length)
-
-    async def iter_chunks(self, key: str, *, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
-        async for chunk in self._inner.iter_chunks(self._key(key), chunk_size=chunk_size):
-            yield chunk
-
-    async def put_bytes(self, key: str, data: bytes, options: PutOptions) -> None:
-        await self._inner.put_bytes(self._key(key), data, options)
-
-    async def put_file(self, key: str, path: Path, options: PutOptions) -> None:
-        await self._inner.put_file(self._key(key), path, options)
-
-    async def create_exclusive(self, key: str, data: bytes) -> bool:
-        return await self._inner.create_exclusive(self._key(key), data)
-
-    async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        async for info in self._inner.list(self._prefix + prefix):
-            yield ObjectInfo(info.key.removeprefix(self._prefix), info.size, info.sha256)
-
-    async def delete(self, key: str) -> None:
-        await self._inner.delete(self._key(key))
-
-    def spool_dir(self) -> Path:
-        return self._inner.spool_dir()
-
-    async def flush(self) -> None:
-        await self._inner.flush()
-
-    async def aclose(self) -> None:
-        """The inner store is closed by its owner."""
+__all__ = ["SecondaryRepository"]
 
 
 class SecondaryRepository(Synchronizer):
     """One secondary repository's refresh and publication (see the module
-    docstring). Built like a ``Synchronizer`` whose store is a ``PrefixStore``."""
+    docstring). Built like a ``Synchronizer`` whose store is a ``PrefixedStore``."""
 
     def __init__(self, *, name: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -35,14 +35,14 @@ stays on HEAD; once the budget is spent, everything does. At most
 ``max_keys / 1000`` + (directories listed) LIST pages are read in a run.
 
 What it does not do: cache ``head`` answers for present keys, list anything but the
-directories ``head`` is called in, or change any other method (they are passed to
-the wrapped store as they are). It assumes it is the only writer of the destination
-while it lives (the destination lock).
+directories ``head`` is called in, or change any other method (``DelegatingStore``
+passes them to the wrapped store as they are). It assumes it is the only writer of
+the destination while it lives (the destination lock).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +50,7 @@ import trio
 
 from mirror.log import log
 from mirror.storage.base import ObjectInfo, PutOptions, Store
+from mirror.storage.delegating import DelegatingStore
 
 __all__ = ["LIST_THRESHOLD", "MAX_LISTED_KEYS", "ListingStore"]
 
@@ -73,7 +74,7 @@ class _Listing:
         return self.keys is not None and key not in self.keys and key not in self.written
 
 
-class ListingStore:
+class ListingStore(DelegatingStore):
     """A ``Store`` that lists busy directories instead of heading every absent key;
     see the module docstring. ``listed`` names the directories listed so far."""
 
@@ -89,8 +90,7 @@ class ListingStore:
         max_keys = MAX_LISTED_KEYS if max_keys is None else max_keys
         if threshold < 1 or max_keys < 0:
             raise ValueError("threshold must be >= 1 and max_keys >= 0")
-        self.inner = store
-        self.url = store.url
+        super().__init__(store)
         self.listed: list[str] = []
         #: head() calls answered "absent" from a listing, without a request
         self.heads_saved = 0
@@ -166,12 +166,6 @@ class ListingStore:
             return None
         return await self.inner.head(key)
 
-    async def get(self, key: str, *, max_length: int) -> bytes:
-        return await self.inner.get(key, max_length=max_length)
-
-    def iter_chunks(self, key: str, *, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
-        return self.inner.iter_chunks(key, chunk_size=chunk_size)
-
     async def put_bytes(self, key: str, data: bytes, options: PutOptions) -> None:
         await self.inner.put_bytes(key, data, options)
         self._wrote(key)
@@ -185,9 +179,6 @@ class ListingStore:
         if created:
             self._wrote(key)
         return created
-
-    def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        return self.inner.list(prefix)
 
     async def delete(self, key: str) -> None:
         await self.inner.delete(key)
@@ -207,15 +198,3 @@ class ListingStore:
             listing.written.discard(key)
             if listing.keys is not None:
                 listing.keys.discard(key)
-
-    def spool_dir(self) -> Path:
-        return self.inner.spool_dir()
-
-    async def flush(self) -> None:
-        await self.inner.flush()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def __repr__(self) -> str:
-        return f"ListingStore({self.inner!r})"

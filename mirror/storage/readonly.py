@@ -1,10 +1,12 @@
-"""``ReadOnlyStore``: a store that can only be read, for audits.
+"""Read-only stores: ``ReadOnlyBase`` (the refused writes, for any read-only view)
+and ``ReadOnlyStore`` (a store that can only be read, for audits).
 
-``tuf-mirror verify`` opens the destination through it, so an audit needs read
-access only (a read-only mount, S3 credentials without ``s3:PutObject``) and cannot
-write by mistake: every write method raises ``RuntimeError`` (a caller bug, not a
-storage condition). ``spool_dir`` is refused too: a local store creates
-``DEST/.tuf-mirror/spool`` on demand.
+``tuf-mirror verify`` opens the destination through ``ReadOnlyStore``, so an audit
+needs read access only (a read-only mount, S3 credentials without
+``s3:PutObject``) and cannot write by mistake: every write method raises
+``RuntimeError`` (a caller bug, not a storage condition). ``spool_dir`` is refused
+too: a local store creates ``DEST/.tuf-mirror/spool`` on demand. The air-gap
+views (``mirror.airgap.views``) refuse writes through the same ``ReadOnlyBase``.
 
 What it does not do: check permissions or translate errors; reads go to the wrapped
 store unchanged.
@@ -12,35 +14,20 @@ store unchanged.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from mirror.storage.base import ObjectInfo, PutOptions, Store
+from mirror.storage.base import PutOptions
+from mirror.storage.delegating import DelegatingStore
 
-__all__ = ["ReadOnlyStore"]
+__all__ = ["ReadOnlyBase", "ReadOnlyStore"]
 
 
-class ReadOnlyStore:
-    """``inner`` for reading; every write is a ``RuntimeError``."""
+class ReadOnlyBase:
+    """The write half of a read-only ``Store``: every write is a ``RuntimeError``
+    naming ``url``; ``flush`` has nothing to do."""
 
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.url = inner.url
-
-    def __repr__(self) -> str:
-        return f"ReadOnlyStore({self.inner!r})"
-
-    async def head(self, key: str) -> ObjectInfo | None:
-        return await self.inner.head(key)
-
-    async def get(self, key: str, *, max_length: int) -> bytes:
-        return await self.inner.get(key, max_length=max_length)
-
-    def iter_chunks(self, key: str, *, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
-        return self.inner.iter_chunks(key, chunk_size=chunk_size)
-
-    def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        return self.inner.list(prefix)
+    url: str
 
     async def put_bytes(self, key: str, data: bytes, options: PutOptions) -> None:
         raise self._refused("put", key)
@@ -63,8 +50,10 @@ class ReadOnlyStore:
     async def flush(self) -> None:
         """Nothing was written."""
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
     def _refused(self, action: str, key: str) -> RuntimeError:
         return RuntimeError(f"read-only store {self.url}: refused to {action} {key}")
+
+
+class ReadOnlyStore(ReadOnlyBase, DelegatingStore):
+    """``inner`` for reading; every write is a ``RuntimeError``. ``aclose`` closes
+    ``inner``."""

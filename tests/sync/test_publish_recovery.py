@@ -6,7 +6,6 @@ consistent for a client wherever TUF allows it."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -15,30 +14,18 @@ from mirror import endpoints
 from mirror.cli import main
 from mirror.config import Settings
 from mirror.errors import ExitStatus, StorageError
-from mirror.storage.base import ObjectInfo, PutOptions, Store
+from mirror.storage.base import PutOptions, Store
+from mirror.storage.delegating import DelegatingStore
 from tests.sync.conftest import Env, tree
 
 
-class FailingStore:
+class FailingStore(DelegatingStore):
     """``inner``, except that writing ``fail_key`` raises ``StorageError`` (what a
     kill or a refused PUT at that publish step leaves behind)."""
 
     def __init__(self, inner: Store, fail_key: str) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.fail_key = fail_key
-        self.url = inner.url
-
-    async def head(self, key: str) -> ObjectInfo | None:
-        return await self.inner.head(key)
-
-    async def get(self, key: str, *, max_length: int) -> bytes:
-        return await self.inner.get(key, max_length=max_length)
-
-    def iter_chunks(self, key: str, *, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
-        return self.inner.iter_chunks(key, chunk_size=chunk_size)
-
-    def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
-        return self.inner.list(prefix)
 
     async def put_bytes(self, key: str, data: bytes, options: PutOptions) -> None:
         self._check(key)
@@ -47,24 +34,6 @@ class FailingStore:
     async def put_file(self, key: str, path: Path, options: PutOptions) -> None:
         self._check(key)
         await self.inner.put_file(key, path, options)
-
-    async def create_exclusive(self, key: str, data: bytes) -> bool:
-        return await self.inner.create_exclusive(key, data)
-
-    async def delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
-    async def delete_many(self, keys: Sequence[str]) -> None:
-        await self.inner.delete_many(keys)
-
-    def spool_dir(self) -> Path:
-        return self.inner.spool_dir()
-
-    async def flush(self) -> None:
-        await self.inner.flush()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
     def _check(self, key: str) -> None:
         if key == self.fail_key:
