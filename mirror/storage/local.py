@@ -32,7 +32,6 @@ import ctypes
 import errno
 import functools
 import os
-import secrets
 import stat
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -44,6 +43,8 @@ from urllib.parse import unquote, urlsplit
 import trio
 
 from mirror.errors import StorageConfigError, StorageError, UnsafeNameError
+from mirror.storage import atomic
+from mirror.storage.atomic import TEMP_PREFIX
 from mirror.storage.base import (
     DELETE_BATCH,
     INTERNAL_PREFIX,
@@ -57,8 +58,6 @@ from mirror.storage.base import (
 
 __all__ = ["BATCHED_BYTES", "TEMP_PREFIX", "LocalStore", "path_from_file_url"]
 
-#: Temporary files start with this; listings skip them and keys may not use it.
-TEMP_PREFIX = ".tmp-"
 _SPOOL_KEY = INTERNAL_PREFIX + "spool"
 _LIST_BATCH = 512
 #: ``ObjectInfo.modified`` of a listed file is its mtime plus this (coarse clock)
@@ -269,20 +268,10 @@ class LocalStore:
             finally:
                 os.close(fd)
         try:
-            os.replace(source, dest)
+            # A rename; a spool file on another filesystem is copied, then renamed.
+            atomic.move_into_place(source, dest)
         except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise self._error(exc, key, "write") from exc
-            # The spool file is on another filesystem: copy, then publish atomically.
-            tmp = self._copy_to_temp(key, source, dest.parent)
-            self._replace(key, tmp, dest, sync=durable)
-            try:
-                os.unlink(source)
-            except OSError as unlink_exc:
-                raise self._error(unlink_exc, key, "remove the spool file after writing") from (
-                    unlink_exc
-                )
-            return
+            raise self._error(exc, key, "write") from exc
         self._sync_dir(key, dest.parent)
 
     def _create_exclusive_sync(self, key: str, path: Path, data: bytes) -> bool:
@@ -373,52 +362,22 @@ class LocalStore:
 
     def _write_temp(self, key: str, directory: Path, data: bytes, *, sync: bool = True) -> Path:
         """Write ``data`` to a new (synced) temporary file in ``directory``."""
-        tmp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            return atomic.write_temp(directory, data, durable=sync)
         except OSError as exc:
             raise self._error(exc, key, "write") from exc
-        try:
-            try:
-                _write_all(fd, data)
-                if sync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            _unlink_quietly(tmp)
-            raise self._error(exc, key, "write") from exc
-        return tmp
-
-    def _copy_to_temp(self, key: str, source: Path, directory: Path) -> Path:
-        tmp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-        try:
-            with open(source, "rb") as src, open(tmp, "xb") as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-                dst.flush()
-                os.fsync(dst.fileno())
-        except OSError as exc:
-            _unlink_quietly(tmp)
-            raise self._error(exc, key, "write") from exc
-        return tmp
 
     def _replace(self, key: str, tmp: Path, path: Path, *, sync: bool = True) -> None:
         try:
-            os.replace(tmp, path)
+            atomic.rename_into_place(tmp, path, durable=False)
         except OSError as exc:
-            _unlink_quietly(tmp)
             raise self._error(exc, key, "write") from exc
         if sync:
             self._sync_dir(key, path.parent)
 
     def _sync_dir(self, key: str, directory: Path) -> None:
         try:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            atomic.sync_directory(directory)
         except OSError as exc:
             raise self._error(exc, key, "sync the directory of") from exc
 

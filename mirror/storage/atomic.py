@@ -1,0 +1,212 @@
+"""Atomic file writes: a temporary file in the target's directory, renamed over the
+final name, so a reader sees the old file or the new one, never a partial one.
+
+Two levels:
+
+* ``write_temp``, ``copy_to_temp``, ``rename_into_place``, ``move_into_place`` and
+  ``sync_directory`` are the steps. They raise ``OSError`` and leave no temporary
+  file behind when they fail, so a caller with its own error wording (``LocalStore``
+  names the key and splits configuration errors from storage errors) translates
+  once around them.
+* ``write_atomic`` and ``move_atomic`` are the whole thing for the other writers
+  (bundles, receipts, reports, conformance output, spool sidecars): an ``OSError``
+  (a full disk, a permission denied) becomes ``StorageError`` naming the path.
+
+``durable=True`` (the default) ``fsync``s the file before the rename and its
+directory after it, so the new content survives a crash once the call returns.
+``durable=False`` keeps the atomicity but leaves durability to the kernel (or to a
+later ``syncfs``: ``LocalStore.flush``), for scratch files and for writes whose
+durability is deferred on purpose.
+
+Temporary names are ``<prefix><16 hex digits><suffix>`` beside the final name
+(``TEMP_PREFIX`` = ``.tmp-`` by default: listings and the spool cleaner know it).
+
+What it does not do: create missing directories, lock, or decide whether an
+existing file may be replaced (``rename_into_place(replace=False)`` refuses one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from mirror.errors import StorageError
+
+__all__ = [
+    "TEMP_PREFIX",
+    "copy_to_temp",
+    "move_atomic",
+    "move_into_place",
+    "rename_into_place",
+    "sync_directory",
+    "temp_name",
+    "write_atomic",
+    "write_temp",
+]
+
+#: Temporary files start with this unless a caller names them otherwise.
+TEMP_PREFIX = ".tmp-"
+_CHUNK = 1 << 20
+
+
+def temp_name(directory: Path, *, prefix: str = TEMP_PREFIX, suffix: str = "") -> Path:
+    """A fresh, unpredictable temporary name in ``directory``."""
+    return directory / f"{prefix}{secrets.token_hex(8)}{suffix}"
+
+
+def write_temp(
+    directory: Path,
+    data: bytes,
+    *,
+    durable: bool = True,
+    prefix: str = TEMP_PREFIX,
+    suffix: str = "",
+    mode: int = 0o666,
+) -> Path:
+    """Write ``data`` to a new temporary file in ``directory`` (``fsync``ed when
+    ``durable``) and return its path; on failure nothing is left behind."""
+    tmp = temp_name(directory, prefix=prefix, suffix=suffix)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return tmp
+
+
+def copy_to_temp(source: Path, directory: Path, *, durable: bool = True) -> Path:
+    """Copy ``source`` to a new temporary file in ``directory`` (``fsync``ed when
+    ``durable``) and return its path; on failure nothing is left behind."""
+    tmp = temp_name(directory)
+    try:
+        with open(source, "rb") as src, open(tmp, "xb") as dst:
+            while chunk := src.read(_CHUNK):
+                dst.write(chunk)
+            dst.flush()
+            if durable:
+                os.fsync(dst.fileno())
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return tmp
+
+
+def rename_into_place(
+    tmp: Path, final: Path, *, durable: bool = True, replace: bool = True
+) -> None:
+    """Rename the temporary file ``tmp`` to ``final`` and, when ``durable``, ``fsync``
+    the directory. ``replace=False`` refuses (``FileExistsError``) an existing
+    ``final`` instead of replacing it. ``tmp`` is removed if the rename fails."""
+    try:
+        if replace:
+            os.replace(tmp, final)
+        else:
+            if final.exists():
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(final))
+            os.rename(tmp, final)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    if durable:
+        sync_directory(final.parent)
+
+
+def move_into_place(source: Path, final: Path, *, durable: bool = True) -> None:
+    """Move the finished file ``source`` to ``final`` atomically: a rename, or across
+    file systems (``EXDEV``) a copy to a temporary file beside ``final`` (``fsync``ed
+    when ``durable``), renamed, and then ``source`` removed. The directory is not
+    synced (``sync_directory``; ``move_atomic`` does both). On failure ``source``
+    stays."""
+    try:
+        os.replace(source, final)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        rename_into_place(copy_to_temp(source, final.parent, durable=durable), final, durable=False)
+        os.unlink(source)
+
+
+def sync_directory(directory: Path) -> None:
+    """``fsync`` ``directory`` so the names created or renamed in it are durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(
+    path: Path,
+    data: bytes,
+    *,
+    durable: bool = True,
+    prefix: str = TEMP_PREFIX,
+    suffix: str = "",
+    mode: int = 0o666,
+) -> None:
+    """Replace the file ``path`` by ``data`` atomically (see the module docstring).
+
+    A ``path`` that exists and is not a regular file (a device such as
+    ``/dev/stdout`` or ``/dev/full``, a FIFO) cannot be renamed over: it is written
+    in place. ``StorageError`` naming ``path`` on any ``OSError``."""
+    try:
+        if _is_special(path):
+            _write_in_place(path, data)
+            return
+        tmp = write_temp(
+            path.parent, data, durable=durable, prefix=prefix, suffix=suffix, mode=mode
+        )
+        rename_into_place(tmp, path, durable=durable)
+    except OSError as exc:
+        raise _storage_error(path, exc) from exc
+
+
+def move_atomic(source: Path, path: Path, *, durable: bool = True) -> None:
+    """``move_into_place``, then (``durable``) ``sync_directory``; an ``OSError`` is
+    ``StorageError`` naming ``path``."""
+    try:
+        move_into_place(source, path, durable=durable)
+        if durable:
+            sync_directory(path.parent)
+    except OSError as exc:
+        raise _storage_error(path, exc) from exc
+
+
+def _is_special(path: Path) -> bool:
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _storage_error(path: Path, exc: OSError) -> StorageError:
+    code = errno.errorcode.get(exc.errno or 0, "")
+    reason = exc.strerror or str(exc)
+    return StorageError(f"cannot write {path}: {reason}" + (f" ({code})" if code else ""))
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
