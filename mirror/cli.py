@@ -43,6 +43,7 @@ from mirror.errors import (
     ExitStatus,
     Interrupted,
     MirrorError,
+    StorageError,
     UsageError,
     VerificationError,
 )
@@ -326,10 +327,14 @@ def _emit(
         except OSError as exc:
             _output_failed(report, f"cannot write --metrics-file {metrics_file}: {exc.strerror}")
     if report_file is not None:
+        from mirror.storage.atomic import write_atomic
+
+        # Atomic, so that a monitoring reader never sees half a report.
         try:
-            report_file.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        except OSError as exc:
-            _output_failed(report, f"cannot write --report {report_file}: {exc.strerror}")
+            write_atomic(report_file, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+        except StorageError as exc:
+            reason = exc.__cause__.strerror if isinstance(exc.__cause__, OSError) else exc
+            _output_failed(report, f"cannot write --report {report_file}: {reason}")
     if settings is not None and settings.json:
         print(json.dumps(report.to_dict(), indent=2))
     elif report.prune is not None and not report.prune.applied:

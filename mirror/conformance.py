@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
-import os
 import secrets
 import sys
 import traceback
@@ -64,6 +62,7 @@ from mirror.errors import (
     UsageError,
 )
 from mirror.fetch.base import Fetcher
+from mirror.storage import atomic
 from mirror.trust import (
     EqualVersionError,
     RoleStep,
@@ -198,42 +197,13 @@ def parse_invocation(argv: Sequence[str]) -> Invocation:
 def _write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` by ``data`` via a synced temporary file in the same directory
     (removed on failure). ``StorageError`` on any OS error."""
-    temporary = path.with_name(f"{_TEMP_PREFIX}{secrets.token_hex(8)}{_TEMP_SUFFIX}")
-    try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        try:
-            with os.fdopen(fd, "wb") as stream:
-                stream.write(data)
-                stream.flush()
-                os.fsync(stream.fileno())
-        except BaseException:
-            _unlink_quietly(temporary)
-            raise
-        try:
-            os.replace(temporary, path)
-        except BaseException:
-            _unlink_quietly(temporary)
-            raise
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    atomic.write_atomic(path, data, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, mode=0o644)
 
 
 def _move_into_place(source: Path, destination: Path) -> None:
     """Rename ``source`` over ``destination``; across file systems, copy it to a
     temporary file beside ``destination`` first. ``StorageError`` on failure."""
-    try:
-        os.replace(source, destination)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise StorageError(f"cannot write {destination}: {exc.strerror or exc}") from exc
-        _write_atomic(destination, _read_file(source))
-
-
-def _read_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    atomic.move_atomic(source, destination, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX)
 
 
 def _unlink_quietly(path: Path) -> None:

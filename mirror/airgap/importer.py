@@ -27,8 +27,6 @@ published instead of refusing it as "applied twice".
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from datetime import datetime
 from pathlib import Path
 from typing import Final
@@ -47,7 +45,7 @@ from mirror.endpoints import hold_lease, limits_for, open_destination
 from mirror.errors import BundleError, MirrorError, NotFoundError, UsageError, WrongBaseError
 from mirror.ledger.run import witnessed
 from mirror.log import log
-from mirror.storage import NotFoundInStoreError, PutOptions, Store
+from mirror.storage import NotFoundInStoreError, PutOptions, Store, atomic
 from mirror.sync import Synchronizer, load_published
 
 RECEIPT_KEY: Final = ".tuf-mirror/receipt.json"
@@ -102,16 +100,8 @@ def _pending_bundle(raw: bytes | None) -> str | None:
 
 
 def _write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + rename)."""
-    tmp = path.with_name(f".tmp-{secrets.token_hex(8)}-{path.name}")
-    try:
-        with tmp.open("xb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``data`` to ``path`` atomically (temp file + rename); ``OSError``."""
+    atomic.replace_file(path, data, suffix=f"-{path.name}")
 
 
 async def run_import(

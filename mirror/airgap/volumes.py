@@ -27,13 +27,11 @@ TUF content (the sync engine does it on both sides), compression.
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import hashlib
 import io
 import json
 import os
-import secrets
 import shutil
 import stat
 import tarfile
@@ -56,6 +54,7 @@ from mirror.airgap.manifest import (
     volume_names,
 )
 from mirror.errors import BundleError, StorageError, UsageError
+from mirror.storage import atomic
 
 _CHUNK: Final = 1 << 20
 _ENCODING: Final = "utf-8"
@@ -453,7 +452,7 @@ async def write_tar_bundle(
     written: list[Path] = []
     for volume in manifest.volumes:
         final = to.parent / volume.name
-        tmp = to.parent / f".tmp-{secrets.token_hex(8)}-{volume.name}"
+        tmp = atomic.temp_name(to.parent, suffix=f"-{volume.name}")
         try:
             await _drive(_volume_steps(staging, tmp, manifest, raw=raw, volume=volume, mtime=mtime))
             size = (await trio.to_thread.run_sync(tmp.stat)).st_size
@@ -506,28 +505,20 @@ def _add_file(tar: tarfile.TarFile, staging: Path, entry: FileEntry, mtime: int)
 def _publish_file(tmp: Path, final: Path) -> None:
     """Rename ``tmp`` to ``final`` (never over an existing bundle) and make it durable.
     No hard links: removable disks are often FAT, which has none."""
-    if final.exists():
-        raise FileExistsError(errno.EEXIST, "a bundle volume exists already", str(final))
-    os.rename(tmp, final)
+    atomic.rename_into_place(tmp, final, replace=False, durable=False)
     _sync_dir(final.parent)
 
 
 def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # filesystems without dir fsync
-            raise
-    finally:
-        os.close(fd)
+    # Removable disks' filesystems may not sync directories (FAT): not an error.
+    atomic.sync_directory(directory, strict=False)
 
 
 async def write_directory_bundle(staging: Path, to: Path, manifest: Manifest) -> None:
     """Move the manifest's files from ``staging`` into a new directory ``to`` (a
     rename on the same filesystem, else a synced copy), write ``manifest.json``, and
     rename the finished directory into place."""
-    tmp = to.parent / f".tmp-{secrets.token_hex(8)}-{to.name}"
+    tmp = atomic.temp_name(to.parent, suffix=f"-{to.name}")
     try:
         await trio.to_thread.run_sync(_build_directory, staging, tmp, manifest)
         await trio.to_thread.run_sync(_rename_dir, tmp, to)
@@ -547,30 +538,16 @@ def _build_directory(staging: Path, tmp: Path, manifest: Manifest) -> None:
         if dest.parent not in made:
             dest.parent.mkdir(parents=True, exist_ok=True)
             made.add(dest.parent)
-        try:
-            os.replace(source, dest)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:  # another filesystem: copy instead
-                raise
-            _copy_synced(source, dest)
+        # A rename; from another filesystem, a synced copy.
+        atomic.move_into_place(source, dest)
     (tmp / MANIFEST_NAME).write_bytes(manifest.to_bytes())
     for directory in sorted(made, key=lambda p: -len(p.parts)):
         _sync_dir(directory)
     _sync_dir(tmp)
 
 
-def _copy_synced(source: Path, dest: Path) -> None:
-    with source.open("rb") as src, dest.open("xb") as dst:
-        while chunk := src.read(_CHUNK):
-            dst.write(chunk)
-        dst.flush()
-        os.fsync(dst.fileno())
-
-
 def _rename_dir(tmp: Path, to: Path) -> None:
-    if to.exists():
-        raise FileExistsError(errno.EEXIST, "the bundle exists already", str(to))
-    os.rename(tmp, to)
+    atomic.rename_into_place(tmp, to, replace=False, durable=False)
     _sync_dir(to.parent)
 
 

@@ -41,6 +41,7 @@ import trio
 
 from mirror.errors import LengthOrHashMismatchError, OversizeError, StorageError
 from mirror.fetch.base import FetchedFile, Namespace
+from mirror.storage import atomic
 
 __all__ = [
     "CHECKPOINT_BYTES",
@@ -507,16 +508,18 @@ def _truncate(fd: int, sidecar: Path | None) -> None:
 def _checkpoint_sync(fd: int, sidecar: Path, state: dict[str, object]) -> None:
     """Data first (fsync), then the sidecar that vouches for it (atomic replace)."""
     os.fsync(fd)
-    temporary = sidecar.with_name(sidecar.name + ".tmp")
-    temporary.write_text(json.dumps(state), encoding="utf-8")
-    os.replace(temporary, sidecar)
+    # Not synced itself: a sidecar lost in a crash costs a restart, never bad bytes.
+    # Its temporary name ends in ".tmp", which the spool cleaners recognise.
+    atomic.replace_file(
+        sidecar, json.dumps(state).encode(), durable=False, prefix=f"{sidecar.name}.", suffix=".tmp"
+    )
 
 
 def _finish_sync(fd: int, path: Path, dest: Path | None, sidecar: Path | None) -> None:
     try:
         os.fsync(fd)
         if dest is not None:
-            os.replace(path, dest)
+            atomic.move_into_place(path, dest, durable=False)
     finally:
         os.close(fd)
     if sidecar is not None:

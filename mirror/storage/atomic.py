@@ -3,11 +3,11 @@ final name, so a reader sees the old file or the new one, never a partial one.
 
 Two levels:
 
-* ``write_temp``, ``copy_to_temp``, ``rename_into_place``, ``move_into_place`` and
-  ``sync_directory`` are the steps. They raise ``OSError`` and leave no temporary
-  file behind when they fail, so a caller with its own error wording (``LocalStore``
-  names the key and splits configuration errors from storage errors) translates
-  once around them.
+* ``write_temp``, ``copy_to_temp``, ``rename_into_place``, ``move_into_place``,
+  ``replace_file`` and ``sync_directory`` are the steps. They raise ``OSError`` and
+  leave no temporary file behind when they fail, so a caller with its own error
+  wording (``LocalStore`` names the key and splits configuration errors from
+  storage errors) translates once around them.
 * ``write_atomic`` and ``move_atomic`` are the whole thing for the other writers
   (bundles, receipts, reports, conformance output, spool sidecars): an ``OSError``
   (a full disk, a permission denied) becomes ``StorageError`` naming the path.
@@ -42,6 +42,7 @@ __all__ = [
     "move_atomic",
     "move_into_place",
     "rename_into_place",
+    "replace_file",
     "sync_directory",
     "temp_name",
     "write_atomic",
@@ -86,10 +87,17 @@ def write_temp(
     return tmp
 
 
-def copy_to_temp(source: Path, directory: Path, *, durable: bool = True) -> Path:
+def copy_to_temp(
+    source: Path,
+    directory: Path,
+    *,
+    durable: bool = True,
+    prefix: str = TEMP_PREFIX,
+    suffix: str = "",
+) -> Path:
     """Copy ``source`` to a new temporary file in ``directory`` (``fsync``ed when
     ``durable``) and return its path; on failure nothing is left behind."""
-    tmp = temp_name(directory)
+    tmp = temp_name(directory, prefix=prefix, suffix=suffix)
     try:
         with open(source, "rb") as src, open(tmp, "xb") as dst:
             while chunk := src.read(_CHUNK):
@@ -123,7 +131,14 @@ def rename_into_place(
         sync_directory(final.parent)
 
 
-def move_into_place(source: Path, final: Path, *, durable: bool = True) -> None:
+def move_into_place(
+    source: Path,
+    final: Path,
+    *,
+    durable: bool = True,
+    prefix: str = TEMP_PREFIX,
+    suffix: str = "",
+) -> None:
     """Move the finished file ``source`` to ``final`` atomically: a rename, or across
     file systems (``EXDEV``) a copy to a temporary file beside ``final`` (``fsync``ed
     when ``durable``), renamed, and then ``source`` removed. The directory is not
@@ -134,15 +149,36 @@ def move_into_place(source: Path, final: Path, *, durable: bool = True) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        rename_into_place(copy_to_temp(source, final.parent, durable=durable), final, durable=False)
+        tmp = copy_to_temp(source, final.parent, durable=durable, prefix=prefix, suffix=suffix)
+        rename_into_place(tmp, final, durable=False)
         os.unlink(source)
 
 
-def sync_directory(directory: Path) -> None:
-    """``fsync`` ``directory`` so the names created or renamed in it are durable."""
+def replace_file(
+    path: Path,
+    data: bytes,
+    *,
+    durable: bool = True,
+    prefix: str = TEMP_PREFIX,
+    suffix: str = "",
+    mode: int = 0o666,
+) -> None:
+    """Replace the regular file ``path`` by ``data``: ``write_temp`` beside it, then
+    ``rename_into_place``. ``OSError`` on failure, with no temporary file left."""
+    tmp = write_temp(path.parent, data, durable=durable, prefix=prefix, suffix=suffix, mode=mode)
+    rename_into_place(tmp, path, durable=durable)
+
+
+def sync_directory(directory: Path, *, strict: bool = True) -> None:
+    """``fsync`` ``directory`` so the names created or renamed in it are durable.
+    ``strict=False`` accepts a filesystem that cannot sync a directory (``EINVAL``,
+    ``ENOTSUP``: FAT on a removable disk)."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if strict or exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
     finally:
         os.close(fd)
 
@@ -173,11 +209,13 @@ def write_atomic(
         raise _storage_error(path, exc) from exc
 
 
-def move_atomic(source: Path, path: Path, *, durable: bool = True) -> None:
+def move_atomic(
+    source: Path, path: Path, *, durable: bool = True, prefix: str = TEMP_PREFIX, suffix: str = ""
+) -> None:
     """``move_into_place``, then (``durable``) ``sync_directory``; an ``OSError`` is
     ``StorageError`` naming ``path``."""
     try:
-        move_into_place(source, path, durable=durable)
+        move_into_place(source, path, durable=durable, prefix=prefix, suffix=suffix)
         if durable:
             sync_directory(path.parent)
     except OSError as exc:
