@@ -35,7 +35,8 @@ stays on HEAD; once the budget is spent, everything does. At most
 ``max_keys / 1000`` + (directories listed) LIST pages are read in a run.
 
 What it does not do: cache ``head`` answers for present keys, list anything but the
-directories ``head`` is called in, or change any other method (``DelegatingStore``
+directories ``head`` is called in (never the bookkeeping under ``.tuf-mirror/``,
+which listings do not show), or change any other method (``DelegatingStore``
 passes them to the wrapped store as they are). It assumes it is the only writer of
 the destination while it lives (the destination lock).
 """
@@ -49,7 +50,7 @@ from pathlib import Path
 import trio
 
 from mirror.log import log
-from mirror.storage.base import ObjectInfo, PutOptions, Store
+from mirror.storage.base import ObjectInfo, PutOptions, Store, is_internal_key, validate_key
 from mirror.storage.delegating import DelegatingStore
 
 __all__ = ["LIST_THRESHOLD", "MAX_LISTED_KEYS", "ListingStore"]
@@ -103,8 +104,9 @@ class ListingStore(DelegatingStore):
 
     async def _listing_for(self, key: str) -> _Listing | None:
         directory, slash, _ = key.rpartition("/")
-        if not slash:
-            return None  # never list the whole store
+        if not slash or is_internal_key(key):
+            # Never list the whole store, nor the bookkeeping, which lists never show.
+            return None
         prefix = directory + "/"
         listing = self._listings.get(prefix)
         if listing is not None:
@@ -162,6 +164,7 @@ class ListingStore(DelegatingStore):
         otherwise the wrapped store's answer."""
         listing = await self._listing_for(key)
         if listing is not None and listing.absent(key):
+            validate_key(key)  # what the wrapped store's head would have refused
             self.heads_saved += 1
             return None
         return await self.inner.head(key)

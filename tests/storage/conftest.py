@@ -4,6 +4,11 @@
 takes a fresh temporary directory and yields an empty ``Store``. Every test that
 asks for the ``store`` fixture runs once per entry, so adding a backend is one
 line here (plus its factory).
+
+The wrappers built on ``DelegatingStore`` that must behave as a store (the listing
+cache, the key-prefix view, the air-gap recorder) run the same suite over a memory
+or local store; the read-only ones have their own table of refused writes in
+``test_delegating.py``.
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from mirror.storage.base import Store
+from mirror.airgap.views import RecordingStore
+from mirror.storage.base import INTERNAL_PREFIX, Store
+from mirror.storage.delegating import DelegatingStore
+from mirror.storage.listing import ListingStore
 from mirror.storage.local import LocalStore
 from mirror.storage.memory import MemoryStore
+from mirror.storage.prefixed import PrefixedStore
 from mirror.storage.s3 import S3Store, make_client
 
 StoreFactory = Callable[[Path], contextlib.AbstractAsyncContextManager[Store]]
@@ -57,11 +66,43 @@ async def s3_store(tmp_path: Path) -> AsyncIterator[Store]:
             await store.aclose()
 
 
+@contextlib.asynccontextmanager
+async def delegating_store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with memory_store(tmp_path) as inner:
+        yield DelegatingStore(inner)
+
+
+@contextlib.asynccontextmanager
+async def listing_store(tmp_path: Path) -> AsyncIterator[Store]:
+    # threshold=1: every head in a directory goes through its listing.
+    async with local_store(tmp_path) as inner:
+        yield ListingStore(inner, threshold=1)
+
+
+@contextlib.asynccontextmanager
+async def prefixed_store(tmp_path: Path) -> AsyncIterator[Store]:
+    # As a secondary repository of a trust policy sees the destination.
+    async with local_store(tmp_path) as inner:
+        yield PrefixedStore(
+            inner, "repositories/other", bookkeeping=f"{INTERNAL_PREFIX}repositories/other"
+        )
+
+
+@contextlib.asynccontextmanager
+async def recording_store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with memory_store(tmp_path) as inner:
+        yield RecordingStore(inner)
+
+
 #: backend name -> factory; one line per backend.
 STORE_FACTORIES: dict[str, StoreFactory] = {
     "memory": memory_store,
     "local": local_store,
     "s3": s3_store,
+    "delegating(memory)": delegating_store,
+    "listing(local)": listing_store,
+    "prefixed(local)": prefixed_store,
+    "recording(memory)": recording_store,
 }
 
 
