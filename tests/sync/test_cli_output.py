@@ -4,7 +4,9 @@ or in the environment), and periodic progress lines when stderr is not a termina
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -152,3 +154,32 @@ def test_report_on_a_full_disk_is_transient(env: Env, capsys: pytest.CaptureFixt
     report = env.dest.parent / "report.json"
     assert env.run("sync", "--report", str(report)) == ExitStatus.OK
     assert json.loads(report.read_text())["exit_status"] == 0
+
+
+def test_report_is_replaced_whole_or_not_at_all(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--report`` is written to a temporary file and renamed over the old report:
+    a write that fails (ENOSPC here) leaves the previous report whole, no temporary
+    file beside it, and exit 3 with the one usual line."""
+    outputs = env.dest.parent / "outputs"
+    outputs.mkdir()
+    report = outputs / "report.json"
+    assert env.run("sync", "--report", str(report)) == ExitStatus.OK
+    previous = report.read_bytes()
+    real_write = os.write
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(outputs)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    capsys.readouterr()
+    monkeypatch.setattr(os, "write", write)
+    assert env.run("sync", "--report", str(report)) == ExitStatus.TRANSIENT
+    monkeypatch.undo()
+
+    err = capsys.readouterr().err
+    assert f"cannot write --report {report}: No space left on device" in err
+    assert report.read_bytes() == previous
+    assert os.listdir(outputs) == ["report.json"]
