@@ -201,10 +201,7 @@ def write_atomic(
         if _is_special(path):
             _write_in_place(path, data)
             return
-        tmp = write_temp(
-            path.parent, data, durable=durable, prefix=prefix, suffix=suffix, mode=mode
-        )
-        rename_into_place(tmp, path, durable=durable)
+        replace_file(path, data, durable=durable, prefix=prefix, suffix=suffix, mode=mode)
     except OSError as exc:
         raise _storage_error(path, exc) from exc
 

@@ -42,7 +42,8 @@ class ReadOnlyBase:
         raise self._refused("delete", key)
 
     async def delete_many(self, keys: Sequence[str]) -> None:
-        raise self._refused("delete", ", ".join(keys))
+        more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+        raise self._refused("delete", ", ".join(keys[:3]) + more)
 
     def spool_dir(self) -> Path:
         raise self._refused("spool in", ".tuf-mirror/spool")

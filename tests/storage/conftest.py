@@ -89,6 +89,13 @@ async def prefixed_store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 @contextlib.asynccontextmanager
+async def prefixed_memory_store(tmp_path: Path) -> AsyncIterator[Store]:
+    # Without ``bookkeeping``: ``.tuf-mirror/`` keys of the view live under the prefix.
+    async with memory_store(tmp_path) as inner:
+        yield PrefixedStore(inner, "repositories/other")
+
+
+@contextlib.asynccontextmanager
 async def recording_store(tmp_path: Path) -> AsyncIterator[Store]:
     async with memory_store(tmp_path) as inner:
         yield RecordingStore(inner)
@@ -102,6 +109,7 @@ STORE_FACTORIES: dict[str, StoreFactory] = {
     "delegating(memory)": delegating_store,
     "listing(local)": listing_store,
     "prefixed(local)": prefixed_store,
+    "prefixed(memory)": prefixed_memory_store,
     "recording(memory)": recording_store,
 }
 
