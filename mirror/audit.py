@@ -38,8 +38,7 @@ from mirror.report import RunReport
 from mirror.storage import NotFoundInStoreError, Store
 from mirror.storage.readonly import ReadOnlyStore
 from mirror.sync import METADATA, TARGETS, load_published
-from mirror.trust import DelegationWalk, Limits, metadata_filename, target_filenames
-from mirror.trust._tuf import Targets
+from mirror.trust import DelegationWalk, Limits, Targets, metadata_filename, target_filenames
 
 #: at most this many names are kept in the report's missing/corrupt lists
 MAX_LISTED = 1000

@@ -66,6 +66,7 @@ from mirror.storage import atomic
 from mirror.trust import (
     EqualVersionError,
     RoleStep,
+    TargetFile,
     TargetMatch,
     TargetSearch,
     TrustedSet,
@@ -76,7 +77,6 @@ from mirror.trust import (
     target_filenames,
     validate_target_path,
 )
-from mirror.trust._tuf import TargetFile
 
 __all__ = [
     "PROG",

@@ -30,8 +30,7 @@ from mirror.fetch.budget import TransferBudget, TransferPaused
 from mirror.plan import TargetCopy
 from mirror.storage import NotFoundInStoreError, PutOptions, Store
 from mirror.storage.headers import put_options_for
-from mirror.trust import check_target, compute_digests, hash_algorithms_for, new_hasher
-from mirror.trust._tuf import TargetFile
+from mirror.trust import TargetFile, check_target, compute_digests, hash_algorithms_for, new_hasher
 
 TARGETS: Final = "targets"
 #: targets up to this size are fetched into memory (concurrency x this = the bound)

@@ -28,8 +28,7 @@ import enum
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from mirror.trust import Authority, metadata_filename, target_filenames
-from mirror.trust._tuf import MetaFile, TargetFile
+from mirror.trust import Authority, MetaFile, TargetFile, metadata_filename, target_filenames
 
 
 @dataclass(frozen=True, slots=True)

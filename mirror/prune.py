@@ -73,11 +73,11 @@ from mirror.trust import (
     Authority,
     DelegationWalk,
     Limits,
+    Targets,
     TrustedSet,
     metadata_filename,
     target_filenames,
 )
-from mirror.trust._tuf import Targets
 
 #: where each published timestamp.json is kept while its state is in the history
 TIMESTAMPS_PREFIX: Final = INTERNAL_PREFIX + "timestamps/"

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from mirror.errors import IncompletePublishError, VerificationError
-from mirror.trust import Limits, TrustedSet, Verified
-from mirror.trust._tuf import Snapshot, Timestamp
+from mirror.trust import Limits, Snapshot, Timestamp, TrustedSet, Verified
 
 __all__ = [
     "EarlierRootState",

@@ -77,13 +77,17 @@ from mirror.trust import (
     DelegationWalk,
     EqualVersionError,
     Limits,
+    MetaFile,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
     TrustedSet,
     Verified,
     WalkStep,
     check_meta,
     metadata_filename,
 )
-from mirror.trust._tuf import MetaFile, Snapshot, TargetFile, Targets, Timestamp
 from mirror.upstream import (
     ABSENT,
     check_is_metadata,

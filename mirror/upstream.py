@@ -96,7 +96,7 @@ def naming(location: str) -> Iterator[None]:
 def check_pinned_root(data: bytes, path: Path) -> None:
     """``UsageError`` unless ``data`` (the ``--root`` file) parses as TUF root
     metadata: a wrong file is the operator's mistake, not a security event."""
-    from mirror.trust._verify import parse
+    from mirror.trust import parse_metadata as parse
 
     try:
         parse(data, "root", f"--root {path}")

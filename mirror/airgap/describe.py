@@ -12,7 +12,7 @@ from mirror.log import log
 from mirror.storage import NotFoundInStoreError, Store
 from mirror.sync import Published
 from mirror.trust import Limits, metadata_filename
-from mirror.trust._verify import parse
+from mirror.trust import parse_metadata as parse
 
 TOOL = f"tuf-mirror {__version__}"
 

@@ -52,8 +52,7 @@ from mirror.ledger.log import Head, LedgerLog
 from mirror.ledger.note import NoteError, verify_note
 from mirror.ledger.spool import EntrySpool
 from mirror.log import log
-from mirror.trust import TrustedSet, metadata_filename
-from mirror.trust._tuf import MetaFile, TargetFile
+from mirror.trust import MetaFile, TargetFile, TrustedSet, metadata_filename
 
 if TYPE_CHECKING:
     from mirror.sync import Published, _Cycle

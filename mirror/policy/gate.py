@@ -62,7 +62,7 @@ from mirror.trust import TargetSearch
 if TYPE_CHECKING:
     from mirror.config import Settings
     from mirror.sync import Published, Synchronizer, _Cycle
-    from mirror.trust._tuf import TargetFile
+    from mirror.trust import TargetFile
 
 __all__ = ["POLICY_STATE_KEY", "PolicyGate", "open_gate"]
 

@@ -27,8 +27,7 @@ from mirror.errors import VerificationError
 from mirror.plan import diff_snapshot
 from mirror.policy.model import Listing
 from mirror.sync import Published, Synchronizer, _Cycle, load_published
-from mirror.trust import Authority, DelegationWalk
-from mirror.trust._tuf import TargetFile
+from mirror.trust import Authority, DelegationWalk, TargetFile
 
 __all__ = ["SecondaryRepository"]
 

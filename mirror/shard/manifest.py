@@ -43,7 +43,7 @@ from mirror.errors import StorageError, TamperedDestinationError, UsageError, Ve
 from mirror.plan import TargetCopy, target_copy
 from mirror.shard.partition import SCHEME, shard_of
 from mirror.storage import NotFoundInStoreError, PutOptions, Store
-from mirror.trust._tuf import TargetFile
+from mirror.trust import TargetFile
 
 FORMAT: Final = "tuf-mirror-shard-run/1"
 RUNS_PREFIX: Final = ".tuf-mirror/runs/"

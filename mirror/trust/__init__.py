@@ -12,6 +12,8 @@ stores and passes the reference time. Built on python-tuf's public
 * ``names`` — safe metadata and target file names; ``targets`` — length/hash checks.
 """
 
+from mirror.trust._tuf import MetaFile, Root, Snapshot, TargetFile, Targets, Timestamp
+from mirror.trust._verify import parse as parse_metadata
 from mirror.trust.delegations import (
     Authority,
     DelegationMatcher,
@@ -53,10 +55,16 @@ __all__ = [
     "DelegationWalk",
     "EqualVersionError",
     "Limits",
+    "MetaFile",
     "RoleGraph",
     "RoleStep",
+    "Root",
+    "Snapshot",
+    "TargetFile",
     "TargetMatch",
     "TargetSearch",
+    "Targets",
+    "Timestamp",
     "TrustedSet",
     "Verified",
     "WalkStep",
@@ -69,6 +77,7 @@ __all__ = [
     "hash_algorithms_for",
     "metadata_filename",
     "new_hasher",
+    "parse_metadata",
     "path_hash",
     "path_matches_pattern",
     "role_matches_path",
