@@ -32,12 +32,13 @@ from mirror.errors import (
     VerificationError,
 )
 from mirror.fetch import Fetcher
+from mirror.layout import METADATA, TARGETS
 from mirror.log import log
 from mirror.plan import TargetCopy
+from mirror.published import load_published
 from mirror.report import RunReport
 from mirror.storage import NotFoundInStoreError, Store
 from mirror.storage.readonly import ReadOnlyStore
-from mirror.sync import METADATA, TARGETS, load_published
 from mirror.trust import DelegationWalk, Limits, Targets, metadata_filename, target_filenames
 
 #: at most this many names are kept in the report's missing/corrupt lists

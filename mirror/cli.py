@@ -95,15 +95,24 @@ def _now(settings: Settings) -> datetime:
 async def _sync(settings: Settings, report: RunReport, progress: bool) -> RunReport:
     # Imported here so that `--help` and usage errors stay cheap.
     from mirror import sync
+    from mirror.extensions import STANDARD
 
-    return await sync.run_sync(settings, now=_now(settings), report=report, progress=progress)
+    return await sync.run_sync(
+        settings, now=_now(settings), report=report, progress=progress, extensions=STANDARD
+    )
 
 
 async def _plan(settings: Settings, report: RunReport, progress: bool) -> RunReport:
     from mirror import sync
+    from mirror.extensions import STANDARD
 
     return await sync.run_sync(
-        settings, now=_now(settings), dry_run=True, report=report, progress=progress
+        settings,
+        now=_now(settings),
+        dry_run=True,
+        report=report,
+        progress=progress,
+        extensions=STANDARD,
     )
 
 

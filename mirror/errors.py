@@ -61,6 +61,8 @@ a ``MirrorError``, so they keep their traceback; the CLI exits 70 for them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from enum import IntEnum
 
@@ -268,3 +270,27 @@ class Interrupted(MirrorError):
     def diagnostics(self) -> str:
         """The one line: which signal, and what state the destination was left in."""
         return str(self)
+
+
+@contextmanager
+def one_error() -> Iterator[None]:
+    """Turn a nursery's group of ``MirrorError``s into the one that matters most
+    (a verification failure before a transient one); anything else is a bug and
+    propagates as the group."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = list(_leaves(group))
+        if not leaves or not all(isinstance(leaf, MirrorError) for leaf in leaves):
+            raise
+        errors = [leaf for leaf in leaves if isinstance(leaf, MirrorError)]
+        errors.sort(key=lambda error: not isinstance(error, VerificationError))
+        raise errors[0] from None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["METADATA", "STATE_KEY", "TARGETS", "meta_key", "target_key"]
+__all__ = ["METADATA", "POLICY_STATE_KEY", "STATE_KEY", "TARGETS", "meta_key", "target_key"]
 
 #: the prefix of published metadata files
 METADATA: Final = "metadata"
@@ -21,6 +21,8 @@ METADATA: Final = "metadata"
 TARGETS: Final = "targets"
 #: the run's bookkeeping (walk hints, validators, publish history); not client-visible
 STATE_KEY: Final = ".tuf-mirror/state.json"
+#: the trust policy's bookkeeping (held-back targets, votes; ``mirror.policy.gate``)
+POLICY_STATE_KEY: Final = ".tuf-mirror/policy.json"
 
 
 def meta_key(name: str) -> str:

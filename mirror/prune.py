@@ -12,7 +12,7 @@ without bound. Pruning is mark and sweep from the timestamp (PEP 458):
    the current state, the last ``keep_states`` states and every state published
    less than ``keep_for`` ago);
 3. mark: load each retained state with the same verification a sync uses (the
-   current one with ``mirror.sync.load_published``; older ones from their recorded
+   current one with ``mirror.published.load_published``; older ones from their recorded
    timestamp copy, through the root chain up to the root they were published
    under) and walk it as a client would: snapshot, every role the snapshot lists,
    and the content-addressed names of every target that a role is authorised to
@@ -65,10 +65,11 @@ from mirror.errors import (
     VerificationError,
 )
 from mirror.filters import TargetFilter
+from mirror.layout import METADATA, STATE_KEY, TARGETS
 from mirror.log import log
+from mirror.published import load_published
 from mirror.report import PruneReport, RunReport
 from mirror.storage import DELETE_BATCH, INTERNAL_PREFIX, NotFoundInStoreError, PutOptions, Store
-from mirror.sync import METADATA, STATE_KEY, TARGETS, load_published
 from mirror.trust import (
     Authority,
     DelegationWalk,
@@ -796,7 +797,7 @@ def _check_selection(recorded: Mapping[str, Any] | None, selection: TargetFilter
 async def _held_back(store: Store) -> frozenset[str]:
     """The target paths the trust policy (``--policy``) held back at the last sync,
     from its bookkeeping: the current state does not need them."""
-    from mirror.policy.gate import POLICY_STATE_KEY
+    from mirror.layout import POLICY_STATE_KEY
 
     try:
         raw = await store.get(POLICY_STATE_KEY, max_length=_MAX_STATE_BYTES * 4)

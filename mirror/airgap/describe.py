@@ -1,4 +1,4 @@
-"""From a re-verified published state (``mirror.sync.Published``) to the names the
+"""From a re-verified published state (``mirror.published.Published``) to the names the
 air gap uses: its ``StateRecord`` and when its top-level metadata expires."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from mirror import __version__
 from mirror.airgap.state import StateRecord, StateRef, format_time, sha256_hex
 from mirror.errors import VerificationError
 from mirror.log import log
+from mirror.published import Published
 from mirror.storage import NotFoundInStoreError, Store
-from mirror.sync import Published
 from mirror.trust import Limits, metadata_filename
 from mirror.trust import parse_metadata as parse
 

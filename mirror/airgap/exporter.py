@@ -65,10 +65,12 @@ from mirror.errors import (
     ValidityTooShortError,
 )
 from mirror.fetch import Fetcher
+from mirror.layout import STATE_KEY
 from mirror.log import log
+from mirror.published import load_published
 from mirror.storage import PutOptions
 from mirror.storage.local import LocalStore
-from mirror.sync import STATE_KEY, Synchronizer, load_published
+from mirror.sync import Synchronizer
 
 LAST_EXPORT = "last-export.json"
 HINTS = "hints.json"
@@ -265,12 +267,12 @@ async def run_export(
                 settings=settings, store=staging, fetcher=fetcher, now=now, report=report, base=base
             )
             try:
-                await sync.run()
+                outcome = await sync.execute()
             except TamperedDestinationError as exc:
                 raise TamperedDestinationError(
                     f"{source} does not verify from the pinned root: {exc}"
                 ) from exc
-            if report.nothing_new:
+            if outcome.nothing_new:
                 log.warning("nothing new since %s: no bundle written", source)
                 await trio.to_thread.run_sync(shutil.rmtree, staging_path, True)
                 report.finish()

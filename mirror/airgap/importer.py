@@ -45,8 +45,9 @@ from mirror.endpoints import hold_lease, limits_for, open_destination
 from mirror.errors import BundleError, MirrorError, NotFoundError, UsageError, WrongBaseError
 from mirror.ledger.run import witnessed
 from mirror.log import log
+from mirror.published import load_published
 from mirror.storage import NotFoundInStoreError, PutOptions, Store, atomic
-from mirror.sync import Synchronizer, load_published
+from mirror.sync import Synchronizer
 
 RECEIPT_KEY: Final = ".tuf-mirror/receipt.json"
 PENDING_KEY: Final = ".tuf-mirror/import.json"

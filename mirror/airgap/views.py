@@ -27,10 +27,10 @@ from typing import Any, Final
 from mirror.airgap.state import StateRecord, sha256_hex
 from mirror.errors import BaseUnavailableError, NotFoundError
 from mirror.fetch import Fetcher
+from mirror.layout import STATE_KEY
 from mirror.storage import NotFoundInStoreError, ObjectInfo, PutOptions, Store
 from mirror.storage.delegating import DelegatingStore
 from mirror.storage.readonly import ReadOnlyBase
-from mirror.sync import STATE_KEY
 from mirror.trust import metadata_filename
 
 _ROOT_RE: Final = re.compile(r"^metadata/(\d+)\.root\.json$")

@@ -55,7 +55,8 @@ from mirror.log import log
 from mirror.trust import MetaFile, TargetFile, TrustedSet, metadata_filename
 
 if TYPE_CHECKING:
-    from mirror.sync import Published, _Cycle
+    from mirror.published import Published
+    from mirror.refresh import Refreshed
 
 __all__ = [
     "ALARM_TYPES",
@@ -618,20 +619,22 @@ class RunWitness:
     # -- publish and commit -------------------------------------------------------------
 
     @_timed
-    async def before_publish(self, cycle: _Cycle, published: Published, pinned: bytes) -> None:
+    async def before_publish(
+        self, refreshed: Refreshed, published: Published, pinned: bytes
+    ) -> None:
         """Observe the root versions and the timestamp this run publishes, apply
         ``--on-alarm``, and record the pending entries before anything is published
         (so a crash before the commit loses nothing)."""
-        roots = sorted(cycle.root_history.items())  # version -> bytes (issue 9)
+        roots = sorted(refreshed.root_history.items())  # version -> bytes (issue 9)
         if not published.pinned_root_published:
             roots.append((published.pinned_version, pinned))
-        roots += [(root.version, root.raw) for root in cycle.new_roots]
+        roots += [(root.version, root.raw) for root in refreshed.new_roots]
         for version, data in roots:
             await self.observe_meta(
                 name=f"{version}.root.json", role="root", version=version, data=data
             )
-        new = cycle.new
-        if cycle.snapshot_changed and new.snapshot is not None:
+        new = refreshed.trusted
+        if refreshed.snapshot_changed and new.snapshot is not None:
             await self.observe_meta(
                 name=metadata_filename(
                     "snapshot", new.snapshot.version if new.consistent_snapshot else None
@@ -640,7 +643,7 @@ class RunWitness:
                 version=new.snapshot.version,
                 data=new.snapshot.raw,
             )
-        if cycle.timestamp_changed and new.timestamp is not None:
+        if refreshed.timestamp_changed and new.timestamp is not None:
             await self.observe_meta(
                 name="timestamp.json",
                 role="timestamp",

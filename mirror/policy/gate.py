@@ -11,7 +11,7 @@ refreshes every secondary repository with the full TUF workflow and yields a
 * ``admit(role, target)``, for every target the sync would copy (new or changed in
   the primary): publish, hold back (absent, listed in the report with its score
   and missing votes) or conflict (not copied; the run fails);
-* ``before_publish(sync, cycle, published)``: first re-decides the paths whose votes
+* ``before_publish(context)`` (a ``hooks.PublishContext``): first re-decides the paths whose votes
   changed since the last run (a curator added, changed or withdrew one) and that
   the primary's walk did not already decide: each is looked up in the primary with
   the specification's target search (roles from the destination, re-verified), so
@@ -31,7 +31,8 @@ report detail, never admits a target (every decision is made from verified
 metadata).
 
 What this module does not do: the consensus rule itself (``model.decide``), the
-TUF workflow (``trust``, ``sync``), copying targets (``sync``).
+TUF workflow (``trust``, ``refresh``, ``walk``), copying targets (the engine's
+``PublishContext.copy_target``).
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from mirror.copier import TargetCopier
-from mirror.errors import PolicyConflictError
+from mirror.errors import PolicyConflictError, one_error
+from mirror.layout import POLICY_STATE_KEY
 from mirror.log import log
 from mirror.plan import target_copy
 from mirror.policy.model import Decision, Listing, TrustPolicy, Verdict, decide
@@ -61,12 +62,11 @@ from mirror.trust import TargetSearch
 
 if TYPE_CHECKING:
     from mirror.config import Settings
-    from mirror.sync import Published, Synchronizer, _Cycle
+    from mirror.hooks import PublishContext
     from mirror.trust import TargetFile
 
 __all__ = ["POLICY_STATE_KEY", "PolicyGate", "open_gate"]
 
-POLICY_STATE_KEY = ".tuf-mirror/policy.json"
 _MAX_STATE = 256 * 1024 * 1024
 #: conflicts and alarms listed in full in the report; the rest are counted
 _REPORT_LIMIT = 1000
@@ -171,11 +171,11 @@ class PolicyGate:
         self._deferred.pop(target.path, None)
         return decision.verdict is Verdict.PUBLISH
 
-    async def before_publish(self, sync: Synchronizer, cycle: _Cycle, published: Published) -> None:
+    async def before_publish(self, context: PublishContext) -> None:
         """Re-decide the touched paths; refuse to publish anything when parties
         conflict; else copy the targets whose copy publishes them at once, and
         publish the secondaries' metadata (not in a dry run)."""
-        await self._revisit(sync, cycle, published)
+        await self._revisit(context)
         conflicts = {p: d for p, d in self.decisions.items() if d.verdict is Verdict.CONFLICT}
         self._fill_report()
         if conflicts:
@@ -184,39 +184,27 @@ class PolicyGate:
                 f"{len(conflicts)} target(s) in conflict, nothing new published; "
                 f"first: {path!r}: {decision.reason}"
             )
-        await self._copy_deferred(sync, cycle.new.consistent_snapshot)
+        await self._copy_deferred(context)
         if not self.dry_run:
             for secondary in self.secondaries:
                 await secondary.publish()
 
-    async def _copy_deferred(self, sync: Synchronizer, consistent: bool) -> None:
-        if not self._deferred:
-            return
-        copier = TargetCopier(
-            store=sync.store,
-            fetcher=sync.fetcher,
-            consistent_snapshot=consistent,
-            base=sync.base,
-            dry_run=sync.dry_run,
-            budget=sync.budget,
-            short_max_age=sync.settings.timestamp_max_age,
-        )
+    async def _copy_deferred(self, context: PublishContext) -> None:
+        consistent = context.trusted.consistent_snapshot
         for _, (role, target) in sorted(self._deferred.items()):
-            copy = target_copy(target, role=role, consistent_snapshot=consistent)
-            sync.report.targets_new += 1
-            sync.report.planned_bytes += copy.length
-            sync.report.nothing_new = False
-            sync._count(await copier.copy(copy))
+            await context.copy_target(
+                target_copy(target, role=role, consistent_snapshot=consistent)
+            )
 
-    async def _revisit(self, sync: Synchronizer, cycle: _Cycle, published: Published) -> None:
+    async def _revisit(self, context: PublishContext) -> None:
         """Look up in the primary every touched path this run has not decided yet
         and decide it (a target now published is copied by ``_copy_deferred``)."""
         paths = sorted(self.touched - self.decisions.keys())
-        new = cycle.new
+        new, published = context.trusted, context.published
         if not paths or (new.snapshot is None and published.snapshot is None):
             return
         consistent = new.consistent_snapshot
-        changed = {change.name for change in cycle.changes}
+        changed = context.changed_roles
         if new.snapshot is None:
             assert published.snapshot is not None
             new.update_snapshot(published.snapshot.raw, trusted=True)
@@ -233,7 +221,7 @@ class PolicyGate:
                 return loaded[role]
             meta = snapshot.signed.meta[f"{role}.json"]
             fresh = role in changed
-            data, _ = await sync._role_bytes(
+            data, _ = await context.roles.role_bytes(
                 role, meta.version, changed=fresh, consistent=consistent
             )
             loaded[role] = (data, not fresh)
@@ -250,7 +238,7 @@ class PolicyGate:
                 data, trusted = await role_bytes(step.role)
                 search.feed(data, trusted=trusted)
             match = search.result
-            if match is None or not sync.filter.selects(path, match.role):
+            if match is None or not context.target_filter.selects(path, match.role):
                 continue
             if self.admit(match.role, match.target):
                 self._deferred[path] = (match.role, match.target)
@@ -363,7 +351,6 @@ async def open_gate(
     """Load the policy, refresh every secondary repository, yield the gate; on a
     successful exit, record the policy state."""
     from mirror.endpoints import open_upstream
-    from mirror.sync import _one_error
 
     assert settings.policy is not None
     policy_file = Path(settings.policy)
@@ -415,7 +402,7 @@ async def open_gate(
 
         # Concurrently (round trips overlap); a verification failure wins over a
         # transient one, as in the sync.
-        with _one_error():
+        with one_error():
             async with trio.open_nursery() as nursery:
                 for secondary in secondaries:
                     nursery.start_soon(refresh, secondary)

@@ -12,7 +12,9 @@ bookkeeping (``state.json``: conditional-GET validators, walk hints) lives under
 ``SecondaryRepository.refresh`` verifies and returns every target path the
 repository vouches for (the listing the delegation search gives for it);
 ``publish`` writes the verified metadata in the usual order, timestamp last. Targets
-of secondary repositories are never copied: the mirror serves the primary's.
+of secondary repositories are never copied: the mirror serves the primary's. It is
+the engine's phases without the copies: ``published.load_published``,
+``refresh``, a listing walk with ``walk.RoleLoader``, ``publish``.
 
 What this module does not do: decide anything about targets (``model``, ``gate``).
 """
@@ -21,26 +23,66 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import Any
+from datetime import datetime
 
+from mirror.config import Settings
 from mirror.errors import VerificationError
-from mirror.plan import diff_snapshot
+from mirror.fetch import Fetcher
+from mirror.filters import TargetFilter
+from mirror.plan import RoleChange, diff_snapshot
 from mirror.policy.model import Listing
-from mirror.sync import Published, Synchronizer, _Cycle, load_published
-from mirror.trust import Authority, DelegationWalk, TargetFile
+from mirror.publish import (
+    Spooled,
+    Spooler,
+    expiry_of,
+    publish_metadata,
+    timestamp_sha256,
+    warn_expiry,
+    write_state,
+)
+from mirror.published import MirrorState, Published, load_published
+from mirror.refresh import MetadataSource, Refreshed, refresh, with_snapshot
+from mirror.report import RunReport
+from mirror.storage import Store
+from mirror.trust import Authority, DelegationWalk, Limits, TargetFile
+from mirror.walk import RoleLoader
 
 __all__ = ["SecondaryRepository"]
 
 
-class SecondaryRepository(Synchronizer):
+class SecondaryRepository:
     """One secondary repository's refresh and publication (see the module
-    docstring). Built like a ``Synchronizer`` whose store is a ``PrefixedStore``."""
+    docstring), against a ``PrefixedStore`` of the destination."""
 
-    def __init__(self, *, name: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        name: str,
+        settings: Settings,
+        store: Store,
+        fetcher: Fetcher,
+        now: datetime,
+        dry_run: bool = False,
+        report: RunReport | None = None,
+    ) -> None:
         self.name = name
+        self.settings = settings
+        self.store = store
+        self.fetcher = fetcher
+        self.now = now
+        self.dry_run = dry_run
+        self.report = report or RunReport(command="plan" if dry_run else "sync")
+        self.limits = Limits(
+            max_snapshot_length=settings.max_snapshot_size,
+            max_targets_length=settings.max_targets_size,
+        )
         self._published: Published | None = None
-        self._cycle_state: _Cycle | None = None
+        self._refreshed: Refreshed | None = None
+        #: filled by the listing walk: what ``publish`` writes
+        self._changes: list[RoleChange] = []
+        self._spooled: dict[str, Spooled] = {}
+        self._walk: DelegationWalk | None = None
+        self._expires: dict[str, str] = {}
 
     async def refresh(self) -> dict[str, Listing]:
         """Verify the repository from its published state to the upstream's newest
@@ -55,32 +97,44 @@ class SecondaryRepository(Synchronizer):
 
     async def _refresh(self) -> dict[str, Listing]:
         root_bytes = self.settings.root_bytes()
-        published = await load_published(self.base, root_bytes, self.limits)
+        published = await load_published(self.store, root_bytes, self.limits)
         self._published = published
-        cycle = await self._refresh_top_level(root_bytes, published)
-        self._cycle_state = cycle
-        new = cycle.new
-        if cycle.timestamp_changed:
-            await self._refresh_snapshot(cycle, published)
+        source = MetadataSource(
+            self.fetcher,
+            self.limits,
+            self.report,
+            location=self.settings.upstream[0] if self.settings.upstream else "upstream",
+            # As the primary's first sync: an upstream serving no TUF metadata is
+            # a configuration error (exit 2).
+            first_sync=True,
+        )
+        refreshed = await refresh(source, root_bytes, published, now=self.now)
+        new = refreshed.trusted
+        if refreshed.timestamp_changed:
+            refreshed = await with_snapshot(refreshed, source, published)
         elif published.snapshot is not None:
             new.update_snapshot(published.snapshot.raw, trusted=True)
+        self._refreshed = refreshed
         if new.snapshot is None:
             raise RuntimeError("a refreshed repository without snapshot")
-        self._note_expiry(new, published)
-        return await self._listing(cycle, published)
+        self._expires = expiry_of(new, published)
+        self.report.expires = self._expires
+        warn_expiry(self.report, self._expires, now=self.now, horizon=self.settings.expiry_warning)
+        loader = RoleLoader(store=self.store, base=self.store, source=source)
+        return await self._listing(refreshed, published, loader)
 
     @property
     def snapshot_digest(self) -> str:
         """Identifies the verified snapshot (version and bytes) of this run."""
-        assert self._cycle_state is not None
-        snapshot = self._cycle_state.new.snapshot
+        assert self._refreshed is not None
+        snapshot = self._refreshed.trusted.snapshot
         assert snapshot is not None
         return f"{snapshot.version}:{hashlib.sha256(snapshot.raw).hexdigest()[:16]}"
 
     @property
     def versions_after(self) -> dict[str, int]:
-        assert self._cycle_state is not None
-        new = self._cycle_state.new
+        assert self._refreshed is not None
+        new = self._refreshed.trusted
         out = {"root": new.root.version}
         if new.timestamp is not None:
             out["timestamp"] = new.timestamp.version
@@ -88,19 +142,27 @@ class SecondaryRepository(Synchronizer):
             out["snapshot"] = new.snapshot.version
         return out
 
-    async def _listing(self, cycle: _Cycle, published: Published) -> dict[str, Listing]:
+    async def _listing(
+        self, refreshed: Refreshed, published: Published, loader: RoleLoader
+    ) -> dict[str, Listing]:
         """Walk every role (unchanged ones from the destination, re-verified;
         changed ones from the upstream) and collect the authorised listings."""
-        new = cycle.new
+        new = refreshed.trusted
         assert new.snapshot is not None
         consistent = new.consistent_snapshot
+        spooler = Spooler(self.store, dry_run=self.dry_run)
         old_meta = dict(published.snapshot.signed.meta) if published.snapshot is not None else None
-        cycle.changes = diff_snapshot(old_meta, new.snapshot.signed.meta)
-        changed = {change.name: change for change in cycle.changes}
+        changes = diff_snapshot(old_meta, new.snapshot.signed.meta)
+        changed = {change.name: change for change in changes}
         listing: dict[str, Listing] = {}
         undecided: list[tuple[str, str, Listing]] = []
+        self._spooled = {}
 
-        data, local = await self._role_bytes(
+        async def spool(change: RoleChange, data: bytes, *, present: bool) -> None:
+            item = await spooler.spool_role(change, data, consistent=consistent, present=present)
+            self._spooled[item.copy.name] = item
+
+        data, local = await loader.role_bytes(
             "targets",
             new.snapshot.signed.meta["targets.json"].version,
             changed="targets" in changed,
@@ -109,9 +171,9 @@ class SecondaryRepository(Synchronizer):
         targets = new.update_targets(data, trusted=False)
         self.report.roles_verified += 1
         if "targets" in changed:
-            await self._spool_role(cycle, changed["targets"], data, present=local)
+            await spool(changed["targets"], data, present=local)
         walk = DelegationWalk(new)
-        cycle.walk = walk
+        self._walk = walk
 
         def collect(role: str, entries: Mapping[str, TargetFile]) -> None:
             for path, target in entries.items():
@@ -130,7 +192,7 @@ class SecondaryRepository(Synchronizer):
                 raise RuntimeError("delegation walk stalled")
             for step in steps:
                 change = changed.get(step.role)
-                data, local = await self._role_bytes(
+                data, local = await loader.role_bytes(
                     step.role, step.version, changed=change is not None, consistent=consistent
                 )
                 verified = walk.feed(step, data, trusted=False)
@@ -139,22 +201,46 @@ class SecondaryRepository(Synchronizer):
                     continue
                 visited.add(step.role)
                 if change is not None:
-                    await self._spool_role(cycle, change, data, present=local)
+                    await spool(change, data, present=local)
                 collect(step.role, verified.signed.targets)
         for role, path, item in undecided:
             if walk.authority(path, role) is Authority.AUTHORIZED:
                 listing.setdefault(path, item)
         # Roles the snapshot lists that nothing delegates to: never fetched (issue 9).
         unreachable = walk.unreachable()
-        cycle.changes = [c for c in cycle.changes if c.name not in unreachable]
+        self._changes = [c for c in changes if c.name not in unreachable]
         return listing
 
     async def publish(self) -> None:
         """Write the verified metadata under ``repositories/<name>/``, timestamp
         last, and the walk hints for the next run."""
-        assert self._cycle_state is not None
+        assert self._refreshed is not None
         assert self._published is not None
-        cycle, published = self._cycle_state, self._published
-        await self._publish(cycle, published)
-        if cycle.timestamp_changed or cycle.timestamp_etag != published.timestamp_etag:
-            await self._write_state(cycle)
+        refreshed, published = self._refreshed, self._published
+        await publish_metadata(
+            self.store,
+            refreshed,
+            published,
+            changes=self._changes,
+            spooled=self._spooled,
+            pinned=self.settings.root_bytes(),
+            targets_written=False,  # a secondary's targets are never copied
+            short_max_age=self.settings.timestamp_max_age,
+            report=self.report,
+        )
+        if refreshed.timestamp_changed or refreshed.timestamp_etag != published.timestamp_etag:
+            new = refreshed.trusted
+            if self._walk is None or new.snapshot is None:
+                return
+            state = MirrorState(
+                snapshot_version=new.snapshot.version,
+                versions=dict(self._walk.versions),
+                leaves=tuple(sorted(self._walk.leaves)),
+                timestamp_etag=refreshed.timestamp_etag,
+                timestamp_sha256=timestamp_sha256(new),
+                filter=TargetFilter(
+                    self.settings.include, self.settings.exclude, self.settings.role
+                ).fingerprint(),
+                expires=self._expires,
+            )
+            await write_state(self.store, state, new, record_history=True)

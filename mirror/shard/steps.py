@@ -43,6 +43,7 @@ from mirror.config import Settings
 from mirror.copier import CopyResult, Outcome, TargetCopier
 from mirror.endpoints import open_endpoints
 from mirror.errors import MirrorError, TerminatedError, TransientError, UsageError
+from mirror.extensions import STANDARD
 from mirror.fetch import Fetcher
 from mirror.fetch.budget import TransferBudget
 from mirror.log import log
@@ -370,7 +371,7 @@ async def publish_run(
         await check_complete(store, info, concurrency=settings.uploads)
     log.info("run %s: every shard completed; publishing through the sync engine", info.run_id)
     sync_settings = dataclasses.replace(settings, command="sync")
-    await run_sync(sync_settings, now=now, report=report)
+    await run_sync(sync_settings, now=now, report=report, extensions=STANDARD)
     planned = info.upstream_versions.get("timestamp")
     current = report.upstream_versions.get("timestamp")
     if planned is not None and current is not None and current != planned:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from mirror.layout import STATE_KEY
 from mirror.prune import (
     HISTORY_MAX,
     Mark,
@@ -24,7 +25,6 @@ from mirror.prune import (
 )
 from mirror.storage.base import PutOptions
 from mirror.storage.memory import MemoryStore
-from mirror.sync import STATE_KEY
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -1,6 +1,7 @@
 """Purity of the verification core: no I/O, no clock, checked on the source (ast).
 
-Covers every module of ``mirror/trust`` and ``mirror/plan.py`` when it exists.
+Covers every module of ``mirror/trust``, ``mirror/plan.py`` when it exists, and
+``mirror/layout.py``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ if (ROOT / "mirror" / "plan.py").exists():
     PURE_FILES.append(ROOT / "mirror" / "plan.py")
 # The units of the command line (sizes, durations, timetables).
 PURE_FILES.append(ROOT / "mirror" / "units.py")
+# The destination's key names.
+PURE_FILES.append(ROOT / "mirror" / "layout.py")
 # The ledger's pure core (hashing, proofs, notes, entries).
 PURE_FILES += [
     ROOT / "mirror" / "ledger" / f"{name}.py" for name in ("merkle", "frontier", "note", "entries")
