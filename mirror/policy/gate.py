@@ -11,10 +11,10 @@ refreshes every secondary repository with the full TUF workflow and yields a
 * ``admit(role, target)``, for every target the sync would copy (new or changed in
   the primary): publish, hold back (absent, listed in the report with its score
   and missing votes) or conflict (not copied; the run fails);
-* ``before_publish(context)`` (a ``hooks.PublishContext``): first re-decides the paths whose votes
-  changed since the last run (a curator added, changed or withdrew one) and that
-  the primary's walk did not already decide: each is looked up in the primary with
-  the specification's target search (roles from the destination, re-verified), so
+* ``before_publish(context)`` (a ``hooks.PublishContext``): first re-decides the
+  paths whose votes changed since the last run (a curator added, changed or
+  withdrew one) and that the primary's walk did not already decide: each is looked
+  up in the primary with the specification's target search (roles from the destination, re-verified), so
   a held-back target is published by the run in which its score is reached, even
   when the primary did not change, and the cost follows the change. Then a conflict
   is ``PolicyConflictError`` (exit 1) before anything new is published; otherwise the

@@ -99,14 +99,10 @@ class SecondaryRepository:
         root_bytes = self.settings.root_bytes()
         published = await load_published(self.store, root_bytes, self.limits)
         self._published = published
-        source = MetadataSource(
-            self.fetcher,
-            self.limits,
-            self.report,
-            location=self.settings.upstream[0] if self.settings.upstream else "upstream",
-            # As the primary's first sync: an upstream serving no TUF metadata is
-            # a configuration error (exit 2).
-            first_sync=True,
+        # As for the primary's first sync: an upstream serving no TUF metadata is a
+        # configuration error (exit 2).
+        source = MetadataSource.of(
+            self.settings, self.fetcher, self.limits, self.report, first_sync=True
         )
         refreshed = await refresh(source, root_bytes, published, now=self.now)
         new = refreshed.trusted
