@@ -1,29 +1,19 @@
-"""The orchestrator: the only module that joins upstream (``fetch``), verification
-(``trust``) and destination (``storage``), through the phase modules.
+"""The run loop of ``sync`` and ``plan``: the only module that joins upstream
+(``fetch``), verification (``trust``) and destination (``storage``), through the
+phase modules, each returning a typed result:
 
-One sync run (the README's "How a sync works" names the module of each step):
-
-1. take the destination's lock (``run_sync``);
-2. load the destination's published state and re-verify it from the pinned root
-   (``published``; a destination that does not verify is
-   ``TamperedDestinationError``: exit 1, nothing written);
-3. refresh from the upstream: root chain, timestamp, snapshot (``refresh``);
-4. walk the delegation graph (``walk``): roles whose snapshot version changed are
-   fetched and verified, unchanged ones are loaded from the destination or
-   skipped; the targets a changed role adds are sent to the copiers
-   (``copying``, ``copier``, ``workers``);
-5. the gate and the witness have their say (``hooks``); only when every target and
-   role succeeded, publish the metadata in order, ``timestamp.json`` last, then
-   the state file (``publish``).
+``published.load_published`` → ``refresh`` (``Refreshed``) → ``copying.walk_and_copy``
+(``walk.Walked``) → the gate and the witness (``hooks``) → ``publish``.
 
 A ``NotFoundError`` for a versioned file mid-run means the upstream moved on (and
-garbage-collected): the cycle restarts from a fresh timestamp, a bounded number of
-times, keeping every target already written. The run report is filled as the run
-goes, and read by nobody in it: what steers the run are the phases' results.
+garbage-collected): the cycle restarts from a fresh timestamp, at most
+``MAX_RESTARTS`` times, keeping every target already written. The run report is
+filled as the run goes and read by nothing in it. README "How a sync works" names
+the module of each step.
 
-What this module does not do: signature or hash logic (``trust``), HTTP details and
-retries (``fetch``), atomic writes (``storage``), argument parsing (``cli``), the
-ledger or the trust policy (plugged in through ``hooks.Extensions``).
+What this module does not do: any phase itself, signature or hash logic, HTTP,
+atomic writes, argument parsing (``cli``), the ledger or the trust policy (plugged
+in through ``hooks.Extensions``).
 """
 
 from __future__ import annotations

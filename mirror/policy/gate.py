@@ -14,8 +14,9 @@ refreshes every secondary repository with the full TUF workflow and yields a
 * ``before_publish(context)`` (a ``hooks.PublishContext``): first re-decides the
   paths whose votes changed since the last run (a curator added, changed or
   withdrew one) and that the primary's walk did not already decide: each is looked
-  up in the primary with the specification's target search (roles from the destination, re-verified), so
-  a held-back target is published by the run in which its score is reached, even
+  up in the primary with the specification's target search (roles from the
+  destination, re-verified), so a held-back target is published by the run in
+  which its score is reached, even
   when the primary did not change, and the cost follows the change. Then a conflict
   is ``PolicyConflictError`` (exit 1) before anything new is published; otherwise the
   previously held-back targets now agreed on are copied (their copy publishes them
