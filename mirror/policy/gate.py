@@ -16,8 +16,8 @@ refreshes every secondary repository with the full TUF workflow and yields a
   withdrew one) and that the primary's walk did not already decide: each is looked
   up in the primary with the specification's target search (roles from the
   destination, re-verified), so a held-back target is published by the run in
-  which its score is reached, even
-  when the primary did not change, and the cost follows the change. Then a conflict
+  which its score is reached, even when the primary did not change, and the cost
+  follows the change. Then a conflict
   is ``PolicyConflictError`` (exit 1) before anything new is published; otherwise the
   previously held-back targets now agreed on are copied (their copy publishes them
   at once: the primary's published metadata already lists them, which is why it
