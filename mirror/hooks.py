@@ -15,7 +15,7 @@ What this module does not do: implement any hook, or decide anything itself.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,8 +58,9 @@ class Witness(PublishedCheck, RollbackWitness, Protocol):
     async def observe_meta(self, *, name: str, role: str, version: int, data: bytes) -> None:
         """A verified role version this run publishes."""
 
-    async def observe_target(self, role: str, target: TargetFile, *, published: bool) -> None:
-        """A target a changed role lists (``published``: this run makes it present)."""
+    async def observe_targets(self, role: str, targets: Iterable[tuple[TargetFile, bool]]) -> None:
+        """The targets a changed role lists and is authoritative for, in its order,
+        each with ``published`` (this run makes it present): one call per role."""
 
     async def alarm(self, kind: str, subject: str, recorded: Any, observed: Any) -> object:
         """Raise an alarm of ``kind`` about ``subject``."""

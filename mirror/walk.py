@@ -26,14 +26,21 @@ from mirror.errors import TamperedDestinationError, VerificationError
 from mirror.filters import TargetFilter
 from mirror.layout import meta_key
 from mirror.log import log
-from mirror.plan import RoleChange, TargetCopy, diff_snapshot, diff_targets, target_copy
+from mirror.plan import (
+    Decision,
+    RoleChange,
+    TargetCopy,
+    TargetDecision,
+    decide_target,
+    diff_snapshot,
+    plan_role,
+)
 from mirror.publish import Spooled, Spooler
 from mirror.published import Published, read_optional
 from mirror.refresh import MetadataSource
 from mirror.report import RunReport
 from mirror.storage import Store
 from mirror.trust import (
-    Authority,
     DelegationWalk,
     MetaFile,
     TargetFile,
@@ -181,44 +188,68 @@ class TargetSender:
         targets: Targets,
         old: dict[str, TargetFile] | None,
     ) -> None:
-        for target in diff_targets(old, targets.targets):
-            verdict = walk.authority(target.path, role)
-            if verdict is Authority.UNDECIDED:
+        """Plan one role's new and changed targets and act on the plan."""
+        decisions: list[TargetDecision] = []
+        for decision in plan_role(
+            role=role,
+            targets=targets.targets,
+            previous=old,
+            authority=walk.authority,
+            selects=self.filter.selects,
+            admits=self.gate.admit if self.gate is not None else None,
+            consistent_snapshot=self.consistent,
+        ):
+            if decision.decision is Decision.UNDECIDED:
                 # A role earlier in this path's search is not known yet (a diamond
                 # graph): ask again once the walk is complete.
-                self._undecided.append((role, target))
-                continue
-            await self.send_target(verdict, role, target)
+                self._undecided.append((role, decision.target))
+            else:
+                decisions.append(decision)
+        await self._act(role, decisions)
 
     async def send_undecided(self, walk: DelegationWalk) -> None:
         """The walk is complete: decide the targets that had to wait for it."""
         undecided, self._undecided = self._undecided, []
+        by_role: dict[str, list[TargetDecision]] = {}
         for role, target in undecided:
-            await self.send_target(walk.authority(target.path, role), role, target)
+            by_role.setdefault(role, []).append(
+                decide_target(
+                    role=role,
+                    target=target,
+                    verdict=walk.authority(target.path, role),
+                    selects=self.filter.selects,
+                    admits=self.gate.admit if self.gate is not None else None,
+                    consistent_snapshot=self.consistent,
+                )
+            )
+        for role, decisions in by_role.items():
+            await self._act(role, decisions)
 
-    async def send_target(self, verdict: Authority, role: str, target: TargetFile) -> None:
-        if verdict is not Authority.AUTHORIZED:
+    async def _act(self, role: str, decisions: list[TargetDecision]) -> None:
+        """Act on one role's plan, in its order: warn about the targets another role
+        is authoritative for, let the witness observe the others (one call per role,
+        before any of them is copied), count, and send the copies."""
+        observed: list[tuple[TargetFile, bool]] = []
+        for decision in decisions:
+            if decision.authorized:
+                observed.append((decision.target, decision.published))
+                continue
             log.warning(
                 "%s lists %r, which the delegation search gives to another role (%s): not mirrored",
                 role,
-                target.path,
-                verdict.value,
+                decision.target.path,
+                decision.authority.value,
             )
-            self.report.warnings.append(f"{role}: unauthorised target {target.path!r}")
-            return
-        selected = self.filter.selects(target.path, role)
-        admitted = selected and (self.gate is None or self.gate.admit(role, target))
-        if self.witness is not None:
-            await self.witness.observe_target(role, target, published=admitted)
-        if not selected:
-            self.report.targets_filtered += 1
-            return
-        if not admitted:
-            return
-        copy = target_copy(target, role=role, consistent_snapshot=self.consistent)
-        self.report.targets_new += 1
-        self.report.planned_bytes += target.length
-        await self.send.send(copy)
+            self.report.warnings.append(f"{role}: unauthorised target {decision.target.path!r}")
+        if self.witness is not None and observed:
+            await self.witness.observe_targets(role, observed)
+        for decision in decisions:
+            if decision.decision is Decision.FILTERED:
+                self.report.targets_filtered += 1
+            elif decision.copy is not None:  # (HELD: the policy gate holds it back)
+                self.report.targets_new += 1
+                self.report.planned_bytes += decision.target.length
+                await self.send.send(decision.copy)
 
 
 # -- the walk ---------------------------------------------------------------------------

@@ -27,8 +27,7 @@ from mirror.ledger.spool import EntrySpool
 from mirror.ledger.witness import RunWitness
 from mirror.storage import PutOptions
 from mirror.storage.memory import MemoryStore
-from mirror.trust import TrustedSet
-from mirror.trust._tuf import TargetFile
+from mirror.trust import TargetFile, TrustedSet
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 SHARDS = 16**INDEX_SHARDS_HEX

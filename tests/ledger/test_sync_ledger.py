@@ -459,3 +459,31 @@ def test_fork_with_a_witness_peer_during_sync(
     assert saved
     assert all(path.read_bytes() == forged for path in saved)
     assert tree(env.dest) == tree(env.upstream)
+
+
+def test_the_walk_hands_the_ledger_each_roles_targets_in_one_call(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk reports targets to the ledger once per role (``observe_targets``),
+    never once per target: a first sync makes one call for each role that lists
+    targets, with all of that role's targets in the role's order."""
+    from mirror.ledger.witness import RunWitness
+
+    calls: list[tuple[str, list[str]]] = []
+    batch = RunWitness.observe_targets
+
+    async def counted(self: RunWitness, role: str, targets: Any) -> None:
+        targets = list(targets)
+        calls.append((role, [target.path for target, _ in targets]))
+        await batch(self, role, targets)
+
+    async def one_by_one(self: RunWitness, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("observe_target called by the walk")
+
+    monkeypatch.setattr(RunWitness, "observe_targets", counted)
+    monkeypatch.setattr(RunWitness, "observe_target", one_by_one)
+    assert env.run() == ExitStatus.OK
+    roles = [name.removesuffix(".json") for name in env.repo.snapshot.signed.meta]
+    listing = {role: list(env.repo.targets_role(role).signed.targets) for role in roles}
+    assert dict(calls) == {role: paths for role, paths in listing.items() if paths}
+    assert len(calls) == len({role for role, _ in calls})
