@@ -1,12 +1,13 @@
 """``BundleFetcher``: a checked bundle as one more upstream for the sync engine.
 
 It serves the files of a ``CheckedBundle`` by their published names, reading each
-from its volume (or bundle directory) at the recorded offset, with the same contract
-as the other fetchers: a hard length cap (``OversizeError``), digests computed on the
-fly, ``NotFoundError`` for a file the bundle does not hold. Each read is compared
-with the manifest's sha256 again, so a bundle changed after it was checked is a
-``BundleError`` naming the file. Conditional requests are never answered with "not
-modified": a bundle is read whole.
+from its volume (or bundle directory) at the recorded offset. A ``StreamFetcher``
+(``mirror.fetch.template``), with the same contract as the other fetchers: a hard
+length cap (``OversizeError``), digests computed on the fly, ``NotFoundError`` for a
+file the bundle does not hold, ``UnsafeNameError`` for a name that could escape.
+Each read is compared with the manifest's sha256 again, so a bundle changed after
+it was checked is a ``BundleError`` naming the file. Conditional requests are never
+answered with "not modified": a bundle is read whole.
 
 It records which names were asked for, so an import can report the files no
 verified metadata referenced. What it does not do: decide whether bytes are
@@ -17,135 +18,113 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import trio
 
 from mirror.airgap.volumes import BundleEntry, CheckedBundle
-from mirror.errors import (
-    BundleError,
-    LengthOrHashMismatchError,
-    NotFoundError,
-    OversizeError,
-    StorageError,
-)
-from mirror.fetch.base import FetchedBytes, FetchedFile, FetchStats, Namespace
-from mirror.trust import new_hasher
+from mirror.errors import BundleError, NotFoundError
+from mirror.fetch.base import Namespace
+from mirror.fetch.names import name_segments
+from mirror.fetch.template import Reader, Request, Stream, StreamFetcher
 
 _CHUNK: Final = 1 << 20
+_T = TypeVar("_T")
 
 
-class BundleFetcher:
-    """Reads upstream files from a checked bundle."""
+class BundleFetcher(StreamFetcher):
+    """Reads upstream files from a checked bundle. The length cap, spooling,
+    hashing and counters are the template's (``mirror.fetch.template``); this class
+    finds a file's bytes in the bundle and checks them against the manifest."""
+
+    declared_as = "length in the bundle"
 
     def __init__(self, bundle: CheckedBundle, *, max_threads: int = 4) -> None:
+        limiter = trio.CapacityLimiter(max_threads)
+        super().__init__(spool_limiter=limiter)
         self.bundle = bundle
-        self.stats = FetchStats()
         #: bundle paths ("metadata/3.snapshot.json") the sync engine asked for
         self.requested: set[str] = set()
-        self._limiter = trio.CapacityLimiter(max_threads)
+        self._limiter = limiter
 
     def __repr__(self) -> str:
         return f"BundleFetcher({self.bundle.location!r})"
 
-    def _entry(self, namespace: Namespace, name: str) -> BundleEntry:
-        key = f"{namespace}/{name}"
+    def locate(self, namespace: Namespace, name: str) -> str:
+        """The bundle path of ``name`` ("targets/a/b.txt")."""
+        name_segments(namespace, name)
+        return f"{namespace}/{name}"
+
+    async def _transfer(self, request: Request, read: Reader[_T]) -> _T:
+        """Into memory: one thread hop reads the entry's bytes, checked against the
+        manifest's sha256. Into a file: chunks read in worker threads, the sha256
+        checked when the last one has been read (``BundleError`` for a bundle
+        changed after it was checked)."""
+        key = request.location
         self.requested.add(key)
-        self.stats.requests += 1
         entry = self.bundle.entries.get(key)
         if entry is None:
             raise NotFoundError(f"the bundle {self.bundle.location} holds no {key}")
-        return entry
-
-    async def fetch_bytes(
-        self,
-        namespace: Namespace,
-        name: str,
-        *,
-        max_length: int,
-        if_none_match: str | None = None,
-        if_modified_since: str | None = None,
-    ) -> FetchedBytes:
-        entry = self._entry(namespace, name)
-        if entry.length > max_length:
-            raise OversizeError(f"{namespace}/{name}: {entry.length} bytes, more than {max_length}")
-        data = await trio.to_thread.run_sync(_read_range, entry, limiter=self._limiter)
-        if hashlib.sha256(data).hexdigest() != entry.sha256:
-            raise BundleError(f"{entry.where}: {namespace}/{name} changed after it was checked")
-        self.stats.bytes_received += len(data)
-        return FetchedBytes(data=data)
-
-    async def fetch_to_file(
-        self,
-        namespace: Namespace,
-        name: str,
-        dest: Path,
-        *,
-        length: int,
-        algorithms: tuple[str, ...],
-    ) -> FetchedFile:
-        entry = self._entry(namespace, name)
-        key = f"{namespace}/{name}"
-        if entry.length > length:
-            raise OversizeError(f"{key}: {entry.length} bytes in the bundle, more than {length}")
-        try:
-            hashers = {algorithm: new_hasher(algorithm) for algorithm in algorithms}
-        except (KeyError, ValueError, LengthOrHashMismatchError) as exc:
-            raise LengthOrHashMismatchError(f"{key}: cannot compute {algorithms}") from exc
-        check = hashlib.sha256()
+        if request.spooler is None:
+            if entry.length > request.limit:  # refused before reading, as declared
+                return await read(request, Stream(data=b"", length=entry.length))
+            data = await trio.to_thread.run_sync(_read_range, entry, limiter=self._limiter)
+            if hashlib.sha256(data).hexdigest() != entry.sha256:
+                raise BundleError(f"{entry.where}: {key} changed after it was checked")
+            return await read(request, Stream(data=data, length=entry.length))
+        if entry.length > request.limit:  # refused before opening the volume
+            return await read(request, Stream(data=b"", length=entry.length))
         try:
             source = await trio.to_thread.run_sync(_open_at, entry, limiter=self._limiter)
         except OSError as exc:
             raise BundleError(f"cannot read {key} from {entry.where}: {exc.strerror}") from exc
         try:
-            sink = await trio.to_thread.run_sync(dest.open, "xb", limiter=self._limiter)
-        except OSError as exc:
-            os.close(source)
-            raise StorageError(f"cannot write the spool file {dest}: {exc.strerror}") from exc
-        complete = False
-        try:
-            remaining = entry.length
-            while remaining > 0:
-                chunk = await trio.to_thread.run_sync(
-                    os.read, source, min(_CHUNK, remaining), limiter=self._limiter
-                )
-                if not chunk:
-                    raise BundleError(f"{entry.where}: {key} is shorter than when it was checked")
-                check.update(chunk)
-                for hasher in hashers.values():
-                    hasher.update(chunk)
-                await trio.to_thread.run_sync(sink.write, chunk, limiter=self._limiter)
-                remaining -= len(chunk)
-                self.stats.bytes_received += len(chunk)
-            if check.hexdigest() != entry.sha256:
-                raise BundleError(f"{entry.where}: {key} changed after it was checked")
-            if entry.length != length:
-                raise LengthOrHashMismatchError(
-                    f"{key}: {entry.length} bytes in the bundle, the signed length is {length}"
-                )
-            await trio.to_thread.run_sync(sink.flush, limiter=self._limiter)
-            await trio.to_thread.run_sync(os.fsync, sink.fileno(), limiter=self._limiter)
-            complete = True
-        except OSError as exc:
-            raise StorageError(f"cannot copy {key} to {dest}: {exc.strerror}") from exc
+            chunks = _Chunks(key, entry, source, self._limiter)
+            return await read(request, Stream(chunks=chunks, length=entry.length))
         finally:
-            sink.close()
             os.close(source)
-            if not complete:
-                _discard(dest)
-        return FetchedFile(
-            path=dest,
-            length=entry.length,
-            digests={algorithm: hasher.hexdigest() for algorithm, hasher in hashers.items()},
-        )
-
-    async def aclose(self) -> None:
-        """Nothing to close: every read closes its file."""
 
 
-def _discard(path: Path) -> None:
-    path.unlink(missing_ok=True)
+class _Chunks:
+    """The bytes of one bundle entry, chunk by chunk from an open volume, each read
+    in a worker thread; after the last one, ``BundleError`` unless they match the
+    manifest's sha256 (a class, not a generator: nothing to finalize when the
+    reader stops early)."""
+
+    __slots__ = ("_check", "_entry", "_key", "_limiter", "_remaining", "_source")
+
+    def __init__(
+        self, key: str, entry: BundleEntry, source: int, limiter: trio.CapacityLimiter
+    ) -> None:
+        self._key = key
+        self._entry = entry
+        self._source = source
+        self._limiter = limiter
+        self._remaining = entry.length
+        self._check = hashlib.sha256()
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        entry = self._entry
+        if self._remaining <= 0:
+            if self._check.hexdigest() != entry.sha256:
+                raise BundleError(f"{entry.where}: {self._key} changed after it was checked")
+            raise StopAsyncIteration
+        try:
+            chunk = await trio.to_thread.run_sync(
+                os.read, self._source, min(_CHUNK, self._remaining), limiter=self._limiter
+            )
+        except OSError as exc:
+            raise BundleError(
+                f"cannot read {self._key} from {entry.where}: {exc.strerror}"
+            ) from exc
+        if not chunk:
+            raise BundleError(f"{entry.where}: {self._key} is shorter than when it was checked")
+        self._check.update(chunk)
+        self._remaining -= len(chunk)
+        return chunk
 
 
 def _open_at(entry: BundleEntry) -> int:

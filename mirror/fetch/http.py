@@ -74,12 +74,13 @@ from mirror.errors import (
     OversizeError,
     UsageError,
 )
-from mirror.fetch.base import FetchedBytes, FetchedFile, FetchStats, Namespace
+from mirror.fetch.base import Namespace
 from mirror.fetch.budget import TransferPaused, current_allowance
 from mirror.fetch.names import join_url, url_path
 from mirror.fetch.ratelimit import TokenBucket
 from mirror.fetch.retry import RetryLater, RetryPolicy, parse_retry_after, run_with_retries
-from mirror.fetch.spool import SpoolFile, check_algorithms, partial_name
+from mirror.fetch.spool import SpoolFile, partial_name
+from mirror.fetch.template import Reader, Request, Spooler, Stream, StreamFetcher
 from mirror.fetch.transport import (
     Answer,
     Connection,
@@ -109,10 +110,29 @@ _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECA
 
 
 class _Progress:
-    """Moves an attempt's deadline forward as bytes arrive (see module docstring)."""
+    """One attempt's progress: moves its deadline forward as bytes arrive (see the
+    module docstring), pays the bandwidth bucket, counts the transfer budget, and
+    makes the answer's body the template's ``Stream``."""
+
+    __slots__ = (
+        "_allowance",
+        "_bandwidth",
+        "_chunks",
+        "_paused",
+        "_response",
+        "_seconds_per_byte",
+        "_timeout",
+        "received",
+        "scope",
+        "start",
+    )
 
     def __init__(
-        self, scope: trio.CancelScope, timeout: float | None, min_throughput: int | None
+        self,
+        scope: trio.CancelScope,
+        timeout: float | None,
+        min_throughput: int | None,
+        bandwidth: TokenBucket | None = None,
     ) -> None:
         self.scope = scope
         self.received = 0
@@ -120,12 +140,41 @@ class _Progress:
         self._timeout = timeout
         self._seconds_per_byte = 1.0 / min_throughput if min_throughput else 0.0
         self._paused = 0.0
+        self._bandwidth = bandwidth
+        self._allowance = current_allowance()
+        self._response: Answer | None = None
+        self._chunks: AsyncIterator[bytes] | None = None
         scope.deadline = self._deadline()
 
+    def stream(self, response: Answer, declared: int | None) -> Stream:
+        """The body of ``response`` for the template (``declared``: its length, if
+        it is to be checked against the whole file's)."""
+        self._response = response
+        chunks = self._chunks = response.chunks()
+        return Stream(
+            chunks=chunks,
+            length=declared,
+            etag=response.header("ETag"),
+            last_modified=response.header("Last-Modified"),
+            content_type=response.header("Content-Type"),
+            pace=self.throttle if self._bandwidth is not None else None,
+            on_chunk=self.add,
+            abandon=self.abandon,
+        )
+
     def add(self, count: int) -> None:
+        """``count`` body bytes arrived (the template took them)."""
         self.received += count
         if self._seconds_per_byte:
             self.scope.deadline = self._deadline()
+        if self._allowance is not None:
+            self._allowance.received(count)
+
+    async def throttle(self, count: int) -> None:
+        """Pay ``count`` bytes to the bandwidth bucket, off the deadline."""
+        assert self._bandwidth is not None
+        with self.paused():
+            await self._bandwidth.take(count)
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -138,14 +187,42 @@ class _Progress:
             self._paused += trio.current_time() - began
             self.scope.deadline = self._deadline()
 
+    async def abandon(self) -> None:
+        """Finish the body of an answer the template stopped reading early.
+
+        httpx and httpcore stream through a chain of nested async generators. A
+        consumer that stops early (too many bytes, a disk error, cancellation
+        between chunks) would leave them suspended, to be finalized by the garbage
+        collector (trio warns about each). So: close the response, then pull once
+        more, which raises from the innermost generator through all of them and
+        ends the chain here. A body read to its end needs none of this (the
+        template only stops early by raising)."""
+        response, chunks = self._response, self._chunks
+        if response is None or chunks is None:
+            return
+        with trio.move_on_after(_ABANDON_TIMEOUT, shield=True):
+            # Errors here must not replace the one that ended the transfer.
+            with contextlib.suppress(*body_end_errors()):
+                await response.aclose()
+            for _ in range(_ABANDON_PULLS):
+                try:
+                    await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                except body_end_errors():
+                    break
+
     def _deadline(self) -> float:
         if self._timeout is None:
             return math.inf
         return self.start + self._timeout + self._paused + self.received * self._seconds_per_byte
 
 
-class HttpFetcher:
-    """Fetches from ``metadata_url`` and ``targets_url`` (opaque base URLs).
+class HttpFetcher(StreamFetcher):
+    """Fetches from ``metadata_url`` and ``targets_url`` (opaque base URLs). The
+    length cap, spooling, hashing and counters are the template's
+    (``mirror.fetch.template``); this class opens streams (with retries, deadlines,
+    the bandwidth cap, conditional requests and resuming).
 
     ``transport``: an httpx transport to use instead of the fetcher's own (tests
     pass an ``httpx.MockTransport``); it is not closed by ``aclose``, and its
@@ -158,6 +235,8 @@ class HttpFetcher:
     resumable partial downloads; on the filesystem of the ``dest`` paths it is given
     (the complete file is renamed there).
     """
+
+    declared_as = "Content-Length"
 
     def __init__(
         self,
@@ -182,13 +261,13 @@ class HttpFetcher:
             "metadata": _check_base(metadata_url),
             "targets": _check_base(targets_url),
         }
-        self.stats = FetchStats()
+        self._file_limiter = trio.CapacityLimiter(max_connections)
+        super().__init__(spool_limiter=self._file_limiter)
         self.retry = retry if retry is not None else RetryPolicy()
         self._transfer_timeout = transfer_timeout
         self._min_throughput = min_throughput
         self.bandwidth = bandwidth
         self._partial_dir = partial_dir
-        self._file_limiter = trio.CapacityLimiter(max_connections)
         # One connection per concurrent transfer, handed out from a free list,
         # instead of one pool of N connections: httpcore's pool scans (and polls)
         # every connection on each request, which grows with N and dominated the CPU
@@ -241,70 +320,57 @@ class HttpFetcher:
         """The URL that serves ``name`` (``UnsafeNameError`` for an unsafe name)."""
         return join_url(self._bases[namespace], url_path(namespace, name))
 
-    async def fetch_bytes(
-        self,
-        namespace: Namespace,
-        name: str,
-        *,
-        max_length: int,
-        if_none_match: str | None = None,
-        if_modified_since: str | None = None,
-    ) -> FetchedBytes | None:
-        url = self.url_for(namespace, name)
-        headers = list(self._headers)
-        if if_none_match is not None:
-            headers.append((b"If-None-Match", if_none_match.encode()))
-        if if_modified_since is not None:
-            headers.append((b"If-Modified-Since", if_modified_since.encode()))
-        conditional = if_none_match is not None or if_modified_since is not None
+    def locate(self, namespace: Namespace, name: str) -> str:
+        return self.url_for(namespace, name)
 
-        async def consume(response: Answer, progress: _Progress) -> FetchedBytes | None:
+    def _label(self, location: str) -> str:
+        return f"GET {location}"
+
+    async def _transfer(self, request: Request, read: Reader[_T]) -> _T:
+        """One GET under the retry policy, each attempt's answer handed to ``read``
+        as a ``Stream``; conditional headers for a fetch into memory, resuming for a
+        fetch into a file (``_resumable``)."""
+        spooler = request.spooler
+        if spooler is not None:
+            return await self._resumable(request, read, spooler)
+        url = request.location
+        headers = self._headers
+        conditional = request.conditional
+        if conditional:
+            headers = list(headers)
+            if request.if_none_match is not None:
+                headers.append((b"If-None-Match", request.if_none_match.encode()))
+            if request.if_modified_since is not None:
+                headers.append((b"If-Modified-Since", request.if_modified_since.encode()))
+
+        async def consume(response: Answer, progress: _Progress) -> _T:
             if response.status == 304:
                 if not conditional:
                     raise FetchError(f"GET {url}: HTTP 304 to an unconditional request")
-                self.stats.not_modified += 1
-                return None
-            _check_declared_length(url, response, maximum=max_length)
-            body = bytearray()
-            allowance = current_allowance()
-            async with _Body(response) as chunks:
-                async for chunk in chunks:
-                    await self._received(chunk, progress)
-                    if allowance is not None:
-                        allowance.received(len(chunk))
-                    if len(body) + len(chunk) > max_length:
-                        raise OversizeError(f"GET {url}: more than {max_length} bytes")
-                    body += chunk
-            return FetchedBytes(
-                data=bytes(body),
-                etag=response.header("ETag"),
-                last_modified=response.header("Last-Modified"),
-                content_type=response.header("Content-Type"),
-            )
+                return await read(request, Stream(not_modified=True))
+            return await read(request, progress.stream(response, _declared_length(response)))
 
-        return await self._with_retries(url, headers, consume)
+        return await run_with_retries(
+            self.retry,
+            lambda: self._attempt(url, headers, consume),
+            on_retry=self._count_retry,
+        )
 
-    async def fetch_to_file(
-        self,
-        namespace: Namespace,
-        name: str,
-        dest: Path,
-        *,
-        length: int,
-        algorithms: tuple[str, ...],
-    ) -> FetchedFile:
-        url = self.url_for(namespace, name)
+    async def _resumable(self, request: Request, read: Reader[_T], spooler: Spooler) -> _T:
+        """A file fetch: through a resumable partial file with ``partial_dir``, and
+        continued with a Range request after an attempt cut short (module
+        docstring). The template keeps or discards the spool file on failure."""
+        url = request.location
         label = f"GET {url}"
-        check_algorithms(algorithms, name=url)
-        spool: SpoolFile | None = None
+        length = request.limit
         if self._partial_dir is not None:
             # None when another download holds that partial file: then a plain one.
-            spool = await SpoolFile.open_partial(
-                self._partial_dir / partial_name(namespace, name, length),
-                dest=dest,
+            spooler.spool = await SpoolFile.open_partial(
+                self._partial_dir / partial_name(request.namespace, request.name, length),
+                dest=spooler.dest,
                 source=url,
                 length=length,
-                algorithms=algorithms,
+                algorithms=spooler.algorithms,
                 name=label,
                 limiter=self._file_limiter,
             )
@@ -314,6 +380,7 @@ class HttpFetcher:
         def range_end() -> int:
             """The last byte to ask for: the file's, or where the transfer budget's
             grant ends (a resumable download stops there, ``mirror.fetch.budget``)."""
+            spool = spooler.spool
             if allowance is None or allowance.stop_after is None or spool is None:
                 return length - 1
             if not spool.resumable:
@@ -322,6 +389,7 @@ class HttpFetcher:
             return min(length - 1, spool.received + left - 1)
 
         def headers() -> list[tuple[bytes, bytes]]:
+            spool = spooler.spool
             validator = spool.validator if spool is not None and spool.received else None
             end = range_end()
             if validator is None:
@@ -335,21 +403,14 @@ class HttpFetcher:
                 (b"If-Range", validator.encode()),
             ]
 
-        async def consume(response: Answer, progress: _Progress) -> FetchedFile:
-            nonlocal spool
+        async def consume(response: Answer, progress: _Progress) -> _T:
             status = response.status
             if status == 304:
                 raise FetchError(f"{label}: HTTP 304 to an unconditional request")
-            if spool is None:
-                spool = await SpoolFile.create(
-                    dest,
-                    length=length,
-                    algorithms=algorithms,
-                    name=label,
-                    limiter=self._file_limiter,
-                )
+            spool = await self._spool(request)
+            declared: int | None = None
             if status == 200:
-                _check_declared_length(url, response, maximum=length, exact=True)
+                declared = _declared_length(response)
                 if spool.received:
                     await spool.restart()  # changed upstream, or no ranges: from the start
                 spool.set_validators(
@@ -357,6 +418,8 @@ class HttpFetcher:
                     last_modified=response.header("Last-Modified"),
                 )
             elif _continues(response, spool, length, end=range_end()):
+                # The range may end before the file does (the transfer budget):
+                # checked here rather than against the whole file.
                 _check_declared_length(
                     url, response, maximum=range_end() + 1 - spool.received, exact=True
                 )
@@ -378,29 +441,22 @@ class HttpFetcher:
                         f"the {held} bytes held"
                     )
                 )
-            async with _Body(response) as chunks:
-                async for chunk in chunks:
-                    await self._received(chunk, progress)
-                    await spool.write(chunk)
-                    if allowance is not None:
-                        allowance.received(len(chunk))
-                        if allowance.exhausted and spool.resumable and spool.received < length:
-                            raise TransferPaused(f"{label}: paused at the transfer budget")
-            return await spool.finish()
+            stream = progress.stream(response, declared)
+            if allowance is not None:
 
-        try:
-            return await run_with_retries(
-                self.retry,
-                lambda: self._attempt(url, headers(), consume, ranges=True),
-                on_retry=self._count_retry,
-            )
-        except BaseException as exc:
-            if spool is not None:
-                if spool.resumable and _worth_keeping(exc):
-                    await spool.keep()
-                else:
-                    await spool.discard()
-            raise
+                def on_chunk(count: int) -> None:
+                    progress.add(count)
+                    if allowance.exhausted and spool.resumable and spool.received < length:
+                        raise TransferPaused(f"{label}: paused at the transfer budget")
+
+                stream.on_chunk = on_chunk
+            return await read(request, stream)
+
+        return await run_with_retries(
+            self.retry,
+            lambda: self._attempt(url, headers(), consume, ranges=True),
+            on_retry=self._count_retry,
+        )
 
     async def aclose(self) -> None:
         """Close the connections (not an injected transport)."""
@@ -410,21 +466,10 @@ class HttpFetcher:
 
     # -- plumbing ---------------------------------------------------------------------
 
-    async def _with_retries(
-        self,
-        url: str,
-        headers: list[tuple[bytes, bytes]],
-        consume: Callable[[Answer, _Progress], Awaitable[_T]],
-    ) -> _T:
-        """Attempts of one GET under the retry policy."""
-        return await run_with_retries(
-            self.retry,
-            lambda: self._attempt(url, headers, consume),
-            on_retry=self._count_retry,
-        )
-
     def _count_retry(self) -> None:
+        # Each retry is one more request (the template counted the first).
         self.stats.retries += 1
+        self.stats.requests += 1
 
     async def _attempt(
         self,
@@ -439,7 +484,9 @@ class HttpFetcher:
         connection = await self._take.receive()
         try:
             with trio.CancelScope() as scope:
-                progress = _Progress(scope, self._transfer_timeout, self._min_throughput)
+                progress = _Progress(
+                    scope, self._transfer_timeout, self._min_throughput, self.bandwidth
+                )
                 try:
                     response = await self._get(connection, url, headers)
                     try:
@@ -476,8 +523,9 @@ class HttpFetcher:
     ) -> Answer:
         """Send a GET on the connection, following up to ``_MAX_REDIRECTS``."""
         target = url
-        for _ in range(_MAX_REDIRECTS + 1):
-            self.stats.requests += 1
+        for hop in range(_MAX_REDIRECTS + 1):
+            if hop:  # the first request of an attempt is counted by the template or retry
+                self.stats.requests += 1
             response = await connection.get(target, headers)
             location = response.header("Location")
             if response.status not in _REDIRECT_STATUSES or not location:
@@ -490,54 +538,6 @@ class HttpFetcher:
                 raise FetchError(f"GET {url}: redirected to a non-HTTP URL {joined}")
             target = str(joined)
         raise FetchError(f"GET {url}: more than {_MAX_REDIRECTS} redirects")
-
-    async def _received(self, chunk: bytes, progress: _Progress) -> None:
-        """Count a body chunk, move the deadline, and pay the bandwidth bucket."""
-        self.stats.bytes_received += len(chunk)
-        progress.add(len(chunk))
-        if self.bandwidth is not None:
-            with progress.paused():
-                await self.bandwidth.take(len(chunk))
-
-
-class _Body:
-    """``async with _Body(response) as chunks``: ``response.chunks()``, finished
-    properly however the caller stops.
-
-    httpx and httpcore stream through a chain of nested async generators. A consumer
-    that stops early (too many bytes, a disk error, cancellation between chunks)
-    would leave them suspended, to be finalized by the garbage collector (trio warns
-    about each). So, when the block ends with an exception: close the response, then
-    pull once more, which raises from the innermost generator through all of them
-    and ends the chain here. A block that ends without one has read the body to its
-    end (the fetcher's loops only stop early by raising): nothing to finish. A class
-    rather than a generator-based context manager: one per file, it shows up in
-    profiles.
-    """
-
-    __slots__ = ("_chunks", "_response")
-
-    def __init__(self, response: Answer) -> None:
-        self._response = response
-        self._chunks = response.chunks()
-
-    async def __aenter__(self) -> AsyncIterator[bytes]:
-        return self._chunks
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        if exc_type is None:
-            return
-        with trio.move_on_after(_ABANDON_TIMEOUT, shield=True):
-            # Errors here must not replace the one that ended the transfer.
-            with contextlib.suppress(*body_end_errors()):
-                await self._response.aclose()
-            for _ in range(_ABANDON_PULLS):
-                try:
-                    await self._chunks.__anext__()
-                except StopAsyncIteration:
-                    break
-                except body_end_errors():
-                    break
 
 
 def _check_base(url: str) -> str:
@@ -575,16 +575,26 @@ def _check_status(url: str, response: Answer, *, ranges: bool = False) -> None:
     raise FetchError(reason)
 
 
+def _declared_length(response: Answer) -> int | None:
+    """The body's length as the answer declares it: its Content-Length, unless
+    absent, not a number, or about an encoded body."""
+    declared = response.header("Content-Length")
+    if declared is None:
+        return None
+    encoding = response.header("Content-Encoding")
+    if encoding is not None and encoding.strip().lower() != "identity":
+        return None
+    declared = declared.strip()
+    return int(declared) if declared.isdigit() else None
+
+
 def _check_declared_length(
     url: str, response: Answer, *, maximum: int, exact: bool = False
 ) -> None:
-    """Refuse a body whose declared length is already wrong, before reading it."""
-    encoding = response.header("Content-Encoding")
-    encoding = "identity" if encoding is None else encoding.strip().lower()
-    declared = response.header("Content-Length")
-    if declared is None or encoding != "identity" or not declared.strip().isdigit():
+    """Refuse a range whose declared length is already wrong, before reading it."""
+    size = _declared_length(response)
+    if size is None:
         return
-    size = int(declared)
     if size > maximum:
         raise OversizeError(f"GET {url}: Content-Length {size} is more than {maximum} bytes")
     if exact and size < maximum:
@@ -607,17 +617,6 @@ def _continues(response: Answer, spool: SpoolFile, length: int, *, end: int) -> 
         return False
     etag = response.header("ETag")
     return not (spool.received and spool.etag and etag and etag != spool.etag)
-
-
-def _worth_keeping(exc: BaseException) -> bool:
-    """Whether a download that ended with ``exc`` may be continued later: transient
-    failures, a pause at the transfer budget and cancellation, not a missing file or
-    bad bytes."""
-    if isinstance(exc, TransferPaused):
-        return True
-    if isinstance(exc, FetchError):
-        return not isinstance(exc, NotFoundError)
-    return not isinstance(exc, Exception)  # Cancelled, KeyboardInterrupt...
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,7 +1,9 @@
 """``LocalFetcher``: the ``Fetcher`` for an upstream that is a directory
 (``file://`` URL or path), e.g. a repository on a mounted disk.
 
-Same semantics as ``HttpFetcher``: names are relative to the metadata or targets
+A ``StreamFetcher`` (``mirror.fetch.template``): the template owns the length cap,
+spooling, hashing and counters; this module opens files. Same semantics as
+``HttpFetcher``: names are relative to the metadata or targets
 directory (metadata names are the percent-encoded file names as published, target
 names raw paths), a hard length cap (``OversizeError``), digests on the fly, and
 ``NotFoundError`` for a missing file. Names that could escape their directory are
@@ -22,18 +24,20 @@ import email.utils
 import os
 import stat
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 import trio
 
-from mirror.errors import FetchError, NotFoundError, OversizeError, UsageError
-from mirror.fetch.base import FetchedBytes, FetchedFile, FetchStats, Namespace
+from mirror.errors import FetchError, NotFoundError, UsageError
+from mirror.fetch.base import Namespace
 from mirror.fetch.names import name_segments
-from mirror.fetch.spool import SpoolFile, check_algorithms
+from mirror.fetch.template import Reader, Request, Stream, StreamFetcher
 
 __all__ = ["LocalFetcher", "path_from_upstream"]
 
 _CHUNK = 1 << 20
+_T = TypeVar("_T")
 
 
 def path_from_upstream(upstream: str | Path) -> Path:
@@ -48,10 +52,13 @@ def path_from_upstream(upstream: str | Path) -> Path:
     return Path(upstream)
 
 
-class LocalFetcher:
+class LocalFetcher(StreamFetcher):
     """Reads upstream files from ``root / metadata_prefix`` and ``root / targets_prefix``
     (an empty prefix means the root itself); ``metadata_dir`` / ``targets_dir``
-    override those directories."""
+    override those directories. The length cap, spooling, hashing and counters are
+    the template's (``mirror.fetch.template``); this class opens files."""
+
+    declared_as = "size"
 
     def __init__(
         self,
@@ -63,13 +70,14 @@ class LocalFetcher:
         targets_dir: Path | None = None,
         max_threads: int = 4,
     ) -> None:
+        limiter = trio.CapacityLimiter(max_threads)
+        super().__init__(spool_limiter=limiter)
         root = Path(os.path.abspath(root))
         self._dirs: dict[Namespace, Path] = {
             "metadata": Path(os.path.abspath(metadata_dir or root / metadata_prefix)),
             "targets": Path(os.path.abspath(targets_dir or root / targets_prefix)),
         }
-        self.stats = FetchStats()
-        self._limiter = trio.CapacityLimiter(max_threads)
+        self._limiter = limiter
 
     def __repr__(self) -> str:
         return f"LocalFetcher({str(self._dirs['metadata'])!r}, {str(self._dirs['targets'])!r})"
@@ -78,69 +86,28 @@ class LocalFetcher:
         """The file that holds ``name`` (``UnsafeNameError`` for an unsafe name)."""
         return self._dirs[namespace].joinpath(*name_segments(namespace, name))
 
-    async def fetch_bytes(
-        self,
-        namespace: Namespace,
-        name: str,
-        *,
-        max_length: int,
-        if_none_match: str | None = None,
-        if_modified_since: str | None = None,
-    ) -> FetchedBytes | None:
-        path = self.path_for(namespace, name)
-        self.stats.requests += 1
-        result = await trio.to_thread.run_sync(
-            self._read_small,
-            namespace,
-            path,
-            max_length,
-            if_none_match,
-            if_modified_since,
-            limiter=self._limiter,
-        )
-        if result is None:
-            self.stats.not_modified += 1
-        else:
-            self.stats.bytes_received += len(result.data)
-        return result
+    def locate(self, namespace: Namespace, name: str) -> str:
+        return str(self.path_for(namespace, name))
 
-    async def fetch_to_file(
-        self,
-        namespace: Namespace,
-        name: str,
-        dest: Path,
-        *,
-        length: int,
-        algorithms: tuple[str, ...],
-    ) -> FetchedFile:
-        path = self.path_for(namespace, name)
-        check_algorithms(algorithms, name=str(path))
-        self.stats.requests += 1
-        fd, size = await trio.to_thread.run_sync(self._open, namespace, path, limiter=self._limiter)
-        try:
-            if size > length:
-                raise OversizeError(f"{path}: {size} bytes, more than the expected {length}")
-            spool = await SpoolFile.create(
-                dest, length=length, algorithms=algorithms, name=str(path), limiter=self._limiter
+    async def _transfer(self, request: Request, read: Reader[_T]) -> _T:
+        """Into memory: one thread hop opens and reads the file (and answers a
+        conditional read). Into a file: open, then chunks of ``_CHUNK`` bytes, each
+        in a worker thread, up to one byte past the cap (a file growing meanwhile)."""
+        path = Path(request.location)
+        if request.spooler is None:
+            stream = await trio.to_thread.run_sync(
+                self._read_small, request, path, limiter=self._limiter
             )
-            async with spool:
-                while True:
-                    # Read one byte past the expected length to catch a growing file.
-                    want = min(_CHUNK, length + 1 - spool.received)
-                    chunk = await trio.to_thread.run_sync(
-                        self._read_chunk, path, fd, want, limiter=self._limiter
-                    )
-                    if not chunk:
-                        break
-                    self.stats.bytes_received += len(chunk)
-                    await spool.write(chunk)
-                return await spool.finish()
+            return await read(request, stream)
+        fd, size = await trio.to_thread.run_sync(
+            self._open, request.namespace, path, limiter=self._limiter
+        )
+        try:
+            chunks = _Chunks(path, fd, request.limit + 1, self._limiter)
+            return await read(request, Stream(chunks=chunks, length=size))
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(os.close, fd, limiter=self._limiter)
-
-    async def aclose(self) -> None:
-        """Nothing to close: every read closes its file."""
 
     # -- helpers run in worker threads ------------------------------------------------
 
@@ -166,41 +133,65 @@ class LocalFetcher:
             raise NotFoundError(f"{path} is not a regular file")
         return fd, st.st_size
 
-    def _read_chunk(self, path: Path, fd: int, size: int) -> bytes:
-        try:
-            return os.read(fd, size)
-        except OSError as exc:
-            raise FetchError(f"cannot read {path}: {exc}") from exc
-
-    def _read_small(
-        self,
-        namespace: Namespace,
-        path: Path,
-        max_length: int,
-        if_none_match: str | None,
-        if_modified_since: str | None,
-    ) -> FetchedBytes | None:
-        fd, size = self._open(namespace, path)
+    def _read_small(self, request: Request, path: Path) -> Stream:
+        """The whole file (at most one byte past the cap; nothing when its size is
+        already past it), or "not modified" for a conditional read."""
+        fd, size = self._open(request.namespace, path)
+        max_length = request.limit
         try:
             st = os.fstat(fd)
             etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
             last_modified = email.utils.formatdate(st.st_mtime, usegmt=True)
-            if _not_modified(etag, st.st_mtime, if_none_match, if_modified_since):
-                return None
-            if size > max_length:
-                raise OversizeError(f"{path}: {size} bytes, more than {max_length}")
+            if _not_modified(etag, st.st_mtime, request.if_none_match, request.if_modified_since):
+                return Stream(not_modified=True)
             parts: list[bytes] = []
             total = 0
-            while chunk := self._read_chunk(path, fd, min(_CHUNK, max_length + 1 - total)):
-                parts.append(chunk)
-                total += len(chunk)
-                if total > max_length:
-                    raise OversizeError(f"{path}: more than {max_length} bytes")
+            if size <= max_length:
+                while chunk := _read_chunk(path, fd, min(_CHUNK, max_length + 1 - total)):
+                    parts.append(chunk)
+                    total += len(chunk)
+                    if total > max_length:
+                        break
         except OSError as exc:
             raise FetchError(f"cannot read {path}: {exc}") from exc
         finally:
             os.close(fd)
-        return FetchedBytes(data=b"".join(parts), etag=etag, last_modified=last_modified)
+        return Stream(data=b"".join(parts), length=size, etag=etag, last_modified=last_modified)
+
+
+class _Chunks:
+    """The chunks of an open file, each read in a worker thread, ``left`` bytes at
+    most (an async iterator without a generator: nothing to finalize when the
+    reader stops early)."""
+
+    __slots__ = ("_fd", "_left", "_limiter", "_path")
+
+    def __init__(self, path: Path, fd: int, left: int, limiter: trio.CapacityLimiter) -> None:
+        self._path = path
+        self._fd = fd
+        self._left = left
+        self._limiter = limiter
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._left <= 0:
+            raise StopAsyncIteration
+        chunk = await trio.to_thread.run_sync(
+            _read_chunk, self._path, self._fd, min(_CHUNK, self._left), limiter=self._limiter
+        )
+        if not chunk:
+            raise StopAsyncIteration
+        self._left -= len(chunk)
+        return chunk
+
+
+def _read_chunk(path: Path, fd: int, size: int) -> bytes:
+    try:
+        return os.read(fd, size)
+    except OSError as exc:
+        raise FetchError(f"cannot read {path}: {exc}") from exc
 
 
 def _not_modified(
