@@ -3,7 +3,9 @@
 A fetcher gets bytes by *relative name* from an upstream ("metadata" or "targets"
 namespace): it knows how to join names onto base URLs, stream with a hard length cap,
 hash on the fly, time-limit and retry transient failures. It never decides whether
-bytes are trustworthy: that is ``mirror.trust``'s job.
+bytes are trustworthy: that is ``mirror.trust``'s job. The HTTP, local and bundle
+fetchers share one implementation of the cap, spooling, hashing and counters
+(``mirror.fetch.template.StreamFetcher``); ``FailoverFetcher`` wraps fetchers.
 
 What leaves a fetcher: ``FetchError`` (transient; ``NotFoundError`` for an absent
 file), ``LengthOrHashMismatchError`` (``OversizeError`` for more bytes than allowed;
