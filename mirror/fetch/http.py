@@ -1,10 +1,12 @@
 """``HttpFetcher``: the ``Fetcher`` for HTTP(S) upstreams, under trio (connections:
 ``mirror.fetch.transport``).
 
-Each request streams its body with a hard length cap (more bytes than allowed is
-``OversizeError``, raised without reading further; a ``Content-Length`` above the
-cap is refused before the body), hashes on the fly when writing to a spool file
-(``mirror.fetch.spool``), and runs under a deadline owned by this fetcher:
+A ``StreamFetcher`` (``mirror.fetch.template``): the template streams each body
+with the hard length cap (more bytes than allowed is ``OversizeError``, raised
+without reading further; a ``Content-Length`` above the cap is refused before the
+body), hashes on the fly when writing to a spool file (``mirror.fetch.spool``) and
+counts requests and bytes; this module opens the streams. Each request runs under
+a deadline owned by this fetcher:
 
 - ``transfer_timeout`` seconds per attempt, plus, when ``min_throughput`` is set,
   ``1 / min_throughput`` seconds for every byte received. A transfer therefore fails
