@@ -25,7 +25,6 @@ import trio
 from mirror.airgap.volumes import BundleEntry, CheckedBundle
 from mirror.errors import BundleError, NotFoundError
 from mirror.fetch.base import Namespace
-from mirror.fetch.names import name_segments
 from mirror.fetch.template import Reader, Request, Stream, StreamFetcher
 
 _CHUNK: Final = 1 << 20
@@ -50,9 +49,8 @@ class BundleFetcher(StreamFetcher):
     def __repr__(self) -> str:
         return f"BundleFetcher({self.bundle.location!r})"
 
-    def locate(self, namespace: Namespace, name: str) -> str:
+    def locate(self, namespace: Namespace, name: str, segments: list[str]) -> str:
         """The bundle path of ``name`` ("targets/a/b.txt")."""
-        name_segments(namespace, name)
         return f"{namespace}/{name}"
 
     async def _transfer(self, request: Request, read: Reader[_T]) -> _T:

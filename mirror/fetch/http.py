@@ -78,7 +78,7 @@ from mirror.errors import (
 )
 from mirror.fetch.base import Namespace
 from mirror.fetch.budget import TransferPaused, current_allowance
-from mirror.fetch.names import join_url, url_path
+from mirror.fetch.names import encoded_path, join_url, url_path
 from mirror.fetch.ratelimit import TokenBucket
 from mirror.fetch.retry import RetryLater, RetryPolicy, parse_retry_after, run_with_retries
 from mirror.fetch.spool import SpoolFile, partial_name
@@ -322,8 +322,8 @@ class HttpFetcher(StreamFetcher):
         """The URL that serves ``name`` (``UnsafeNameError`` for an unsafe name)."""
         return join_url(self._bases[namespace], url_path(namespace, name))
 
-    def locate(self, namespace: Namespace, name: str) -> str:
-        return self.url_for(namespace, name)
+    def locate(self, namespace: Namespace, name: str, segments: list[str]) -> str:
+        return join_url(self._bases[namespace], encoded_path(namespace, name, segments))
 
     def _label(self, location: str) -> str:
         return f"GET {location}"

@@ -86,8 +86,8 @@ class LocalFetcher(StreamFetcher):
         """The file that holds ``name`` (``UnsafeNameError`` for an unsafe name)."""
         return self._dirs[namespace].joinpath(*name_segments(namespace, name))
 
-    def locate(self, namespace: Namespace, name: str) -> str:
-        return str(self.path_for(namespace, name))
+    def locate(self, namespace: Namespace, name: str, segments: list[str]) -> str:
+        return str(self._dirs[namespace].joinpath(*segments))
 
     async def _transfer(self, request: Request, read: Reader[_T]) -> _T:
         """Into memory: one thread hop opens and reads the file (and answers a

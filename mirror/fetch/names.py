@@ -17,7 +17,7 @@ from urllib.parse import quote
 from mirror.errors import UnsafeNameError
 from mirror.fetch.base import Namespace
 
-__all__ = ["join_url", "name_segments", "url_path"]
+__all__ = ["encoded_path", "join_url", "name_segments", "url_path"]
 
 # Characters that would change a URL's meaning if appended verbatim.
 _NOT_IN_ENCODED_NAMES = frozenset("?#\\ \0") | {chr(c) for c in range(0x20)} | {"\x7f"}
@@ -41,7 +41,11 @@ def name_segments(namespace: Namespace, name: str) -> list[str]:
 
 def url_path(namespace: Namespace, name: str) -> str:
     """The URL path (relative to the namespace's base) that serves ``name``."""
-    segments = name_segments(namespace, name)
+    return encoded_path(namespace, name, name_segments(namespace, name))
+
+
+def encoded_path(namespace: Namespace, name: str, segments: list[str]) -> str:
+    """``url_path`` for a name already split (and checked) by ``name_segments``."""
     if namespace == "metadata":
         return name
     return "/".join(quote(segment, safe="") for segment in segments)

@@ -3,8 +3,8 @@ air-gap bundle).
 
 What is the same for every upstream is implemented here, once:
 
-- the name check: ``locate`` (the subclass's) refuses a name that could escape
-  (``UnsafeNameError``) before anything else happens;
+- the name check: a name that could escape its namespace is ``UnsafeNameError``
+  (``mirror.fetch.names.name_segments``) before anything else happens;
 - the counters (``FetchStats``): one request per fetch (a subclass that makes more,
   such as HTTP's retries and redirects, counts the extra ones), every body byte
   received, and answers "not modified";
@@ -18,7 +18,7 @@ What is the same for every upstream is implemented here, once:
   the spool file or keeping a resumable one for a later attempt or run.
 
 A subclass says only how to open a byte stream: ``locate`` (the URL or path of a
-name, which checks it) and ``_transfer`` (open a ``Stream`` for a ``Request`` and
+checked name) and ``_transfer`` (open a ``Stream`` for a ``Request`` and
 hand it to the template's reader; a subclass that retries opens and hands over a
 new stream per attempt). What is particular to one upstream stays in its
 subclass: HTTP adds resuming (Range requests and the validators kept beside a
@@ -56,6 +56,7 @@ from mirror.errors import (
 )
 from mirror.fetch.base import FetchedBytes, FetchedFile, FetchStats, Namespace
 from mirror.fetch.budget import TransferPaused
+from mirror.fetch.names import name_segments
 from mirror.fetch.spool import SpoolFile, check_algorithms
 
 __all__ = ["Reader", "Request", "Spooler", "Stream", "StreamFetcher"]
@@ -171,9 +172,9 @@ class StreamFetcher:
 
     # -- what a subclass supplies -----------------------------------------------------
 
-    def locate(self, namespace: Namespace, name: str) -> str:
-        """The URL or path that serves ``name``; ``UnsafeNameError`` for a name that
-        could escape its namespace."""
+    def locate(self, namespace: Namespace, name: str, segments: list[str]) -> str:
+        """The URL or path that serves ``name``, whose ``segments`` the template has
+        checked (``name_segments``)."""
         raise NotImplementedError
 
     async def _transfer(self, request: Request, read: Reader[_T]) -> _T:
@@ -204,7 +205,7 @@ class StreamFetcher:
         request = Request(
             namespace,
             name,
-            self.locate(namespace, name),
+            self.locate(namespace, name, name_segments(namespace, name)),
             max_length,
             if_none_match,
             if_modified_since,
@@ -226,7 +227,7 @@ class StreamFetcher:
         ``LengthOrHashMismatchError``, an algorithm that cannot be computed too
         (before any request). On failure ``dest`` does not exist (a resumable
         partial file may be kept elsewhere, see ``mirror.fetch.http``)."""
-        location = self.locate(namespace, name)
+        location = self.locate(namespace, name, name_segments(namespace, name))
         check_algorithms(algorithms, name=location)
         spooler = Spooler(dest, algorithms)
         request = Request(namespace, name, location, length, spooler=spooler)
