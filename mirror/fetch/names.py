@@ -12,6 +12,7 @@ first): a name that could escape its base raises ``UnsafeNameError``.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
 from mirror.errors import UnsafeNameError
@@ -19,6 +20,8 @@ from mirror.fetch.base import Namespace
 
 __all__ = ["encoded_path", "join_url", "name_segments", "url_path"]
 
+#: a path of segments of characters ``quote`` never encodes (RFC 3986 unreserved)
+_UNRESERVED_PATH = re.compile(r"[A-Za-z0-9_.~/-]*")
 # Characters that would change a URL's meaning if appended verbatim.
 _NOT_IN_ENCODED_NAMES = frozenset("?#\\ \0") | {chr(c) for c in range(0x20)} | {"\x7f"}
 
@@ -34,7 +37,7 @@ def name_segments(namespace: Namespace, name: str) -> list[str]:
     if namespace == "metadata" and not _NOT_IN_ENCODED_NAMES.isdisjoint(name):
         raise UnsafeNameError(f"unsafe metadata name {name!r}: not percent-encoded")
     segments = name.split("/")
-    if any(segment in ("", ".", "..") for segment in segments):
+    if "" in segments or "." in segments or ".." in segments:
         raise UnsafeNameError(f"unsafe {namespace} name {name!r}: empty, '.' or '..' segment")
     return segments
 
@@ -46,9 +49,9 @@ def url_path(namespace: Namespace, name: str) -> str:
 
 def encoded_path(namespace: Namespace, name: str, segments: list[str]) -> str:
     """``url_path`` for a name already split (and checked) by ``name_segments``."""
-    if namespace == "metadata":
-        return name
-    return "/".join(quote(segment, safe="") for segment in segments)
+    if namespace == "metadata" or _UNRESERVED_PATH.fullmatch(name):
+        return name  # the usual target name: nothing that percent-encoding changes
+    return "/".join([quote(segment, safe="") for segment in segments])
 
 
 def join_url(base: str, path: str) -> str:

@@ -29,6 +29,23 @@ def test_target_names_are_encoded_segment_wise() -> None:
     assert url_path("targets", "ünï/文件") == "%C3%BCn%C3%AF/%E6%96%87%E4%BB%B6"
 
 
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [
+        pytest.param("files/ab/file-0001.bin", "files/ab/file-0001.bin", id="unreserved"),
+        pytest.param("a~b_c.d-e/F9", "a~b_c.d-e/F9", id="unreserved-punctuation"),
+        pytest.param("a+b/c=d", "a%2Bb/c%3Dd", id="sub-delims"),
+        pytest.param("x:y@z", "x%3Ay%40z", id="colon-at"),
+        pytest.param("a%2Fb", "a%252Fb", id="percent"),
+        pytest.param("dir/ü", "dir/%C3%BC", id="non-ascii"),
+    ],
+)
+def test_target_name_path_with_and_without_encoding(name: str, path: str) -> None:
+    """A target name of RFC 3986 unreserved characters is its own URL path (the
+    fast path); any other character is percent-encoded, segment by segment."""
+    assert url_path("targets", name) == path
+
+
 def test_metadata_names_are_used_verbatim() -> None:
     """Metadata names are already percent-encoded by the caller: not encoded again."""
     assert url_path("metadata", "1.a%2Fb.json") == "1.a%2Fb.json"
