@@ -42,9 +42,8 @@ exceptions: each subclass translates its own, and the template raises only
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import ClassVar, NamedTuple, TypeVar
 
 import trio
 
@@ -78,11 +77,14 @@ class Spooler:
         self.spool: SpoolFile | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """One fetch as asked: ``location`` is what ``locate`` gave (URL or path),
     ``limit`` the most bytes the file may have (``max_length`` or the signed
-    ``length``); ``spooler`` is None for a fetch into memory."""
+    ``length``); ``spooler`` is None for a fetch into memory.
+
+    An immutable named tuple rather than a frozen dataclass: one is built per file
+    on the hot path, and a frozen dataclass's ``__init__`` (``object.__setattr__``
+    per field) costs four times as much."""
 
     namespace: Namespace
     name: str
