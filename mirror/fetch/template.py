@@ -41,6 +41,7 @@ exceptions: each subclass translates its own, and the template raises only
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import ClassVar, NamedTuple, TypeVar
@@ -159,7 +160,7 @@ class Stream:
 Reader = Callable[[Request, Stream], Awaitable[_T]]
 
 
-class StreamFetcher:
+class StreamFetcher(ABC):
     """The ``Fetcher`` template; see the module docstring. Subclasses implement
     ``locate`` and ``_transfer`` and may set ``declared_as`` (how a declared length
     is named in messages) and override ``_label`` (how a location is named)."""
@@ -174,17 +175,17 @@ class StreamFetcher:
 
     # -- what a subclass supplies -----------------------------------------------------
 
+    @abstractmethod
     def locate(self, namespace: Namespace, name: str, segments: list[str]) -> str:
         """The URL or path that serves ``name``, whose ``segments`` the template has
         checked (``name_segments``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def _transfer(self, request: Request, read: Reader[_T]) -> _T:
         """Open the stream ``request`` asks for and return ``await read(request,
         stream)``: once, or once per attempt for a subclass that retries. Raise
         ``NotFoundError`` for an absent file and the subclass's own translated
         errors for anything else."""
-        raise NotImplementedError
 
     def _label(self, location: str) -> str:
         """How messages name a transfer from ``location``."""
@@ -245,7 +246,7 @@ class StreamFetcher:
                     await spool.discard()
             raise
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook: most fetchers hold nothing
         """Release what the fetcher holds (nothing, unless a subclass says so)."""
 
     async def _spool(self, request: Request) -> SpoolFile:
