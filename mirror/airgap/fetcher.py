@@ -66,7 +66,7 @@ class BundleFetcher(StreamFetcher):
         if request.spooler is None:
             if entry.length > request.limit:  # refused before reading, as declared
                 return await read(request, Stream(data=b"", length=entry.length))
-            data = await trio.to_thread.run_sync(_read_range, entry, limiter=self._limiter)
+            data = await trio.to_thread.run_sync(_read_range, entry, key, limiter=self._limiter)
             if hashlib.sha256(data).hexdigest() != entry.sha256:
                 raise BundleError(f"{entry.where}: {key} changed after it was checked")
             return await read(request, Stream(data=data, length=entry.length))
@@ -135,15 +135,15 @@ def _open_at(entry: BundleEntry) -> int:
     return fd
 
 
-def _read_range(entry: BundleEntry) -> bytes:
+def _read_range(entry: BundleEntry, key: str) -> bytes:
     try:
         with entry.path.open("rb") as handle:
             handle.seek(entry.offset)
             data = handle.read(entry.length)
     except OSError as exc:
-        raise BundleError(f"cannot read {entry.where}: {exc.strerror}") from exc
+        raise BundleError(f"cannot read {key} from {entry.where}: {exc.strerror}") from exc
     if len(data) != entry.length:
-        raise BundleError(f"{entry.where}: a file is shorter than when it was checked")
+        raise BundleError(f"{entry.where}: {key} is shorter than when it was checked")
     return data
 
 

@@ -24,6 +24,7 @@ from mirror.airgap.manifest import Manifest
 from mirror.airgap.state import StateRef
 from mirror.airgap.volumes import BundleEntry, CheckedBundle
 from mirror.errors import (
+    BundleError,
     LengthOrHashMismatchError,
     NotFoundError,
     OversizeError,
@@ -384,3 +385,34 @@ def test_every_fetcher_is_a_stream_fetcher() -> None:
         assert issubclass(cls, StreamFetcher)
         assert cls.fetch_bytes is StreamFetcher.fetch_bytes
         assert cls.fetch_to_file is StreamFetcher.fetch_to_file
+
+
+# -- what the bundle fetcher adds -------------------------------------------------------
+
+
+@pytest.mark.parametrize("into", ["memory", "file"])
+@pytest.mark.parametrize("tamper", ["changed", "truncated"])
+async def test_bundle_changed_after_it_was_checked(tmp_path: Path, tamper: str, into: str) -> None:
+    """A bundle whose bytes changed (or were cut short) after it was checked is a
+    BundleError naming the file, and leaves no file behind."""
+    root = tmp_path / "upstream"
+    _write_upstream(root)
+    bundle = _bundle(root)
+    entry = bundle.entries["targets/dir/file.bin"]
+    with entry.path.open("r+b") as volume:
+        if tamper == "changed":
+            volume.seek(entry.offset + 10)
+            volume.write(b"X")
+        else:
+            volume.truncate(entry.offset + 100)
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    fetcher = BundleFetcher(bundle)
+
+    with pytest.raises(BundleError, match=r"dir/file\.bin"):
+        await _fetch(
+            Upstream("bundle", fetcher, spool_dir), into, "targets", "dir/file.bin", len(CONTENT)
+        )
+
+    assert list(spool_dir.iterdir()) == []
+    assert fetcher.requested == {"targets/dir/file.bin"}
