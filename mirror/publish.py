@@ -32,7 +32,7 @@ from mirror.fetch.spool import write_spool_file
 from mirror.layout import STATE_KEY, meta_key
 from mirror.log import log
 from mirror.plan import MetadataCopy, RoleChange, metadata_publish_order
-from mirror.published import MirrorState, Published
+from mirror.published import MirrorState, Published, encode_state
 from mirror.refresh import Refreshed
 from mirror.report import RunReport
 from mirror.storage import Store
@@ -185,8 +185,6 @@ async def publish_metadata(
 
 async def put_state(store: Store, document: Mapping[str, object]) -> None:
     """Write ``.tuf-mirror/state.json``; a failure costs the next run time, never this one."""
-    from mirror.published import encode_state
-
     try:
         await store.put_bytes(
             STATE_KEY,
