@@ -7,6 +7,12 @@ length cap, checked against the signed length and *every* signed hash, and only
 then written under its final names. Small targets travel in memory; large ones
 through a spool file on the destination's filesystem.
 
+``copy_batch`` does the same for many targets, in order, with the downloads of
+the small ones pipelined where the fetcher can (``PipeliningFetcher``: many
+requests on one connection at once, the per-file round trip gone); a target the
+shortcut did not bring whole and right goes the way of ``copy``, so errors,
+retries and failover are the same.
+
 The same copier runs in the sync process and in worker processes
 (``mirror.workers``). What it does not do: decide which targets to copy or whether
 a role may list them (``sync.py`` with ``mirror.trust``), or publish metadata.
@@ -17,15 +23,15 @@ from __future__ import annotations
 import dataclasses
 import enum
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import trio
 
-from mirror.errors import StorageError, VerificationError
-from mirror.fetch import Fetcher
+from mirror.errors import StorageError, VerificationError, one_error
+from mirror.fetch import Fetcher, PipeliningFetcher
 from mirror.fetch.budget import TransferBudget, TransferPaused
 from mirror.plan import TargetCopy
 from mirror.storage import NotFoundInStoreError, PutOptions, Store
@@ -80,6 +86,7 @@ class TargetCopier:
         self.consistent_snapshot = consistent_snapshot
         self.dry_run = dry_run
         self._spool_counter = 0
+        self._pipelining = fetcher if isinstance(fetcher, PipeliningFetcher) else None
 
     async def copy(self, copy: TargetCopy) -> CopyResult:
         """Make ``copy`` present under all its names; see the module docstring."""
@@ -103,6 +110,81 @@ class TargetCopier:
         except TransferPaused:
             return CopyResult(Outcome.DEFERRED, copy.length)
         return CopyResult(Outcome.COPIED, copy.length)
+
+    async def copy_batch(
+        self, copies: Sequence[TargetCopy], done: Callable[[int, CopyResult], None]
+    ) -> None:
+        """``copy`` each of ``copies``, in order, calling ``done(index, result)`` as
+        each is made; the small missing ones are fetched together first
+        (``PipeliningFetcher.fetch_many``) where the fetcher can and nothing is paid
+        per file (no budget, not a dry run). A target that did not come whole, or
+        whose bytes do not match what is signed, is copied by ``copy`` (fetched
+        again, with its retries, failover and error). Raises what ``copy`` raises,
+        at the first copy that fails (``done`` was called for those before it)."""
+        pipelining = self._pipelining
+        if pipelining is None or self.budget is not None or self.dry_run or len(copies) < 2:
+            for index, copy in enumerate(copies):
+                done(index, await self.copy(copy))
+            return
+        missing: list[list[str] | None] = []
+        wanted: list[int] = []
+        for index, copy in enumerate(copies):
+            if copy.length > SMALL_TARGET:
+                missing.append(None)
+                continue
+            keys = [target_key(name) for name in copy.names]
+            absent = [key for key in keys if not await self._present(copy, key)]
+            missing.append(absent)
+            if absent:
+                wanted.append(index)
+        bodies: dict[int, bytes | None] = {}
+        if wanted:
+            fetched = await pipelining.fetch_many(
+                TARGETS, [(copies[index].names[0], copies[index].length) for index in wanted]
+            )
+            bodies = dict(zip(wanted, fetched, strict=True))
+        writes: list[tuple[str, bytes, PutOptions]] = []
+        made: list[tuple[int, CopyResult]] = []
+        for index, copy in enumerate(copies):
+            keys_missing = missing[index]
+            if keys_missing is not None and not keys_missing:
+                made.append((index, CopyResult(Outcome.PRESENT, copy.length)))
+                continue
+            data = bodies.get(index)
+            if keys_missing is not None and data is not None:
+                target = TargetFile(copy.length, dict(copy.hashes), copy.path)
+                digests = compute_digests(data, hash_algorithms_for(target))
+                try:
+                    check_target(target, len(data), digests)
+                except VerificationError:
+                    data = None  # fetched again by copy: its own error
+                else:
+                    sha256 = digests.get("sha256")
+                    writes.extend((key, data, self._options(key, sha256)) for key in keys_missing)
+                    made.append((index, CopyResult(Outcome.COPIED, copy.length)))
+                    continue
+            if writes:
+                await self._put_all(writes)
+                writes.clear()
+            for earlier in made:
+                done(*earlier)
+            made.clear()
+            done(index, await self.copy(copy))
+        if writes:
+            await self._put_all(writes)
+        for earlier in made:
+            done(*earlier)
+
+    async def _put_all(self, writes: list[tuple[str, bytes, PutOptions]]) -> None:
+        """Write every ``(key, data, options)`` of ``writes``, concurrently: a store
+        that batches small writes (``LocalStore``) takes them in one thread call."""
+        if len(writes) == 1:
+            await self.store.put_bytes(*writes[0])
+            return
+        with one_error():
+            async with trio.open_nursery() as nursery:
+                for write in writes:
+                    nursery.start_soon(self.store.put_bytes, *write)
 
     async def _fetch_and_write(
         self, target: TargetFile, copy: TargetCopy, missing: list[str]

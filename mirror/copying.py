@@ -33,7 +33,7 @@ from mirror.published import Published
 from mirror.report import RunReport
 from mirror.trust import TrustedSet
 from mirror.walk import RoleLoader, TargetSender, Walked, walk_roles
-from mirror.workers import ProcessPool
+from mirror.workers import BATCH, ProcessPool
 
 _T = TypeVar("_T")
 
@@ -161,11 +161,22 @@ async def copy_targets(
 async def _target_worker(
     receive: trio.MemoryReceiveChannel[TargetCopy], copier: TargetCopier, tally: Tally
 ) -> None:
-    count = tally.count
+    """Copy what ``receive`` brings, the copies ready together in one batch
+    (``TargetCopier.copy_batch``: their downloads pipelined)."""
+
+    def count(index: int, result: CopyResult) -> None:
+        tally.count(result)
+
     async with receive:
         async for copy in receive:
-            async with shutdown.transfer():  # a stop request starts no new one
-                count(await copier.copy(copy))
+            batch = [copy]
+            while len(batch) < BATCH:
+                try:
+                    batch.append(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            async with shutdown.transfer(len(batch)):  # a stop request starts no new one
+                await copier.copy_batch(batch, count)
 
 
 class GateCopies:

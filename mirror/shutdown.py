@@ -153,19 +153,19 @@ async def stop_point() -> None:
 
 
 @asynccontextmanager
-async def transfer() -> AsyncIterator[None]:
-    """Around one target transfer: not started once a stop was requested; counted
-    as in flight (the grace waits for it) while it runs."""
+async def transfer(count: int = 1) -> AsyncIterator[None]:
+    """Around ``count`` target transfers made together: not started once a stop was
+    requested; counted as in flight (the grace waits for them) while they run."""
     shutdown = _current.get()
     if shutdown is None:
         yield
         return
     await stop_point()
-    transfers_started(1)
+    transfers_started(count)
     try:
         yield
     finally:
-        transfers_done(1)
+        transfers_done(count)
 
 
 def transfers_started(count: int) -> None:

@@ -243,13 +243,20 @@ class TargetSender:
             self.report.warnings.append(f"{role}: unauthorised target {decision.target.path!r}")
         if self.witness is not None and observed:
             await self.witness.observe_targets(role, observed)
+        send = self.send
         for decision in decisions:
             if decision.decision is Decision.FILTERED:
                 self.report.targets_filtered += 1
             elif decision.copy is not None:  # (HELD: the policy gate holds it back)
                 self.report.targets_new += 1
                 self.report.planned_bytes += decision.target.length
-                await self.send.send(decision.copy)
+                # Without a checkpoint while the channel has room: the copiers wake
+                # to many copies at once and take them together (a pipelined batch,
+                # one frame to a worker process), not one by one.
+                try:
+                    send.send_nowait(decision.copy)
+                except trio.WouldBlock:
+                    await send.send(decision.copy)
 
 
 # -- the walk ---------------------------------------------------------------------------

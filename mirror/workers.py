@@ -18,7 +18,9 @@ SIGINT and SIGTERM: stopping is the parent's decision (``mirror.shutdown``).
 Protocol: length-prefixed pickle frames on stdin/stdout between our own two
 processes (never from the network). Parent → child: first ``(settings, upstream,
 consistent_snapshot, concurrency)``, then frames holding lists of ``(job_id,
-TargetCopy)``. Child → parent: frames holding lists of ``("ok", job_id, outcome,
+TargetCopy)``, each copied together by one of ``concurrency`` tasks
+(``TargetCopier.copy_batch``: the downloads of a frame's small targets pipelined
+on one connection). Child → parent: frames holding lists of ``("ok", job_id, outcome,
 length)`` and ``("error", job_id, class_name, message)``, and last
 ``[("stats", requests, bytes_received, retries, peak_rss)]``. Batching keeps pipe
 writes (a fifth of a millisecond each here) well below one per file.
@@ -43,8 +45,9 @@ from mirror.plan import TargetCopy
 from mirror.report import peak_rss_bytes
 
 _HEADER = struct.Struct("!I")
-#: jobs handed to one child and not yet answered (bounds memory in both processes)
-IN_FLIGHT = 64
+#: frames of jobs handed to one child and not yet all answered (bounds memory in
+#: both processes: at most FRAMES_IN_FLIGHT x BATCH jobs)
+FRAMES_IN_FLIGHT = 4
 #: jobs or results sent in one frame at most
 BATCH = 32
 
@@ -78,6 +81,26 @@ class _Frames:
         data = bytes(self._buffer[:size])
         del self._buffer[:size]
         return data
+
+
+class _FrameSlots:
+    """The frames handed to one child: ``free`` counts the slots for more, ``left``
+    the jobs of each frame (by number) not answered yet."""
+
+    __slots__ = ("free", "left")
+
+    def __init__(self) -> None:
+        self.free = trio.Semaphore(FRAMES_IN_FLIGHT)
+        self.left: dict[int, int] = {}
+
+    def answered(self, frame_no: int) -> None:
+        """One job of frame ``frame_no`` was answered."""
+        left = self.left[frame_no] - 1
+        if left:
+            self.left[frame_no] = left
+        else:
+            del self.left[frame_no]
+            self.free.release()
 
 
 def _error_from(name: str, message: str) -> BaseException:
@@ -130,7 +153,7 @@ class ProcessPool:
         assert process.stdout is not None
         to_child = _Frames(None, process.stdin)
         from_child = _Frames(process.stdout, None)
-        slots = trio.Semaphore(IN_FLIGHT)
+        slots = _FrameSlots()
         try:
             await to_child.write(
                 (self.settings, self.upstream, self.consistent_snapshot, self.concurrency)
@@ -138,26 +161,22 @@ class ProcessPool:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._collect, from_child, slots)
                 async with jobs:
-                    job_id = 0
+                    frame_no = 0
                     async for copy in jobs:
                         await shutdown.stop_point()  # a stop request hands out no more
-                        # Batch what is ready: one frame (one pipe write) for many jobs.
-                        await slots.acquire()
+                        # A frame slot first, then what is ready by then: one frame
+                        # (one pipe write, one pipelined batch) for many jobs.
+                        await slots.free.acquire()
                         batch = [copy]
                         while len(batch) < BATCH:
                             try:
-                                slots.acquire_nowait()
-                            except trio.WouldBlock:
-                                break
-                            try:
                                 batch.append(jobs.receive_nowait())
                             except (trio.WouldBlock, trio.EndOfChannel):
-                                slots.release()
                                 break
-                        frame = []
-                        for item in batch:
-                            job_id += 1
-                            frame.append((job_id, item))
+                        frame_no += 1
+                        first = frame_no * BATCH  # job ids say their frame (// BATCH)
+                        frame = [(first + index, item) for index, item in enumerate(batch)]
+                        slots.left[frame_no] = len(frame)
                         await to_child.write(frame)
                         shutdown.transfers_started(len(frame))
                 await process.stdin.aclose()  # EOF: the child finishes and reports stats
@@ -170,7 +189,7 @@ class ProcessPool:
                 with trio.CancelScope(shield=True):
                     await process.wait()
 
-    async def _collect(self, from_child: _Frames, slots: trio.Semaphore) -> None:
+    async def _collect(self, from_child: _Frames, slots: _FrameSlots) -> None:
         while True:
             try:
                 frames = await from_child.read()
@@ -179,13 +198,13 @@ class ProcessPool:
             for frame in frames:
                 self._handle(frame, slots)
 
-    def _handle(self, frame: tuple[Any, ...], slots: trio.Semaphore) -> None:
+    def _handle(self, frame: tuple[Any, ...], slots: _FrameSlots) -> None:
         kind = frame[0]
         if kind == "ok":
-            _, _, outcome, length = frame
+            _, job_id, outcome, length = frame
             self.on_result(CopyResult(Outcome(outcome), length))
             shutdown.transfers_done(1)
-            slots.release()
+            slots.answered(job_id // BATCH)
         elif kind == "error":
             _, _, name, message = frame
             raise _error_from(name, message)
@@ -209,7 +228,7 @@ async def _serve() -> None:
     except EOFError:
         return
     results_send, results_receive = trio.open_memory_channel[tuple[Any, ...]](concurrency)
-    jobs_send, jobs_receive = trio.open_memory_channel[tuple[int, TargetCopy]](0)
+    jobs_send, jobs_receive = trio.open_memory_channel[list[tuple[int, TargetCopy]]](0)
 
     async with open_endpoints(settings, upstream) as (store, fetcher):
         copier = TargetCopier(
@@ -220,20 +239,13 @@ async def _serve() -> None:
         )
 
         async def work(
-            jobs: trio.MemoryReceiveChannel[tuple[int, TargetCopy]],
+            jobs: trio.MemoryReceiveChannel[list[tuple[int, TargetCopy]]],
             results: trio.MemorySendChannel[tuple[Any, ...]],
         ) -> None:
             async with jobs, results:
-                async for job_id, copy in jobs:
-                    try:
-                        result = await copier.copy(copy)
-                    except MirrorError as exc:
-                        await results.send(("error", job_id, type(exc).__name__, str(exc)))
-                        continue
-                    except Exception as exc:  # noqa: BLE001 - reported to the parent as a bug
-                        await results.send(("error", job_id, type(exc).__name__, repr(exc)))
-                        continue
-                    await results.send(("ok", job_id, result.outcome.value, result.length))
+                async for batch in jobs:
+                    for answer in await _copy_frame(copier, batch):
+                        await results.send(answer)
 
         async def answer(results: trio.MemoryReceiveChannel[tuple[Any, ...]]) -> None:
             async with results:
@@ -261,8 +273,29 @@ async def _serve() -> None:
                         batch = await frames.read()
                     except EOFError:
                         break
-                    for job in batch:
-                        await jobs_send.send(job)
+                    await jobs_send.send(batch)
+
+
+async def _copy_frame(
+    copier: TargetCopier, frame: list[tuple[int, TargetCopy]]
+) -> list[tuple[Any, ...]]:
+    """The answers to one frame of jobs, copied together (``copy_batch``: their
+    downloads pipelined); after a failure, the jobs behind it still get their own
+    answer, as if each had been copied alone."""
+    answers: list[tuple[Any, ...]] = []
+    while len(answers) < len(frame):
+        left = frame[len(answers) :]
+
+        def done(index: int, result: CopyResult, left: list[tuple[int, TargetCopy]] = left) -> None:
+            answers.append(("ok", left[index][0], result.outcome.value, result.length))
+
+        try:
+            await copier.copy_batch([copy for _, copy in left], done)
+        except MirrorError as exc:
+            answers.append(("error", frame[len(answers)][0], type(exc).__name__, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent as a bug
+            answers.append(("error", frame[len(answers)][0], type(exc).__name__, repr(exc)))
+    return answers
 
 
 def main() -> None:

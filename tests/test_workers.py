@@ -270,3 +270,22 @@ async def test_a_childs_error_is_the_same_error_in_the_parent(tmp_path: Path) ->
         (LengthOrHashMismatchError, str(expected.value))
     ]
     assert not (repo.dest / "targets" / "x" / "bad.bin").exists()
+
+
+def test_frame_slots_free_a_slot_when_a_frame_is_answered_in_full() -> None:
+    """The parent hands a child at most ``FRAMES_IN_FLIGHT`` frames: a slot comes
+    back only when the last job of its frame was answered, whatever the order of
+    the answers across frames."""
+    from mirror.workers import FRAMES_IN_FLIGHT, _FrameSlots
+
+    slots = _FrameSlots()
+    for _ in range(FRAMES_IN_FLIGHT):
+        slots.free.acquire_nowait()
+    slots.left.update({1: 2, 2: 1})
+    slots.answered(1)
+    assert slots.free.value == 0
+    slots.answered(2)
+    assert slots.free.value == 1
+    slots.answered(1)
+    assert slots.free.value == 2
+    assert slots.left == {}

@@ -19,6 +19,7 @@ from mirror.fetch.base import (
     Fetcher,
     FetchStats,
     Namespace,
+    PipeliningFetcher,
     UpstreamStats,
 )
 from mirror.fetch.failover import FailoverFetcher
@@ -39,6 +40,7 @@ __all__ = [
     "HttpFetcher",
     "LocalFetcher",
     "Namespace",
+    "PipeliningFetcher",
     "RetryPolicy",
     "TokenBucket",
     "UpstreamStats",

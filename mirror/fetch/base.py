@@ -5,7 +5,10 @@ namespace): it knows how to join names onto base URLs, stream with a hard length
 hash on the fly, time-limit and retry transient failures. It never decides whether
 bytes are trustworthy: that is ``mirror.trust``'s job. The HTTP, local and bundle
 fetchers share one implementation of the cap, spooling, hashing and counters
-(``mirror.fetch.template.StreamFetcher``); ``FailoverFetcher`` wraps fetchers.
+(``mirror.fetch.template.StreamFetcher``); ``FailoverFetcher`` wraps fetchers. A
+fetcher that can ask for many small files at once (HTTP/1.1 pipelining) is also a
+``PipeliningFetcher``: a best-effort shortcut beside ``fetch_bytes``, never instead
+of it.
 
 What leaves a fetcher: ``FetchError`` (transient; ``NotFoundError`` for an absent
 file), ``LengthOrHashMismatchError`` (``OversizeError`` for more bytes than allowed;
@@ -16,9 +19,10 @@ written. Nothing from httpx or the OS.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 Namespace = Literal["metadata", "targets"]
 
@@ -129,4 +133,21 @@ class Fetcher(Protocol):
 
     async def aclose(self) -> None:
         """Close connections."""
+        ...
+
+
+@runtime_checkable
+class PipeliningFetcher(Protocol):
+    """A fetcher that can ask for many small files at once (``HttpFetcher``)."""
+
+    async def fetch_many(
+        self, namespace: Namespace, items: Sequence[tuple[str, int]]
+    ) -> list[bytes | None]:
+        """Best effort, for many small files: for each ``(name, limit)`` of ``items``,
+        its bytes when it came whole, in one answer of at most ``limit`` bytes, or
+        None for anything else (not asked, not answered, another status, too long, a
+        failed connection). Never raises for one file's trouble: the caller fetches
+        the None ones with ``fetch_bytes``, which retries, fails over and reports.
+        The bytes are not verified: the caller checks them against the signed
+        length and hashes."""
         ...

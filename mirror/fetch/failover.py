@@ -54,6 +54,7 @@ from mirror.fetch.base import (
     Fetcher,
     FetchStats,
     Namespace,
+    PipeliningFetcher,
     UpstreamStats,
 )
 from mirror.log import log
@@ -172,6 +173,22 @@ class FailoverFetcher:
             ),
         )
         return fetched
+
+    async def fetch_many(
+        self, namespace: Namespace, items: Sequence[tuple[str, int]]
+    ) -> list[bytes | None]:
+        """``PipeliningFetcher.fetch_many`` from the upstream the next fetch would go
+        to first, when its fetcher pipelines (else every item is None). A file it did
+        not give is left to ``fetch_bytes``, which fails over; this one never does."""
+        index = self._order()[0]
+        fetcher = self._fetchers[index]
+        if not isinstance(fetcher, PipeliningFetcher):
+            return [None] * len(items)
+        results = await fetcher.fetch_many(namespace, items)
+        served = sum(result is not None for result in results)
+        self._served[index] += served
+        self._served_by_namespace[namespace][index] += served
+        return results
 
     async def aclose(self) -> None:
         """Close every upstream's fetcher (all of them, even if one fails)."""

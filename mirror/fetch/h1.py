@@ -31,9 +31,16 @@ and httpx's (``ConnectError``, ``ConnectTimeout``, ``ReadError``, ``ReadTimeout`
 Neither httpx nor httpcore is imported here: a process that only speaks HTTP/1.1
 does not pay for importing them (a few hundred milliseconds per process start).
 
-What it does not do: request bodies, other methods, pipelining, proxies, or
-decoding a ``Content-Encoding`` (the caller asks for ``identity`` and decodes what
-comes otherwise).
+Pipelining (RFC 9112 §9.3.2, ``get_many``): for many small files, the GETs of a batch
+go out in one write and their answers are read in order from the same buffer, so a
+batch costs one send and a few receives instead of a round trip per file. It is
+best effort: the answers are handed over as they come, and a connection that fails
+or closes ends the batch (the requests not answered are the caller's to ask again,
+one by one, with ``get``).
+
+What it does not do: request bodies, other methods, proxies, or decoding a
+``Content-Encoding`` (the caller asks for ``identity`` and decodes what comes
+otherwise).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from __future__ import annotations
 import re
 import select
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import trio
 
@@ -142,6 +149,8 @@ class H1Connection:
         #: while a request and its answer's head are under way: their timeout scope
         self._head_scope: trio.CancelScope | None = None
         self._phase_is_write = False
+        #: pipelined answers still expected after the current one (``get_many``)
+        self._pending = 0
 
     async def get(self, target: Target, headers: Headers) -> Answer:
         """Send ``GET`` to ``target`` and read the answer's head."""
@@ -172,6 +181,75 @@ class H1Connection:
         except BaseException:
             await exchange.aclose()
             raise
+
+    async def get_many(
+        self,
+        targets: Sequence[Target],
+        headers: Headers,
+        each: Callable[[int, Answer], Awaitable[None]],
+    ) -> None:
+        """Pipelining: send a GET for every one of ``targets`` (one origin) in one
+        write, then hand the answers to ``each(index, answer)`` in order. ``each``
+        reads the body (to its end, or the connection is closed after it) and must
+        not use this connection otherwise; the answer is closed when it returns.
+
+        Best effort: a failure of the connection (connect, send, a head or body cut
+        short, a timeout, an answer after which the connection cannot be reused) ends
+        the batch without an error; the targets ``each`` was not called for, or whose
+        body it could not read to the end, were not answered. What ``each`` raises
+        (other than this connection's failures) goes on, the connection closed."""
+        if self._exchange is not None:
+            raise RuntimeError("H1Connection: the previous answer was not closed")
+        if not targets:
+            return
+        first = targets[0]
+        origin = (first.scheme, first.host, first.port_or_default)
+        extra = b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
+        for name, value in headers:
+            if _BAD_VALUE.search(value) or not _TOKEN.fullmatch(name):
+                raise LocalProtocolError(f"invalid header {name!r}: {value!r}")
+        requests = []
+        for target in targets:
+            if (target.scheme, target.host, target.port_or_default) != origin:
+                raise ValueError("H1Connection.get_many: targets of more than one origin")
+            requests.append(
+                b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (target.path, target.netloc, extra)
+            )
+        answered = False
+        try:
+            stream = await self._ready(origin)
+            with trio.CancelScope() as scope:
+                self._head_scope = scope
+                try:
+                    await self._send(stream, b"".join(requests))
+                finally:
+                    self._head_scope = None
+            if scope.cancelled_caught:
+                raise WriteTimeout("timed out sending the requests")
+            for index in range(len(targets)):
+                if self._stream is not stream:
+                    break  # closed after the previous answer: the rest are unanswered
+                self._pending = len(targets) - index - 1
+                exchange = self._exchange = _Exchange(self, stream)
+                try:
+                    with trio.CancelScope() as scope:
+                        self._head_scope = scope
+                        try:
+                            answer = await exchange.read_head()
+                        finally:
+                            self._head_scope = None
+                    if scope.cancelled_caught:
+                        raise ReadTimeout("timed out reading the answer")
+                    await each(index, answer)
+                finally:
+                    await exchange.aclose()
+            answered = True
+        except TransientHttpError:
+            await self._close()
+        finally:
+            self._pending = 0
+            if not answered:  # answers may still be on their way: never reuse it
+                await self._close()
 
     async def aclose(self) -> None:
         """Close the connection (also in the middle of an answer)."""
@@ -284,9 +362,11 @@ class H1Connection:
         if exchange is not self._exchange:
             return
         self._exchange = None
-        if reusable and not self._buffer and self._stream is exchange.stream:
+        # Bytes after a complete answer are the next pipelined one's, else unasked.
+        if reusable and self._stream is exchange.stream and (self._pending or not self._buffer):
             self._idle_since = trio.current_time()
             return
+        self._pending = 0
         await self._close()
 
 

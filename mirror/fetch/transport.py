@@ -39,7 +39,7 @@ import functools
 import re
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mirror.fetch import h1
@@ -169,6 +169,23 @@ class DirectConnection:
             await self._h1.aclose()
             return await self._core.send(target, headers)
         return _decoded(await self._h1.get(target, headers))
+
+    async def get_many(
+        self,
+        urls: Sequence[str],
+        headers: Headers,
+        each: Callable[[int, Answer], Awaitable[None]],
+    ) -> bool:
+        """GETs of ``urls`` (one origin) pipelined on the HTTP/1.1 connection, their
+        answers, undecoded, handed to ``each`` in order (``H1Connection.get_many``:
+        best effort, a failure of the connection ends the batch). False, with nothing
+        sent, where this connection does not pipeline: ``https://`` with ``http2``
+        (HTTP/2 multiplexes instead)."""
+        targets = [_target(url) for url in urls]
+        if self._http2 and any(target.scheme == b"https" for target in targets):
+            return False
+        await self._h1.get_many(targets, headers, each)
+        return True
 
     async def aclose(self) -> None:
         await self._h1.aclose()

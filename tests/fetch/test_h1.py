@@ -5,110 +5,17 @@ its limits, and malformed answers, which are transient ``FetchError``s."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import pytest
 import trio
 
 from mirror.errors import FetchError, OversizeError
-from mirror.fetch.http import HttpFetcher
 from mirror.fetch.retry import RetryPolicy
 
-from .conftest import FAST_RETRY
-
-#: answer bytes for the n-th request (0-based) of the whole server; None hangs up
-Script = Callable[[int, bytes], bytes | None]
-
-
-@dataclass
-class Scripted:
-    """A loopback server: per request, the script's bytes are sent; ``close_after``
-    answers end with the server closing the connection."""
-
-    script: Script
-    close_after: set[int] = field(default_factory=set)
-    connections: int = 0
-    requests: list[bytes] = field(default_factory=list)
-    url: str = ""
-    #: set once the server closed a connection
-    hung_up: threading.Event = field(default_factory=threading.Event)
-
-
-def _read_head(conn: socket.socket, pending: bytearray) -> bytes | None:
-    while b"\r\n\r\n" not in pending:
-        data = conn.recv(65536)
-        if not data:
-            return None
-        pending += data
-    end = pending.index(b"\r\n\r\n")
-    head = bytes(pending[:end])
-    del pending[: end + 4]
-    return head
-
-
-@pytest.fixture
-def scripted() -> Iterator[Callable[..., Scripted]]:
-    listeners: list[socket.socket] = []
-
-    def start(script: Script, *, close_after: set[int] | None = None) -> Scripted:
-        state = Scripted(script, close_after or set())
-        listener = socket.create_server(("127.0.0.1", 0))
-        listeners.append(listener)
-        state.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-
-        def serve(conn: socket.socket) -> None:
-            pending = bytearray()
-            try:
-                with conn:
-                    while (head := _read_head(conn, pending)) is not None:
-                        index = len(state.requests)
-                        state.requests.append(head)
-                        answer = state.script(index, head)
-                        if answer is None:
-                            return
-                        conn.sendall(answer)
-                        if index in state.close_after:
-                            return
-            finally:
-                state.hung_up.set()
-
-        def accept() -> None:
-            while True:
-                try:
-                    conn, _ = listener.accept()
-                except OSError:
-                    return
-                state.connections += 1
-                threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-        threading.Thread(target=accept, daemon=True).start()
-        return state
-
-    yield start
-    for listener in listeners:
-        listener.close()
-
-
-def ok(body: bytes, *extra: bytes) -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (
-        len(body),
-        b"".join(line + b"\r\n" for line in extra),
-        body,
-    )
-
-
-def fetcher_for(server: Scripted, **options: object) -> HttpFetcher:
-    return HttpFetcher(
-        server.url + "/metadata",
-        server.url + "/targets",
-        retry=options.pop("retry", FAST_RETRY),  # type: ignore[arg-type]
-        **options,  # type: ignore[arg-type]
-    )
+from .conftest import Scripted, fetcher_for, ok
 
 
 async def test_keep_alive_reuses_one_connection(scripted: Callable[..., Scripted]) -> None:
