@@ -41,6 +41,8 @@ from mirror.trust import TargetFile, check_target, compute_digests, hash_algorit
 TARGETS: Final = "targets"
 #: targets up to this size are fetched into memory (concurrency x this = the bound)
 SMALL_TARGET = 256 * 1024
+#: copies handed to a copier together at most (``copy_batch``: one pipelined batch)
+COPY_BATCH = 32
 
 
 class Outcome(enum.Enum):

@@ -21,7 +21,7 @@ import trio
 
 from mirror import shutdown
 from mirror.config import Settings
-from mirror.copier import CopyResult, Outcome, TargetCopier
+from mirror.copier import COPY_BATCH, CopyResult, Outcome, TargetCopier
 from mirror.errors import one_error
 from mirror.fetch import FetchStats
 from mirror.filters import TargetFilter
@@ -33,7 +33,7 @@ from mirror.published import Published
 from mirror.report import RunReport
 from mirror.trust import TrustedSet
 from mirror.walk import RoleLoader, TargetSender, Walked, walk_roles
-from mirror.workers import BATCH, ProcessPool
+from mirror.workers import ProcessPool
 
 _T = TypeVar("_T")
 
@@ -58,14 +58,17 @@ class Tally:
     """Counts copy results into the run report, and keeps what the engine decides
     from: how many targets this run wrote."""
 
-    __slots__ = ("report", "written")
+    __slots__ = ("answered", "report", "written")
 
     def __init__(self, report: RunReport) -> None:
         self.report = report
         #: targets written by this run (a flush makes them durable before publishing)
         self.written = 0
+        #: copy results counted, whatever their outcome
+        self.answered = 0
 
     def count(self, result: CopyResult) -> None:
+        self.answered += 1
         report = self.report
         if result.outcome is Outcome.PRESENT:
             report.targets_already_present += 1
@@ -170,7 +173,7 @@ async def _target_worker(
     async with receive:
         async for copy in receive:
             batch = [copy]
-            while len(batch) < BATCH:
+            while len(batch) < COPY_BATCH:
                 try:
                     batch.append(receive.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
@@ -236,6 +239,8 @@ async def walk_and_copy(
     """The delegation walk (``walk.walk_roles``), with the copies of the targets it
     sends made meanwhile."""
     consistent = trusted.consistent_snapshot
+    senders: list[TargetSender] = []
+    answered = tally.answered
 
     async def produce(send: trio.MemorySendChannel[TargetCopy]) -> Walked:
         sender = TargetSender(
@@ -246,6 +251,7 @@ async def walk_and_copy(
             gate=gate,
             witness=witness,
         )
+        senders.append(sender)
         return await walk_roles(
             trusted,
             published,
@@ -258,7 +264,7 @@ async def walk_and_copy(
             witness=witness,
         )
 
-    return await copy_targets(
+    walked = await copy_targets(
         produce,
         copier=copier,
         tally=tally,
@@ -268,3 +274,12 @@ async def walk_and_copy(
         consistent=consistent,
         pools=pools,
     )
+    # Every copy handed over has its result, or metadata listing a target that was
+    # never copied could be published: a bug, stopped here (exit 70).
+    sent = sum(sender.sent for sender in senders)
+    if tally.answered - answered != sent:
+        raise RuntimeError(
+            f"{sent} target copies were handed over and {tally.answered - answered} "
+            "answered: nothing is published"
+        )
+    return walked

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from mirror.copier import COPY_BATCH
 from mirror.errors import TamperedDestinationError, VerificationError
 from mirror.filters import TargetFilter
 from mirror.layout import meta_key
@@ -180,6 +181,10 @@ class TargetSender:
         self.witness = witness
         #: targets whose authority could only be decided after the walk
         self._undecided: list[tuple[str, TargetFile]] = []
+        #: copies decided and not handed over yet (``COPY_BATCH`` at most)
+        self._pending: list[TargetCopy] = []
+        #: copies handed over to the copiers
+        self.sent = 0
 
     async def send_targets(
         self,
@@ -224,6 +229,7 @@ class TargetSender:
             )
         for role, decisions in by_role.items():
             await self._act(role, decisions)
+        await self._hand_over()
 
     async def _act(self, role: str, decisions: list[TargetDecision]) -> None:
         """Act on one role's plan, in its order: warn about the targets another role
@@ -243,20 +249,29 @@ class TargetSender:
             self.report.warnings.append(f"{role}: unauthorised target {decision.target.path!r}")
         if self.witness is not None and observed:
             await self.witness.observe_targets(role, observed)
-        send = self.send
         for decision in decisions:
             if decision.decision is Decision.FILTERED:
                 self.report.targets_filtered += 1
             elif decision.copy is not None:  # (HELD: the policy gate holds it back)
                 self.report.targets_new += 1
                 self.report.planned_bytes += decision.target.length
-                # Without a checkpoint while the channel has room: the copiers wake
-                # to many copies at once and take them together (a pipelined batch,
-                # one frame to a worker process), not one by one.
-                try:
-                    send.send_nowait(decision.copy)
-                except trio.WouldBlock:
-                    await send.send(decision.copy)
+                self._pending.append(decision.copy)
+                if len(self._pending) >= COPY_BATCH:
+                    await self._hand_over()
+
+    async def _hand_over(self) -> None:
+        """Send the pending copies, without a checkpoint while the channel has room:
+        the copiers wake to ``COPY_BATCH`` copies at once and take them together (a
+        pipelined batch, one frame to a worker process), not one by one, also when
+        each role adds only one or two (an incremental run)."""
+        pending, self._pending = self._pending, []
+        send = self.send
+        for copy in pending:
+            try:
+                send.send_nowait(copy)
+            except trio.WouldBlock:
+                await send.send(copy)
+            self.sent += 1
 
 
 # -- the walk ---------------------------------------------------------------------------

@@ -39,7 +39,7 @@ import trio
 
 from mirror import errors, shutdown
 from mirror.config import Settings
-from mirror.copier import CopyResult, Outcome, TargetCopier
+from mirror.copier import COPY_BATCH, CopyResult, Outcome, TargetCopier
 from mirror.errors import MirrorError
 from mirror.plan import TargetCopy
 from mirror.report import peak_rss_bytes
@@ -49,7 +49,7 @@ _HEADER = struct.Struct("!I")
 #: both processes: at most FRAMES_IN_FLIGHT x BATCH jobs)
 FRAMES_IN_FLIGHT = 4
 #: jobs or results sent in one frame at most
-BATCH = 32
+BATCH = COPY_BATCH
 
 
 class _Frames:

@@ -3,6 +3,7 @@ what the run counts from copy results."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -113,3 +114,49 @@ def test_tally(outcome: Outcome, written: int, counters: dict[str, int]) -> None
     for name, value in counters.items():
         assert getattr(report, name) == value
     assert report.targets_fetched == written
+
+
+@pytest.mark.parametrize("processes", ["0", "1"])
+def test_every_target_handed_over_in_batches_is_copied(processes: str, tmp_path: Path) -> None:
+    """The walk hands copies over ``COPY_BATCH`` at a time (across roles), the
+    copiers take each batch together (pipelined): a first sync of 32 bins holding
+    1 to 4 targets each, then an incremental one adding a target to most bins,
+    copy every target exactly once, in one process and with a worker process,
+    whatever batch boundaries fall inside a role's targets."""
+    from mirror.cli import main
+    from mirror.copier import COPY_BATCH
+    from tests.sync.conftest import tree
+    from tuf_mirror_testing.repo import Repository
+    from tuf_mirror_testing.server import serve_directory
+
+    repo = Repository(consistent_snapshot=True)
+    repo.add_hash_bins(32, succinct=False)
+    first = [f"a/{index:03d}.txt" for index in range(3 * COPY_BATCH + 5)]
+    for path in first:
+        repo.add_target(path, f"{path}\n".encode())
+    upstream, dest = tmp_path / "upstream", tmp_path / "dest"
+    repo.publish(upstream)
+    root_file = tmp_path / "root.json"
+    root_file.write_bytes(repo.root_bytes(1))
+    report = tmp_path / "report.json"
+    with serve_directory(upstream) as server:
+        args = ["sync", "--root", str(root_file), "--upstream", server.url, "--dest", str(dest)]
+        args += ["--processes", processes, "--report", str(report)]
+        assert main(args) == 0
+        assert json.loads(report.read_text())["targets_fetched"] == len(first)
+        added = [f"b/{index:03d}.txt" for index in range(COPY_BATCH + 3)]
+        for path in added:
+            repo.add_target(path, f"{path}\n".encode())
+        repo.publish(upstream)
+        server.clear_log()
+        assert main(args) == 0
+        got = json.loads(report.read_text())
+        target_requests = [p for p in server.paths() if p.startswith("/targets/")]
+    assert got["targets_new"] == got["targets_fetched"] == len(added)
+    assert len(target_requests) == len(added)
+    files = tree(dest / "targets")
+    for path in first + added:
+        directory, _, name = path.rpartition("/")
+        assert any(key.startswith(f"{directory}/") and key.endswith(f".{name}") for key in files), (
+            path
+        )
