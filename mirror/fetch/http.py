@@ -494,8 +494,10 @@ class HttpFetcher(StreamFetcher):
     async def _pipeline(
         self, asked: list[tuple[int, str, int]], results: list[bytes | None]
     ) -> None:
-        """One pipelined batch of ``fetch_many`` into ``results``."""
+        """One pipelined batch of ``fetch_many`` into ``results``, under one deadline
+        that moves as bytes arrive (``_Progress``: the batch is one transfer)."""
         stats = self.stats
+        progress: _Progress | None = None
 
         async def each(position: int, answer: Answer) -> None:
             index, _, limit = asked[position]
@@ -505,6 +507,8 @@ class HttpFetcher(StreamFetcher):
             chunks = answer.chunks()
             async for chunk in chunks:
                 stats.bytes_received += len(chunk)
+                assert progress is not None
+                progress.add(len(chunk))
                 body += chunk
                 if len(body) > limit:
                     # Closed, then pulled once: the body's generator ends here
@@ -520,10 +524,8 @@ class HttpFetcher(StreamFetcher):
         try:
             if not isinstance(connection, DirectConnection):
                 return
-            timeout = self._transfer_timeout
-            if timeout is not None and self._min_throughput:
-                timeout += sum(limit for _, _, limit in asked) / self._min_throughput
-            with trio.move_on_after(math.inf if timeout is None else timeout):
+            with trio.CancelScope() as scope:
+                progress = _Progress(scope, self._transfer_timeout, self._min_throughput)
                 stats.requests += len(asked)
                 pipelined = await connection.get_many(
                     [location for _, location, _ in asked], self._headers, each

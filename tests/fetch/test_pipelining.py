@@ -308,3 +308,35 @@ def test_pipelining_is_one_fetcher_capability() -> None:
         HttpFetcher("http://127.0.0.1:9/m", "http://127.0.0.1:9/t"), PipeliningFetcher
     )
     assert not isinstance(LocalFetcher(Path(".")), PipeliningFetcher)
+
+
+async def test_a_trickling_body_ends_the_batch_at_the_throughput_deadline(
+    tmp_path: Path,
+) -> None:
+    """Slow retrieval: a server that sends one pipelined body at a trickle (but
+    never stalls long enough for the read timeout) is given what ``fetch_bytes``
+    gives one file: ``transfer_timeout`` plus ``1 / min_throughput`` seconds per
+    byte received, not per byte allowed. The batch ends then, the files behind the
+    slow one None, without an error."""
+    from tuf_mirror_testing.server import Fault, serve_directory
+
+    (tmp_path / "targets").mkdir()
+    for name in ("a", "slow", "c"):
+        (tmp_path / "targets" / name).write_bytes(name.encode() * 1000)
+    with serve_directory(tmp_path) as server:
+        server.faults.add("/targets/slow", Fault.slow_body(50))
+        fetcher = HttpFetcher(
+            f"{server.url}/metadata/",
+            f"{server.url}/targets/",
+            transfer_timeout=0.3,
+            min_throughput=10_000,
+            read_timeout=5,
+        )
+        try:
+            with trio.fail_after(10):  # a limit per byte allowed would be 300 s
+                got = await fetcher.fetch_many(
+                    "targets", [("a", 1_000_000), ("slow", 1_000_000), ("c", 1_000_000)]
+                )
+        finally:
+            await fetcher.aclose()
+    assert got == [b"a" * 1000, None, None]
