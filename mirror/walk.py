@@ -16,7 +16,7 @@ targets (``copying``), publishing (``publish``).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -349,13 +349,12 @@ async def walk_roles(
             else:
                 needed.append(step)
         # Fetch a window of roles at a time, concurrently (the network round
-        # trips overlap), then verify them in walk order. The window bounds
-        # memory: a few roles in flight, never the whole repository.
-        for start in range(0, len(needed), window):
-            batch = needed[start : start + window]
-            loaded = await _load_steps(
-                loader, batch, changed, published, consistent, full_pass=full_pass
-            )
+        # trips overlap), then verify them in walk order, while the next window
+        # loads. The window bounds memory: two windows of roles in flight at most,
+        # never the whole repository.
+        batches = [needed[start : start + window] for start in range(0, len(needed), window)]
+
+        async def verify(batch: list[WalkStep], loaded: _Loaded) -> None:
             for step, (data, local, old) in zip(batch, loaded, strict=True):
                 name = metadata_filename(step.role, step.version if consistent else None)
                 with naming(source.where(name, local=local)):
@@ -371,6 +370,16 @@ async def walk_roles(
                     await sender.send_targets(walk, step.role, verified.signed, old)
                 if not verified.signed.delegations:
                     trusted.forget_role(step.role)
+
+        await _load_ahead(
+            loader,
+            batches,
+            verify,
+            changed=changed,
+            published=published,
+            consistent=consistent,
+            full_pass=full_pass,
+        )
     await sender.send_undecided(walk)
     # Roles the snapshot lists that nothing delegates to: never fetched nor
     # published (a client never asks for them), counted in the report.
@@ -383,6 +392,44 @@ async def walk_roles(
         leaves=frozenset(walk.leaves),
         unreachable=frozenset(unreachable),
     )
+
+
+_Loaded = list[tuple[bytes, bool, dict[str, TargetFile] | None]]
+
+
+async def _load_ahead(
+    loader: RoleLoader,
+    batches: list[list[WalkStep]],
+    verify: Callable[[list[WalkStep], _Loaded], Awaitable[None]],
+    *,
+    changed: Mapping[str, RoleChange],
+    published: Published,
+    consistent: bool,
+    full_pass: bool,
+) -> None:
+    """``verify`` each of ``batches`` in order with what ``_load_steps`` loaded for
+    it, the next batch loading in the background meanwhile (the network and the
+    destination's reads overlap the verification)."""
+    results: list[_Loaded | None] = [None] * len(batches)
+    ready = [trio.Event() for _ in batches]
+
+    async def load(index: int) -> None:
+        results[index] = await _load_steps(
+            loader, batches[index], changed, published, consistent, full_pass=full_pass
+        )
+        ready[index].set()
+
+    async with trio.open_nursery() as nursery:
+        for index, batch in enumerate(batches):
+            if index == 0:
+                nursery.start_soon(load, 0)
+            await ready[index].wait()
+            if index + 1 < len(batches):
+                nursery.start_soon(load, index + 1)
+            loaded = results[index]
+            results[index] = None
+            assert loaded is not None
+            await verify(batch, loaded)
 
 
 async def _load_steps(
