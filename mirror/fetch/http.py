@@ -96,14 +96,18 @@ from mirror.fetch.transport import (
     request_errors,
     transport_errors,
 )
+from mirror.log import log
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["PIPELINE_DEPTH", "HttpFetcher"]
+__all__ = ["PIPELINE_DEPTH", "USELESS_BATCHES", "HttpFetcher"]
 
 #: requests pipelined on one connection at most (``HttpFetcher.fetch_many``)
 PIPELINE_DEPTH = 32
+#: pipelined batches in a row that brought less than half their files, after which
+#: a fetcher stops pipelining (``HttpFetcher.fetch_many``)
+USELESS_BATCHES = 3
 
 _T = TypeVar("_T")
 _RETRIED_STATUSES = frozenset({408, 429})
@@ -274,6 +278,8 @@ class HttpFetcher(StreamFetcher):
         self._min_throughput = min_throughput
         self.bandwidth = bandwidth
         self._partial_dir = partial_dir
+        #: pipelined batches in a row that brought less than half their files
+        self._useless_batches = 0
         # One connection per concurrent transfer, handed out from a free list,
         # instead of one pool of N connections: httpcore's pool scans (and polls)
         # every connection on each request, which grows with N and dominated the CPU
@@ -469,14 +475,21 @@ class HttpFetcher(StreamFetcher):
     ) -> list[bytes | None]:
         """``PipeliningFetcher.fetch_many``: the GETs of ``items`` pipelined on one
         HTTP/1.1 connection (``mirror.fetch.h1``), in batches of at most
-        ``PIPELINE_DEPTH``, under one deadline per batch (``transfer_timeout`` plus
-        the ``min_throughput`` allowance for the bytes asked). Only where nothing is
-        paid per chunk: without a bandwidth cap or a transfer budget, on the fetcher's
-        own connections; elsewhere every item is None. No retry, redirect or resume
-        here: a file that did not come whole in a ``200`` is None. Every request sent
-        is counted, and every byte read."""
+        ``PIPELINE_DEPTH``, each batch one transfer for the deadline
+        (``transfer_timeout`` plus the ``min_throughput`` allowance for the bytes
+        received). Only where nothing is paid per chunk: without a bandwidth cap or a
+        transfer budget, on the fetcher's own connections; elsewhere every item is
+        None. No retry, redirect or resume here: a file that did not come whole in a
+        ``200`` is None. Every request sent is counted, and every byte read.
+
+        An upstream where pipelining does not pay (``USELESS_BATCHES`` batches in a
+        row that brought less than half their files: it redirects every file, closes
+        the connection after each answer, or fails) is not asked this way again by
+        this fetcher: every item is None from then on, without a request."""
         results: list[bytes | None] = [None] * len(items)
         if not items or self.bandwidth is not None or not self._owns_transport:
+            return results
+        if self._useless_batches >= USELESS_BATCHES:
             return results
         if current_allowance() is not None:
             return results
@@ -488,7 +501,21 @@ class HttpFetcher(StreamFetcher):
                 continue  # fetch_bytes says so
             asked.append((index, location, limit))
         for start in range(0, len(asked), PIPELINE_DEPTH):
-            await self._pipeline(asked[start : start + PIPELINE_DEPTH], results)
+            batch = asked[start : start + PIPELINE_DEPTH]
+            await self._pipeline(batch, results)
+            brought = sum(results[index] is not None for index, _, _ in batch)
+            if 2 * brought >= len(batch):
+                self._useless_batches = 0
+                continue
+            self._useless_batches += 1
+            if self._useless_batches >= USELESS_BATCHES:
+                log.info(
+                    "%s: pipelined requests brought %d of %d files; asking one by one",
+                    self._bases[namespace],
+                    brought,
+                    len(batch),
+                )
+                break
         return results
 
     async def _pipeline(

@@ -340,3 +340,57 @@ async def test_a_trickling_body_ends_the_batch_at_the_throughput_deadline(
         finally:
             await fetcher.aclose()
     assert got == [b"a" * 1000, None, None]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(
+            b"HTTP/1.1 302 Found\r\nLocation: /cdn/x\r\nContent-Length: 0\r\n\r\n",
+            id="every-file-redirected",
+        ),
+        pytest.param(
+            b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx", id="http-1.0-one-per-connection"
+        ),
+    ],
+)
+async def test_an_upstream_where_pipelining_does_not_pay_is_asked_one_by_one(
+    answer: bytes, scripted: Callable[..., Scripted]
+) -> None:
+    """After ``USELESS_BATCHES`` batches in a row that brought less than half their
+    files (a redirect for each, or one answer per connection), the fetcher stops
+    pipelining: later calls give None at once, without a request."""
+    from mirror.fetch.http import USELESS_BATCHES
+
+    server = scripted(lambda n, _: answer)
+    fetcher = fetcher_for(server, max_connections=1)
+    items = [(f"f{index}", 10) for index in range(4)]
+    try:
+        for _ in range(USELESS_BATCHES):
+            assert (await fetcher.fetch_many("targets", items)).count(None) >= 3
+        seen = len(server.requests)
+        assert await fetcher.fetch_many("targets", items) == [None] * 4
+    finally:
+        await fetcher.aclose()
+    assert len(server.requests) == seen
+
+
+async def test_a_good_batch_resets_the_count_of_useless_ones(
+    scripted: Callable[..., Scripted],
+) -> None:
+    """Batches that bring most of their files keep pipelining on, also between
+    ones that did not (a passing outage is not a verdict on the upstream)."""
+    from mirror.fetch.http import USELESS_BATCHES
+
+    def script(n: int, _: bytes) -> bytes:
+        return ok(b"x") if n // 4 % 2 else not_found()
+
+    server = scripted(script)
+    fetcher = fetcher_for(server, max_connections=1)
+    items = [(f"f{index}", 10) for index in range(4)]
+    try:
+        for _ in range(2 * USELESS_BATCHES):
+            await fetcher.fetch_many("targets", items)
+    finally:
+        await fetcher.aclose()
+    assert len(server.requests) == 4 * 2 * USELESS_BATCHES
