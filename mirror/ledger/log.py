@@ -92,6 +92,8 @@ _BATCH = 1024
 _SEARCHES = 16
 #: bundle and shard writes of a commit in flight at once
 _PARALLEL_WRITES = 8
+#: index shard reads of a ``prefetch`` in flight at once
+_PARALLEL_READS = 8
 
 
 class LedgerConflictError(TransientError):
@@ -237,6 +239,10 @@ class LedgerLog:
         self._shards: dict[str, _Shard] = {}
         self._shards_size = -1
         self._cached_bytes = 0
+        #: shards being read (a second lookup of one waits for the first read)
+        self._reading: dict[str, trio.Event] = {}
+        #: index shard reads so far (tests count them)
+        self.shard_reads = 0
 
     @property
     def url(self) -> str:
@@ -331,21 +337,54 @@ class LedgerLog:
                     raise LedgerCorruptError(f"{where}: unreadable line") from exc
         return records
 
+    async def prefetch(self, keys: Iterable[str], head: Head) -> None:
+        """Read the index shards that lookups of ``keys`` will need, ``_PARALLEL_READS``
+        at a time, instead of one by one as the lookups come: a hint, so it stops
+        once half the shard cache is filled (a larger index is read on demand)."""
+        if not head.size:
+            return
+        if self._shards_size != head.size:
+            self._forget_shards(head.size)
+        wanted = sorted({shard_of(key) for key in keys} - self._shards.keys())
+        for start in range(0, len(wanted), _PARALLEL_READS):
+            if self._cached_bytes >= _CACHE_BYTES // 2:
+                return
+            async with trio.open_nursery() as nursery:
+                for name in wanted[start : start + _PARALLEL_READS]:
+                    nursery.start_soon(self._shard_view, name, head.size)
+
     def _forget_shards(self, size: int) -> None:
         self._shards.clear()
         self._cached_bytes = 0
         self._shards_size = size
 
     async def _shard_view(self, name: str, size: int) -> _Shard:
+        while True:
+            if self._shards_size != size:
+                self._forget_shards(size)
+            cached = self._shards.pop(name, None)
+            if cached is not None:
+                self._shards[name] = cached  # most recently used last
+                return cached
+            reading = self._reading.get(name)
+            if reading is None:
+                break
+            # Another task is reading this shard: its read serves this lookup too
+            # (if it failed, this one reads again and meets the error itself).
+            await reading.wait()
+        done = self._reading[name] = trio.Event()
+        try:
+            # An empty ledger has no committed record: nothing to read (a first sync).
+            raw = None
+            if size:
+                self.shard_reads += 1
+                raw = await self._get(_shard_key(name))
+            shard = _Shard.parse(raw or b"", size, f"ledger {self.url}: {_shard_key(name)}")
+        finally:
+            del self._reading[name]
+            done.set()
         if self._shards_size != size:
-            self._forget_shards(size)
-        cached = self._shards.pop(name, None)
-        if cached is not None:
-            self._shards[name] = cached  # most recently used last
-            return cached
-        # An empty ledger has no committed record: nothing to read (a first sync).
-        raw = await self._get(_shard_key(name)) if size else None
-        shard = _Shard.parse(raw or b"", size, f"ledger {self.url}: {_shard_key(name)}")
+            return shard  # a commit moved the checkpoint meanwhile: not cached
         while self._shards and self._cached_bytes + len(shard.data) > _CACHE_BYTES:
             dropped = self._shards.pop(next(iter(self._shards)))
             self._cached_bytes -= len(dropped.data)
