@@ -8,8 +8,10 @@ Layout (keys of the ledger's own store: a directory or ``s3://bucket/prefix``):
   interrupted commit and are ignored (and overwritten by the next one);
 - ``index/<xx>.jsonl``: index records (key, leaf index, entry), sharded by the
   first hex digits of sha256(key): a lookup reads one shard, and a run reads each
-  shard at most once (shards read are kept as bytes, up to ``_CACHE_BYTES``; a
-  lookup parses only its key's lines, found by a byte search);
+  shard at most once (shards read are kept as bytes, up to ``_CACHE_BYTES``;
+  concurrent lookups of one shard share its read; ``prefetch`` reads the shards of
+  keys known in advance side by side; a lookup parses only its key's lines, found
+  by a byte search);
 - ``states/<seq>.json``: the checkpoint of commit number ``seq`` with the tree's
   right edge (``Frontier``), created with ``create_exclusive``: the
   compare-and-swap that lets only one of two runs from the same base move the

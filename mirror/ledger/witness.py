@@ -2,7 +2,8 @@
 
 ``RunWitness`` is what ``sync`` and ``import`` call (a few hooks):
 
-- ``start`` reads the ledger's head;
+- ``start`` reads the ledger's head; ``begin`` (the walk starts) reads side by
+  side the index shards of the changed roles' versions the run will check;
 - ``check_published`` compares a metadata file read from the destination (the
   published state, diff bases included) with the ledger's sha256 for that role
   version: a mismatch is ``TamperedDestinationError`` (exit 1, nothing written);
