@@ -348,12 +348,22 @@ class LedgerLog:
         if self._shards_size != head.size:
             self._forget_shards(head.size)
         wanted = sorted({shard_of(key) for key in keys} - self._shards.keys())
-        for start in range(0, len(wanted), _PARALLEL_READS):
-            if self._cached_bytes >= _CACHE_BYTES // 2:
-                return
+        slots = trio.Semaphore(_PARALLEL_READS)
+
+        async def read(name: str) -> None:
+            try:
+                await self._shard_view(name, head.size)
+            finally:
+                slots.release()
+
+        with _one_error():
             async with trio.open_nursery() as nursery:
-                for name in wanted[start : start + _PARALLEL_READS]:
-                    nursery.start_soon(self._shard_view, name, head.size)
+                for name in wanted:
+                    await slots.acquire()
+                    if self._cached_bytes >= _CACHE_BYTES // 2:
+                        slots.release()
+                        break
+                    nursery.start_soon(read, name)
 
     def _forget_shards(self, size: int) -> None:
         self._shards.clear()

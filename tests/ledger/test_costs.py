@@ -24,7 +24,7 @@ from mirror.ledger.entries import (
     shard_of,
     target_entry,
 )
-from mirror.ledger.log import _PARALLEL_READS, LedgerLog
+from mirror.ledger.log import _PARALLEL_READS, LedgerCorruptError, LedgerLog
 from mirror.ledger.merkle import hash_leaf, root_of_leaves
 from mirror.ledger.spool import EntrySpool
 from mirror.ledger.witness import RunWitness
@@ -333,3 +333,20 @@ async def test_begin_prefetches_the_changed_roles_shards() -> None:
         assert len(store.gets) == reads
     finally:
         await witness.aclose()
+
+
+async def test_prefetch_of_an_unreadable_shard_is_the_ledgers_error() -> None:
+    """A shard that holds a line that is no index record makes ``prefetch`` raise
+    ``LedgerCorruptError`` naming the shard (exit 1), as the lookup would: one
+    error, not a group of the reads in flight."""
+    store = CountingStore()
+    first = targets("a", 200)
+    await run(store, first)
+    ledger = LedgerLog(store, origin="o")
+    head = await ledger.head()
+    broken = shard_of(first[0].path)
+    key = f"index/{broken}.jsonl"
+    data = await store.get(key, max_length=1 << 30)
+    await store.put_bytes(key, data + b"not a record\n", PutOptions())
+    with pytest.raises(LedgerCorruptError, match=f"index/{broken}.jsonl: unreadable line"):
+        await ledger.prefetch([target.path for target in first], head)
