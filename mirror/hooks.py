@@ -15,7 +15,7 @@ What this module does not do: implement any hook, or decide anything itself.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +27,7 @@ from mirror.refresh import RollbackWitness
 if TYPE_CHECKING:
     from mirror.config import Settings
     from mirror.filters import TargetFilter
-    from mirror.plan import TargetCopy
+    from mirror.plan import RoleChange, TargetCopy
     from mirror.published import Published
     from mirror.refresh import Refreshed
     from mirror.report import RunReport
@@ -52,8 +52,9 @@ class Witness(PublishedCheck, RollbackWitness, Protocol):
     async def recover(self, published: Published) -> None:
         """Commit the pending record of a run that published but did not commit."""
 
-    async def begin(self, new: TrustedSet) -> None:
-        """A cycle's walk starts (a restarted cycle starts its record over)."""
+    async def begin(self, new: TrustedSet, changes: Sequence[RoleChange] = ()) -> None:
+        """A cycle's walk starts (a restarted cycle starts its record over);
+        ``changes``: the roles whose version the new snapshot changes."""
 
     async def observe_meta(self, *, name: str, role: str, version: int, data: bytes) -> None:
         """A verified role version this run publishes."""

@@ -1,7 +1,9 @@
 """Spooling and publishing a run's verified metadata, and the state file after it.
 
-* ``Spooler`` keeps each verified role on disk (memory stays bounded by the largest
-  role) until its turn: ``Spooled``.
+* ``Spooler`` keeps each verified role until its turn: ``Spooled``. The first
+  ``Spooler.MEMORY`` bytes of roles stay in memory (no file, and their publish
+  is a ``put_bytes`` that the store may batch with others), the rest on disk
+  (memory stays bounded by that budget plus the largest role).
 * ``publish_metadata`` writes in the order of invariant 4 (``plan.
   metadata_publish_order``), with the durability rule: targets written this run are
   flushed before any metadata that references them; versioned delegated and
@@ -27,7 +29,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mirror.errors import StorageError
+import trio
+
+from mirror.errors import StorageError, one_error
 from mirror.fetch.spool import write_spool_file
 from mirror.layout import STATE_KEY, meta_key
 from mirror.log import log
@@ -35,7 +39,7 @@ from mirror.plan import MetadataCopy, RoleChange, metadata_publish_order
 from mirror.published import MirrorState, Published, encode_state
 from mirror.refresh import Refreshed
 from mirror.report import RunReport
-from mirror.storage import Store
+from mirror.storage import PutOptions, Store
 from mirror.storage.headers import put_options_for
 from mirror.trust import TrustedSet, metadata_filename
 
@@ -66,14 +70,20 @@ class Spooled:
 
 
 class Spooler:
-    """Spools verified roles for one run: in the store's spool directory, or (a dry
-    run, or bytes already at the destination) not at all."""
+    """Spools verified roles for one run: in memory up to ``MEMORY`` bytes, then in
+    the store's spool directory, or (a dry run, or bytes already at the
+    destination) not at all."""
+
+    #: bytes of roles kept in memory by one spooler (the rest go to spool files)
+    MEMORY = 8 * 1024 * 1024
 
     def __init__(self, store: Store, *, dry_run: bool, witness: Witness | None = None) -> None:
         self.store = store
         self.dry_run = dry_run
         self.witness = witness
         self._counter = 0
+        #: bytes of roles kept in memory so far
+        self.in_memory = 0
 
     def _path(self, kind: str) -> Path:
         self._counter += 1
@@ -92,7 +102,10 @@ class Spooler:
             )
         if self.dry_run or present:
             return Spooled(copy, present=present)
-        # Kept on disk, not in memory: memory stays bounded by the largest role.
+        if self.in_memory + len(data) <= self.MEMORY:
+            self.in_memory += len(data)
+            return Spooled(copy, data=data)
+        # Past the budget, kept on disk: memory stays bounded by it and the largest role.
         path = self._path("role")
         await write_spool_file(path, data)
         return Spooled(copy, path=path)
@@ -150,14 +163,25 @@ async def publish_metadata(
     # Versioned targets roles are referenced by nothing until the snapshot that
     # names them is published: they are written with deferred durability and
     # made durable by one flush before the snapshot (not two fsyncs each).
+    # The delegated roles among them are not ordered against each other either:
+    # they are written side by side (a local store batches such small writes into
+    # few thread calls), all before ``targets.json``.
     deferred = 0
+    side_by_side: list[tuple[str, Spooled, PutOptions]] = []
     for item in order:
         key = meta_key(item.name)
         options = put_options_for(key, consistent_snapshot=consistent, short_max_age=short_max_age)
-        if consistent and item.role not in ("snapshot", "root", "timestamp"):
+        later = consistent and item.role not in ("snapshot", "root", "timestamp")
+        if later:
             options = dataclasses.replace(options, durable=False)
             deferred += 1
-        elif deferred:
+            spool = spooled.get(item.name)
+            if item.role != "targets" and spool is not None and not spool.present:
+                side_by_side.append((key, spool, options))
+                continue
+        await _put_spooled(store, side_by_side, report)
+        side_by_side = []
+        if not later and deferred:
             await store.flush()
             deferred = 0
         if item.name in roots:
@@ -173,14 +197,48 @@ async def publish_metadata(
                 raise RuntimeError(f"nothing spooled for {item.name}")
             if spool.present:
                 continue
-            if spool.path is not None:
-                await store.put_file(key, spool.path, options)
-            else:
-                assert spool.data is not None
-                await store.put_bytes(key, spool.data, options)
+            await _put_one(store, key, spool, options)
         report.roles_published += 1
+    await _put_spooled(store, side_by_side, report)
     if deferred:
         await store.flush()
+
+
+#: spooled roles written at once by ``_put_spooled``
+_PARALLEL_PUTS = 64
+
+
+async def _put_one(store: Store, key: str, spool: Spooled, options: PutOptions) -> None:
+    if spool.path is not None:
+        await store.put_file(key, spool.path, options)
+    else:
+        assert spool.data is not None
+        await store.put_bytes(key, spool.data, options)
+
+
+async def _put_spooled(
+    store: Store, items: Sequence[tuple[str, Spooled, PutOptions]], report: RunReport
+) -> None:
+    """Write ``items`` (key, spooled role, options), ``_PARALLEL_PUTS`` at a time."""
+    if len(items) <= 1:
+        for item in items:
+            await _put_one(store, *item)
+        report.roles_published += len(items)
+        return
+    slots = trio.Semaphore(_PARALLEL_PUTS)
+
+    async def put(key: str, spool: Spooled, options: PutOptions) -> None:
+        try:
+            await _put_one(store, key, spool, options)
+        finally:
+            slots.release()
+
+    with one_error():
+        async with trio.open_nursery() as nursery:
+            for item in items:
+                await slots.acquire()
+                nursery.start_soon(put, *item)
+    report.roles_published += len(items)
 
 
 async def put_state(store: Store, document: Mapping[str, object]) -> None:

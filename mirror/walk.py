@@ -104,7 +104,10 @@ class RoleLoader:
             # A changed role may have been written by an interrupted run (``store``);
             # an unchanged one is part of the previous state (``base``).
             where = self.store if changed else self.base
-            local = await read_optional(where, meta_key(name), limit)
+            # Usually a changed role is not there yet: a presence check first (on a
+            # local disk a stat, no thread hop; in a busy directory, one listing).
+            present = not changed or await where.head(meta_key(name)) is not None
+            local = await read_optional(where, meta_key(name), limit) if present else None
             if local is not None:
                 if not changed and self.witness is not None:
                     await self.witness.check_published(meta_key(name), role, version, local)
@@ -307,7 +310,7 @@ async def walk_roles(
         spooled[item.copy.name] = item
 
     if witness is not None:
-        await witness.begin(trusted)
+        await witness.begin(trusted, all_changes)
 
     # Top-level targets.
     tchange = changed.get("targets")

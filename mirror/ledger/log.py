@@ -8,8 +8,10 @@ Layout (keys of the ledger's own store: a directory or ``s3://bucket/prefix``):
   interrupted commit and are ignored (and overwritten by the next one);
 - ``index/<xx>.jsonl``: index records (key, leaf index, entry), sharded by the
   first hex digits of sha256(key): a lookup reads one shard, and a run reads each
-  shard at most once (shards read are kept as bytes, up to ``_CACHE_BYTES``; a
-  lookup parses only its key's lines, found by a byte search);
+  shard at most once (shards read are kept as bytes, up to ``_CACHE_BYTES``;
+  concurrent lookups of one shard share its read; ``prefetch`` reads the shards of
+  keys known in advance side by side; a lookup parses only its key's lines, found
+  by a byte search);
 - ``states/<seq>.json``: the checkpoint of commit number ``seq`` with the tree's
   right edge (``Frontier``), created with ``create_exclusive``: the
   compare-and-swap that lets only one of two runs from the same base move the
@@ -92,6 +94,8 @@ _BATCH = 1024
 _SEARCHES = 16
 #: bundle and shard writes of a commit in flight at once
 _PARALLEL_WRITES = 8
+#: index shard reads of a ``prefetch`` in flight at once
+_PARALLEL_READS = 8
 
 
 class LedgerConflictError(TransientError):
@@ -237,6 +241,10 @@ class LedgerLog:
         self._shards: dict[str, _Shard] = {}
         self._shards_size = -1
         self._cached_bytes = 0
+        #: shards being read (a second lookup of one waits for the first read)
+        self._reading: dict[str, trio.Event] = {}
+        #: index shard reads so far (tests count them)
+        self.shard_reads = 0
 
     @property
     def url(self) -> str:
@@ -331,21 +339,64 @@ class LedgerLog:
                     raise LedgerCorruptError(f"{where}: unreadable line") from exc
         return records
 
+    async def prefetch(self, keys: Iterable[str], head: Head) -> None:
+        """Read the index shards that lookups of ``keys`` will need, ``_PARALLEL_READS``
+        at a time, instead of one by one as the lookups come: a hint, so it stops
+        once half the shard cache is filled (a larger index is read on demand)."""
+        if not head.size:
+            return
+        if self._shards_size != head.size:
+            self._forget_shards(head.size)
+        wanted = sorted({shard_of(key) for key in keys} - self._shards.keys())
+        slots = trio.Semaphore(_PARALLEL_READS)
+
+        async def read(name: str) -> None:
+            try:
+                await self._shard_view(name, head.size)
+            finally:
+                slots.release()
+
+        with _one_error():
+            async with trio.open_nursery() as nursery:
+                for name in wanted:
+                    await slots.acquire()
+                    if self._cached_bytes >= _CACHE_BYTES // 2:
+                        slots.release()
+                        break
+                    nursery.start_soon(read, name)
+
     def _forget_shards(self, size: int) -> None:
         self._shards.clear()
         self._cached_bytes = 0
         self._shards_size = size
 
     async def _shard_view(self, name: str, size: int) -> _Shard:
+        while True:
+            if self._shards_size != size:
+                self._forget_shards(size)
+            cached = self._shards.pop(name, None)
+            if cached is not None:
+                self._shards[name] = cached  # most recently used last
+                return cached
+            reading = self._reading.get(name)
+            if reading is None:
+                break
+            # Another task is reading this shard: its read serves this lookup too
+            # (if it failed, this one reads again and meets the error itself).
+            await reading.wait()
+        done = self._reading[name] = trio.Event()
+        try:
+            # An empty ledger has no committed record: nothing to read (a first sync).
+            raw = None
+            if size:
+                self.shard_reads += 1
+                raw = await self._get(_shard_key(name))
+            shard = _Shard.parse(raw or b"", size, f"ledger {self.url}: {_shard_key(name)}")
+        finally:
+            del self._reading[name]
+            done.set()
         if self._shards_size != size:
-            self._forget_shards(size)
-        cached = self._shards.pop(name, None)
-        if cached is not None:
-            self._shards[name] = cached  # most recently used last
-            return cached
-        # An empty ledger has no committed record: nothing to read (a first sync).
-        raw = await self._get(_shard_key(name)) if size else None
-        shard = _Shard.parse(raw or b"", size, f"ledger {self.url}: {_shard_key(name)}")
+            return shard  # a commit moved the checkpoint meanwhile: not cached
         while self._shards and self._cached_bytes + len(shard.data) > _CACHE_BYTES:
             dropped = self._shards.pop(next(iter(self._shards)))
             self._cached_bytes -= len(dropped.data)

@@ -2,7 +2,8 @@
 
 ``RunWitness`` is what ``sync`` and ``import`` call (a few hooks):
 
-- ``start`` reads the ledger's head;
+- ``start`` reads the ledger's head; ``begin`` (the walk starts) reads side by
+  side the index shards of the changed roles' versions the run will check;
 - ``check_published`` compares a metadata file read from the destination (the
   published state, diff bases included) with the ledger's sha256 for that role
   version: a mismatch is ``TamperedDestinationError`` (exit 1, nothing written);
@@ -55,6 +56,7 @@ from mirror.log import log
 from mirror.trust import MetaFile, TargetFile, TrustedSet, metadata_filename
 
 if TYPE_CHECKING:
+    from mirror.plan import RoleChange
     from mirror.published import Published
     from mirror.refresh import Refreshed
 
@@ -358,12 +360,18 @@ class RunWitness:
         if await self._check_entry(entry, data=data):
             await self._add(entry)
 
-    async def begin(self, new: TrustedSet) -> None:
+    @_timed
+    async def begin(self, new: TrustedSet, changes: Sequence[RoleChange] = ()) -> None:
         """The verified snapshot (and timestamp) whose roles the walk visits. A
         cycle that restarts (the upstream moved on mid-run) starts its record over:
         only what the final cycle publishes is recorded, and it sends again every
-        new target of the unchanged published state."""
+        new target of the unchanged published state.
+
+        The index shards of the role versions the walk will check (``changes``:
+        the published version of each changed role, its new one) and of the new
+        snapshot and timestamp are read here, side by side, not one per lookup."""
         assert self._spool is not None
+        assert self.head is not None
         if self._spool.count:
             await self._spool.reset()
             self._keys.clear()
@@ -371,6 +379,17 @@ class RunWitness:
         self._snapshot_meta = dict(new.snapshot.signed.meta) if new.snapshot else {}
         self._snapshot_version = new.snapshot.version if new.snapshot else None
         self._timestamp_version = new.timestamp.version if new.timestamp else None
+        keys = [meta_key(change.name, change.new_version) for change in changes]
+        keys += [
+            meta_key(change.name, change.old_version)
+            for change in changes
+            if change.old_version is not None
+        ]
+        if self._snapshot_version is not None:
+            keys.append(meta_key("snapshot", self._snapshot_version))
+        if self._timestamp_version is not None:
+            keys.append(meta_key("timestamp", self._timestamp_version))
+        await self.ledger.prefetch(keys, self.head)
 
     @_timed
     async def observe_target(self, role: str, target: TargetFile, *, published: bool) -> None:
@@ -381,8 +400,14 @@ class RunWitness:
     @_timed
     async def observe_targets(self, role: str, targets: Iterable[tuple[TargetFile, bool]]) -> None:
         """``observe_target`` for each (target, published) of one role, in order:
-        one call (and one timing) for a role's targets."""
-        for target, published in targets:
+        one call (and one timing) for a role's targets, whose index shards are read
+        side by side first."""
+        assert self.head is not None
+        observed = list(targets)
+        await self.ledger.prefetch(
+            (target.path for target, _ in observed if target.path not in self._keys), self.head
+        )
+        for target, published in observed:
             await self._observe_target(role, target, published)
 
     async def _observe_target(self, role: str, target: TargetFile, published: bool) -> None:

@@ -1,5 +1,6 @@
 """What the ledger's hooks cost, counted on a store that records its calls: a run
 reads and writes each index shard at most once (O(shards), not O(targets)), its
+shards a run will need are read side by side (``prefetch``), its
 spool reaches a thread once per MiB (not once per entry), and what it leaves is
 what the canonical encoder gives (entries, index lines, root), whichever hook
 (``observe_target`` or ``observe_targets``) recorded it."""
@@ -12,19 +13,22 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
+import trio
 
 from mirror.errors import StorageError
 from mirror.ledger.entries import (
     INDEX_SHARDS_HEX,
     IndexRecord,
+    meta_key,
     parse_entry,
     shard_of,
     target_entry,
 )
-from mirror.ledger.log import LedgerLog
+from mirror.ledger.log import _PARALLEL_READS, LedgerCorruptError, LedgerLog
 from mirror.ledger.merkle import hash_leaf, root_of_leaves
 from mirror.ledger.spool import EntrySpool
 from mirror.ledger.witness import RunWitness
+from mirror.plan import RoleChange
 from mirror.storage import PutOptions
 from mirror.storage.memory import MemoryStore
 from mirror.trust import TargetFile, TrustedSet
@@ -258,3 +262,91 @@ async def test_a_failed_write_fails_the_commit_with_its_own_error(prefix: str) -
     with pytest.raises(StorageError, match="injected failure"):
         await run(store, targets("a", 3 * 256 + 5))
     assert (await LedgerLog(store, origin="o").head()).size == 0
+
+
+class SlowCountingStore(CountingStore):
+    """A CountingStore whose reads yield to the scheduler a few times, counting the
+    reads in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def get(self, key: str, *, max_length: int) -> bytes:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            for _ in range(3):
+                await trio.lowlevel.checkpoint()
+            return await super().get(key, max_length=max_length)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_prefetch_reads_the_shards_side_by_side_once() -> None:
+    """``prefetch`` reads the index shards of the keys given, several at a time and
+    each once; lookups of those keys then read nothing, and concurrent lookups of a
+    shard not read yet share one read."""
+    store = SlowCountingStore()
+    first = targets("a", 400)
+    await run(store, first)
+    ledger = LedgerLog(store, origin="o")
+    head = await ledger.head()
+    store.reset()
+    store.most_in_flight = 0
+    keys = [target.path for target in first[:200]]
+    await ledger.prefetch(keys, head)
+    shards = {shard_of(key) for key in keys}
+    assert index_keys(store.gets) == Counter({f"index/{shard}.jsonl": 1 for shard in shards})
+    assert ledger.shard_reads == len(shards)
+    assert 1 < store.most_in_flight <= _PARALLEL_READS
+    for key in keys:
+        assert [record.key for record in await ledger.lookup(key, head)] == [key]
+    assert ledger.shard_reads == len(shards)
+    rest = [target.path for target in first[200:] if shard_of(target.path) not in shards]
+    assert rest
+    store.reset()
+    async with trio.open_nursery() as nursery:
+        for key in rest:
+            nursery.start_soon(ledger.lookup, key, head)
+    assert set(index_keys(store.gets).values()) == {1}
+
+
+async def test_begin_prefetches_the_changed_roles_shards() -> None:
+    """``begin`` with the snapshot's changed roles reads the shards of their old and
+    new versions' keys at once; the walk's checks of those versions then read no
+    shard."""
+    store = CountingStore()
+    await run(store, targets("a", 300))
+    witness = RunWitness(ledger=LedgerLog(store, origin="o"), now=NOW)
+    await witness.start()
+    try:
+        changes = [RoleChange(f"bins-{index:02x}", 1, 2) for index in range(64)]
+        store.reset()
+        await witness.begin(cast("TrustedSet", _NoSnapshot()), changes)
+        wanted = {shard_of(meta_key(c.name, v)) for c in changes for v in (1, 2)}
+        assert set(index_keys(store.gets)) == {f"index/{shard}.jsonl" for shard in wanted}
+        reads = len(store.gets)
+        for change in changes:
+            await witness.check_published("k", change.name, 1, b"unrecorded")
+        assert len(store.gets) == reads
+    finally:
+        await witness.aclose()
+
+
+async def test_prefetch_of_an_unreadable_shard_is_the_ledgers_error() -> None:
+    """A shard that holds a line that is no index record makes ``prefetch`` raise
+    ``LedgerCorruptError`` naming the shard (exit 1), as the lookup would: one
+    error, not a group of the reads in flight."""
+    store = CountingStore()
+    first = targets("a", 200)
+    await run(store, first)
+    ledger = LedgerLog(store, origin="o")
+    head = await ledger.head()
+    broken = shard_of(first[0].path)
+    key = f"index/{broken}.jsonl"
+    data = await store.get(key, max_length=1 << 30)
+    await store.put_bytes(key, data + b"not a record\n", PutOptions())
+    with pytest.raises(LedgerCorruptError, match=f"index/{broken}.jsonl: unreadable line"):
+        await ledger.prefetch([target.path for target in first], head)
