@@ -33,7 +33,7 @@ from mirror.published import Published
 from mirror.report import RunReport
 from mirror.trust import TrustedSet
 from mirror.walk import RoleLoader, TargetSender, Walked, walk_roles
-from mirror.workers import ProcessPool
+from mirror.workers import ProcessPool, take_ready
 
 _T = TypeVar("_T")
 
@@ -172,12 +172,7 @@ async def _target_worker(
 
     async with receive:
         async for copy in receive:
-            batch = [copy]
-            while len(batch) < COPY_BATCH:
-                try:
-                    batch.append(receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
+            batch = take_ready(copy, receive, COPY_BATCH)
             async with shutdown.transfer(len(batch)):  # a stop request starts no new one
                 await copier.copy_batch(batch, count)
 

@@ -33,7 +33,7 @@ import pickle
 import struct
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -44,6 +44,7 @@ from mirror.errors import MirrorError
 from mirror.plan import TargetCopy
 from mirror.report import peak_rss_bytes
 
+_T = TypeVar("_T")
 _HEADER = struct.Struct("!I")
 #: frames of jobs handed to one child and not yet all answered (bounds memory in
 #: both processes: at most FRAMES_IN_FLIGHT x BATCH jobs)
@@ -81,6 +82,18 @@ class _Frames:
         data = bytes(self._buffer[:size])
         del self._buffer[:size]
         return data
+
+
+def take_ready(first: _T, channel: trio.MemoryReceiveChannel[_T], limit: int) -> list[_T]:
+    """``first`` and the items ``channel`` holds ready, ``limit`` in all at most
+    (without waiting: what is there now goes together)."""
+    batch = [first]
+    while len(batch) < limit:
+        try:
+            batch.append(channel.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    return batch
 
 
 class _FrameSlots:
@@ -167,12 +180,7 @@ class ProcessPool:
                         # A frame slot first, then what is ready by then: one frame
                         # (one pipe write, one pipelined batch) for many jobs.
                         await slots.free.acquire()
-                        batch = [copy]
-                        while len(batch) < BATCH:
-                            try:
-                                batch.append(jobs.receive_nowait())
-                            except (trio.WouldBlock, trio.EndOfChannel):
-                                break
+                        batch = take_ready(copy, jobs, BATCH)
                         frame_no += 1
                         first = frame_no * BATCH  # job ids say their frame (// BATCH)
                         frame = [(first + index, item) for index, item in enumerate(batch)]
@@ -250,13 +258,7 @@ async def _serve() -> None:
         async def answer(results: trio.MemoryReceiveChannel[tuple[Any, ...]]) -> None:
             async with results:
                 async for frame in results:
-                    batch = [frame]
-                    while len(batch) < BATCH:
-                        try:
-                            batch.append(results.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                    await frames.write(batch)
+                    await frames.write(take_ready(frame, results, BATCH))
             stats = fetcher.stats
             await frames.write(
                 [("stats", stats.requests, stats.bytes_received, stats.retries, peak_rss_bytes())]

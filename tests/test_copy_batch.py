@@ -146,6 +146,24 @@ async def test_a_batch_ends_as_copies_one_by_one_would(
     assert not list((tmp_path / "dest").rglob(".tmp-*"))
 
 
+async def _copy_all(
+    root: Path, server: RepoServer, copies: list[TargetCopy], store: MemoryStore
+) -> list[CopyResult]:
+    """Publish each copy's ``data_of`` bytes upstream, then ``copy_batch`` them all
+    into ``store`` over HTTP; the results in the order ``done`` got them."""
+    for index, copy in enumerate(copies):
+        publish(root, copy, data_of(index))
+    fetcher = http_fetcher(server)
+    copier = TargetCopier(store=store, fetcher=fetcher, consistent_snapshot=True)
+    done: list[tuple[int, CopyResult]] = []
+    try:
+        await copier.copy_batch(copies, lambda index, result: done.append((index, result)))
+    finally:
+        await fetcher.aclose()
+    assert [index for index, _ in done] == list(range(len(copies)))
+    return [result for _, result in done]
+
+
 async def test_the_batch_goes_out_pipelined_on_one_connection(
     upstream: tuple[Path, RepoServer], tmp_path: Path
 ) -> None:
@@ -153,17 +171,9 @@ async def test_the_batch_goes_out_pipelined_on_one_connection(
     name, with the options ``copy`` gives (deferred durability, its sha256)."""
     root, server = upstream
     copies = [copy_of(f"p/{index}", data_of(index)) for index in range(20)]
-    for index, copy in enumerate(copies):
-        publish(root, copy, data_of(index))
     store = MemoryStore()
-    fetcher = http_fetcher(server)
-    copier = TargetCopier(store=store, fetcher=fetcher, consistent_snapshot=True)
-    done: list[int] = []
-    try:
-        await copier.copy_batch(copies, lambda index, result: done.append(index))
-    finally:
-        await fetcher.aclose()
-    assert done == list(range(20))
+    done = await _copy_all(root, server, copies, store)
+    assert [result.outcome for result in done] == [Outcome.COPIED] * 20
     assert len(server.paths()) == 20
     assert sorted(store.writes) == sorted(f"targets/{copy.names[0]}" for copy in copies)
     for index, copy in enumerate(copies):
@@ -180,17 +190,8 @@ async def test_a_failing_answer_is_asked_again_by_copy(
     the one that failed is fetched again (``copy``, with its retries): all copied."""
     root, server = upstream
     copies = [copy_of(f"q/{index}", data_of(index)) for index in range(5)]
-    for index, copy in enumerate(copies):
-        publish(root, copy, data_of(index))
     server.faults.add(f"/targets/{copies[2].names[0]}", Fault.status(503), times=1)
-    store = MemoryStore()
-    fetcher = http_fetcher(server)
-    copier = TargetCopier(store=store, fetcher=fetcher, consistent_snapshot=True)
-    done: list[CopyResult] = []
-    try:
-        await copier.copy_batch(copies, lambda index, result: done.append(result))
-    finally:
-        await fetcher.aclose()
+    done = await _copy_all(root, server, copies, MemoryStore())
     assert [result.outcome for result in done] == [Outcome.COPIED] * 5
     assert server.paths().count(f"/targets/{copies[2].names[0]}") == 2
     assert len(server.paths()) == 6
