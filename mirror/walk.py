@@ -41,6 +41,7 @@ from mirror.published import Published, read_optional
 from mirror.refresh import MetadataSource
 from mirror.report import RunReport
 from mirror.storage import Store
+from mirror.storage.listing import ListingStore
 from mirror.trust import (
     DelegationWalk,
     MetaFile,
@@ -91,6 +92,10 @@ class RoleLoader:
         self.base = base
         self.source = source
         self.witness = witness
+        # A changed role's presence is asked of the store itself, not answered from
+        # a listing: the metadata directory holds every version ever published, and
+        # listing it would spend the run's listing budget on nothing.
+        self._probe = store.inner if isinstance(store, ListingStore) else store
 
     async def role_bytes(
         self, role: str, version: int, *, changed: bool, consistent: bool
@@ -105,8 +110,8 @@ class RoleLoader:
             # an unchanged one is part of the previous state (``base``).
             where = self.store if changed else self.base
             # Usually a changed role is not there yet: a presence check first (on a
-            # local disk a stat, no thread hop; in a busy directory, one listing).
-            present = not changed or await where.head(meta_key(name)) is not None
+            # local disk a stat, no thread hop).
+            present = not changed or await self._probe.head(meta_key(name)) is not None
             local = await read_optional(where, meta_key(name), limit) if present else None
             if local is not None:
                 if not changed and self.witness is not None:

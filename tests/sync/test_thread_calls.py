@@ -16,6 +16,7 @@ import trio
 
 from mirror.errors import ExitStatus
 from mirror.storage import local
+from mirror.storage.listing import ListingStore
 from tests.sync.conftest import Env, make_repo
 from tuf_mirror_testing.repo import metadata_file_name
 from tuf_mirror_testing.server import serve_directory
@@ -70,13 +71,24 @@ def big_env(tmp_path: Path) -> Any:
         yield Env(repo, upstream, server, root_file, tmp_path / "dest")
 
 
-def test_incremental_sync_thread_calls(big_env: Env, calls: ThreadCalls) -> None:
+def test_incremental_sync_thread_calls(
+    big_env: Env, calls: ThreadCalls, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """After a first sync, ``NEW_TARGETS`` new targets change most of the ``BINS``
     bins. The incremental run reads each index shard of the ledger at most once;
-    reads no changed role's new version from the destination (it is not there);
-    writes no spool file for the changed roles; and writes them in fewer thread
-    calls than roles (batched with each other)."""
+    reads no changed role's new version from the destination (it is not there),
+    nor lists the metadata directory to find that out; writes no spool file for
+    the changed roles; and writes them in fewer thread calls than roles (batched
+    with each other)."""
     env = big_env
+    listed: list[str] = []
+    real_list = ListingStore._list
+
+    async def recording_list(self: ListingStore, prefix: str) -> set[str] | None:
+        listed.append(prefix)
+        return await real_list(self, prefix)
+
+    monkeypatch.setattr(ListingStore, "_list", recording_list)
     assert env.run() == ExitStatus.OK
     for index in range(NEW_TARGETS):
         env.repo.add_target(f"files/new-{index:04d}.txt", b"new %d\n" % index)
@@ -95,6 +107,7 @@ def test_incremental_sync_thread_calls(big_env: Env, calls: ThreadCalls) -> None
     assert set(shard_reads.values()) == {1}, "each index shard is read once"
     new_names = {f"metadata/{metadata_file_name(role, env.repo.version(role))}" for role in changed}
     assert not new_names & set(calls.reads), "a changed role's new version is not read"
+    assert "metadata/" not in listed
     assert calls.functions["_write_new_file"] == 0, "no spool file for a role"
     assert not [key for key in calls.moved if key.startswith("metadata/")]
     role_writes = [batch for batch in calls.batched if any(key in new_names for key in batch)]
