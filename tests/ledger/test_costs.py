@@ -284,10 +284,21 @@ class SlowCountingStore(CountingStore):
             self.in_flight -= 1
 
 
+class StepCounter(trio.abc.Instrument):
+    """Counts the task steps the scheduler runs: none while a call does not yield."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.count += 1
+
+
 async def test_prefetch_reads_the_shards_side_by_side_once() -> None:
     """``prefetch`` reads the index shards of the keys given, several at a time and
-    each once; lookups of those keys then read nothing, and concurrent lookups of a
-    shard not read yet share one read."""
+    each once; lookups of those keys then read nothing, a second prefetch of them
+    does not even yield to the scheduler, and concurrent lookups of a shard not read
+    yet share one read."""
     store = SlowCountingStore()
     first = targets("a", 400)
     await run(store, first)
@@ -304,6 +315,13 @@ async def test_prefetch_reads_the_shards_side_by_side_once() -> None:
     for key in keys:
         assert [record.key for record in await ledger.lookup(key, head)] == [key]
     assert ledger.shard_reads == len(shards)
+    steps = StepCounter()
+    trio.lowlevel.add_instrument(steps)
+    try:
+        await ledger.prefetch(keys, head)  # all read: returns without yielding
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    assert steps.count == 0
     rest = [target.path for target in first[200:] if shard_of(target.path) not in shards]
     assert rest
     store.reset()
