@@ -3,6 +3,7 @@ destination directory, plus helpers to run the CLI in-process and snapshot trees
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,12 +82,19 @@ def make_repo(*, bins: int = 8, targets: int = 40, consistent: bool = True) -> R
     return repo
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    repo = make_repo()
+@contextlib.contextmanager
+def serving(repo: Repository, tmp_path: Path) -> Iterator[Env]:
+    """``repo`` published under ``tmp_path/upstream`` and served on 127.0.0.1, its
+    first root pinned in ``tmp_path/root.json``, the destination ``tmp_path/dest``."""
     upstream = tmp_path / "upstream"
     repo.publish(upstream)
     root_file = tmp_path / "root.json"
     root_file.write_bytes(repo.root_bytes(1))
     with serve_directory(upstream) as server:
         yield Env(repo, upstream, server, root_file, tmp_path / "dest")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    with serving(make_repo(), tmp_path) as served:
+        yield served

@@ -7,7 +7,7 @@ the new version of a changed role, not at the destination yet, is never read."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,8 @@ import trio
 from mirror.errors import ExitStatus
 from mirror.storage import local
 from mirror.storage.listing import ListingStore
-from tests.sync.conftest import Env, make_repo
+from tests.sync.conftest import Env, make_repo, serving
 from tuf_mirror_testing.repo import metadata_file_name
-from tuf_mirror_testing.server import serve_directory
 
 BINS = 32
 NEW_TARGETS = 48
@@ -61,14 +60,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> ThreadCalls:
 
 
 @pytest.fixture
-def big_env(tmp_path: Path) -> Any:
-    repo = make_repo(bins=BINS, targets=200)
-    upstream = tmp_path / "upstream"
-    repo.publish(upstream)
-    root_file = tmp_path / "root.json"
-    root_file.write_bytes(repo.root_bytes(1))
-    with serve_directory(upstream) as server:
-        yield Env(repo, upstream, server, root_file, tmp_path / "dest")
+def big_env(tmp_path: Path) -> Iterator[Env]:
+    with serving(make_repo(bins=BINS, targets=200), tmp_path) as served:
+        yield served
 
 
 def test_incremental_sync_thread_calls(
