@@ -92,8 +92,7 @@ class TargetCopier:
 
     async def copy(self, copy: TargetCopy) -> CopyResult:
         """Make ``copy`` present under all its names; see the module docstring."""
-        keys = [target_key(name) for name in copy.names]
-        missing = [key for key in keys if not await self._present(copy, key)]
+        missing = await self._missing(copy)
         if not missing:
             return CopyResult(Outcome.PRESENT, copy.length)
         if self.dry_run:
@@ -134,8 +133,7 @@ class TargetCopier:
             if copy.length > SMALL_TARGET:
                 missing.append(None)
                 continue
-            keys = [target_key(name) for name in copy.names]
-            absent = [key for key in keys if not await self._present(copy, key)]
+            absent = await self._missing(copy)
             missing.append(absent)
             if absent:
                 wanted.append(index)
@@ -155,13 +153,11 @@ class TargetCopier:
             data = bodies.get(index)
             if keys_missing is not None and data is not None:
                 target = TargetFile(copy.length, dict(copy.hashes), copy.path)
-                digests = compute_digests(data, hash_algorithms_for(target))
                 try:
-                    check_target(target, len(data), digests)
+                    sha256 = _checked(target, data)
                 except VerificationError:
                     data = None  # fetched again by copy: its own error
                 else:
-                    sha256 = digests.get("sha256")
                     writes.extend((key, data, self._options(key, sha256)) for key in keys_missing)
                     made.append((index, CopyResult(Outcome.COPIED, copy.length)))
                     continue
@@ -196,6 +192,11 @@ class TargetCopier:
         else:
             await self._copy_large(target, copy, missing)
 
+    async def _missing(self, copy: TargetCopy) -> list[str]:
+        """The keys of ``copy``'s names that do not hold it yet."""
+        keys = [target_key(name) for name in copy.names]
+        return [key for key in keys if not await self._present(copy, key)]
+
     async def _present(self, copy: TargetCopy, key: str) -> bool:
         """Whether ``key`` already holds exactly this target (verified by its
         checksum or by hashing), in the destination or in the previous state."""
@@ -210,9 +211,7 @@ class TargetCopier:
         name (no spool file, fewer thread hops)."""
         got = await self.fetcher.fetch_bytes(TARGETS, copy.names[0], max_length=copy.length)
         assert got is not None  # not a conditional request
-        digests = compute_digests(got.data, hash_algorithms_for(target))
-        check_target(target, len(got.data), digests)
-        sha256 = digests.get("sha256")
+        sha256 = _checked(target, got.data)
         for key in missing:
             await self.store.put_bytes(key, got.data, self._options(key, sha256))
 
@@ -262,6 +261,14 @@ class TargetCopier:
         self._spool_counter += 1
         suffix = f"{self._spool_counter}-{random.getrandbits(48):012x}"
         return self.store.spool_dir() / f"target-{suffix}"
+
+
+def _checked(target: TargetFile, data: bytes) -> str | None:
+    """Check ``data`` against ``target``'s signed length and every signed hash
+    (``VerificationError``); return its sha256 (None when not signed)."""
+    digests = compute_digests(data, hash_algorithms_for(target))
+    check_target(target, len(data), digests)
+    return digests.get("sha256")
 
 
 async def stored_state(

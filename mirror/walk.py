@@ -428,9 +428,9 @@ async def _load_ahead(
         ready[index].set()
 
     async with trio.open_nursery() as nursery:
+        if batches:
+            nursery.start_soon(load, 0)
         for index, batch in enumerate(batches):
-            if index == 0:
-                nursery.start_soon(load, 0)
             await ready[index].wait()
             if index + 1 < len(batches):
                 nursery.start_soon(load, index + 1)

@@ -156,28 +156,11 @@ class H1Connection:
         """Send ``GET`` to ``target`` and read the answer's head."""
         if self._exchange is not None:
             raise RuntimeError("H1Connection: the previous answer was not closed")
-        lines = [b"GET ", target.path, b" HTTP/1.1\r\nHost: ", target.netloc, b"\r\n"]
-        for name, value in headers:
-            if _BAD_VALUE.search(value) or not _TOKEN.fullmatch(name):
-                raise LocalProtocolError(f"invalid header {name!r}: {value!r}")
-            lines += (name, b": ", value, b"\r\n")
-        lines.append(b"\r\n")
+        request = _request(target, _header_block(headers))
         stream = await self._ready((target.scheme, target.host, target.port_or_default))
         exchange = self._exchange = _Exchange(self, stream)
         try:
-            # One scope for the request and the answer's head, its deadline moved
-            # before each send and receive (write, then read timeout), instead of a
-            # scope per operation: per small file, scopes show in profiles.
-            with trio.CancelScope() as scope:
-                self._head_scope = scope
-                try:
-                    await self._send(stream, b"".join(lines))
-                    return await exchange.read_head()
-                finally:
-                    self._head_scope = None
-            if self._phase_is_write:
-                raise WriteTimeout("timed out sending the request")
-            raise ReadTimeout("timed out reading the answer")
+            return await self._head(stream, exchange, request)
         except BaseException:
             await exchange.aclose()
             raise
@@ -204,42 +187,25 @@ class H1Connection:
             return
         first = targets[0]
         origin = (first.scheme, first.host, first.port_or_default)
-        extra = b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
-        for name, value in headers:
-            if _BAD_VALUE.search(value) or not _TOKEN.fullmatch(name):
-                raise LocalProtocolError(f"invalid header {name!r}: {value!r}")
+        block = _header_block(headers)
         requests = []
         for target in targets:
             if (target.scheme, target.host, target.port_or_default) != origin:
                 raise ValueError("H1Connection.get_many: targets of more than one origin")
-            requests.append(
-                b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (target.path, target.netloc, extra)
-            )
+            requests.append(_request(target, block))
         answered = False
         try:
             stream = await self._ready(origin)
-            with trio.CancelScope() as scope:
-                self._head_scope = scope
-                try:
-                    await self._send(stream, b"".join(requests))
-                finally:
-                    self._head_scope = None
-            if scope.cancelled_caught:
-                raise WriteTimeout("timed out sending the requests")
             for index in range(len(targets)):
                 if self._stream is not stream:
                     break  # closed after the previous answer: the rest are unanswered
                 self._pending = len(targets) - index - 1
                 exchange = self._exchange = _Exchange(self, stream)
                 try:
-                    with trio.CancelScope() as scope:
-                        self._head_scope = scope
-                        try:
-                            answer = await exchange.read_head()
-                        finally:
-                            self._head_scope = None
-                    if scope.cancelled_caught:
-                        raise ReadTimeout("timed out reading the answer")
+                    # Every request goes with the first head read, in one write.
+                    answer = await self._head(
+                        stream, exchange, b"".join(requests) if index == 0 else None
+                    )
                     await each(index, answer)
                 finally:
                     await exchange.aclose()
@@ -316,6 +282,26 @@ class H1Connection:
         self._buffer = bytearray()
         self._idle_since = trio.current_time()
         return stream
+
+    async def _head(
+        self, stream: trio.abc.Stream, exchange: _Exchange, request: bytes | None
+    ) -> Answer:
+        """Send ``request`` (if any) and read ``exchange``'s head, under one scope
+        whose deadline moves before each send and receive (write, then read
+        timeout), instead of a scope per operation: per small file, scopes show in
+        profiles."""
+        self._phase_is_write = False
+        with trio.CancelScope() as scope:
+            self._head_scope = scope
+            try:
+                if request is not None:
+                    await self._send(stream, request)
+                return await exchange.read_head()
+            finally:
+                self._head_scope = None
+        if self._phase_is_write:
+            raise WriteTimeout("timed out sending the request")
+        raise ReadTimeout("timed out reading the answer")
 
     async def _close(self) -> None:
         stream, self._stream, self._poll = self._stream, None, None
@@ -569,6 +555,18 @@ class _Exchange:
                     return
             if await self._line():
                 raise RemoteProtocolError("chunk not followed by CRLF")
+
+
+def _header_block(headers: Headers) -> bytes:
+    """The caller's header lines, each checked (``LocalProtocolError``)."""
+    for name, value in headers:
+        if _BAD_VALUE.search(value) or not _TOKEN.fullmatch(name):
+            raise LocalProtocolError(f"invalid header {name!r}: {value!r}")
+    return b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
+
+
+def _request(target: Target, header_block: bytes) -> bytes:
+    return b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (target.path, target.netloc, header_block)
 
 
 def _parse_fields(fields: bytes) -> Headers:

@@ -93,6 +93,7 @@ from mirror.fetch.transport import (
     invalid_url_errors,
     is_plain_origin,
     other_errors,
+    plain_body,
     request_errors,
     transport_errors,
 )
@@ -544,7 +545,7 @@ class HttpFetcher(StreamFetcher):
                     with contextlib.suppress(StopAsyncIteration, *body_end_errors()):
                         await chunks.__anext__()
                     return
-            if answer.status == 200 and _identity(answer):
+            if answer.status == 200 and plain_body(answer):
                 results[index] = bytes(body)
 
         connection = await self._take.receive()
@@ -685,19 +686,10 @@ def _declared_length(response: Answer) -> int | None:
     """The body's length as the answer declares it: its Content-Length, unless
     absent, not a number, or about an encoded body."""
     declared = response.header("Content-Length")
-    if declared is None:
-        return None
-    encoding = response.header("Content-Encoding")
-    if encoding is not None and encoding.strip().lower() != "identity":
+    if declared is None or not plain_body(response):
         return None
     declared = declared.strip()
     return int(declared) if declared.isdigit() else None
-
-
-def _identity(answer: Answer) -> bool:
-    """Whether the answer's body is the file's bytes as they are (no encoding)."""
-    encoding = answer.header("Content-Encoding")
-    return encoding is None or encoding.strip().lower() == "identity"
 
 
 def _check_declared_length(

@@ -291,14 +291,20 @@ def _decoded(answer: Answer) -> Answer:
     """``answer``, or, when the server sent a ``Content-Encoding`` other than
     ``identity`` (we ask for ``identity``), the same answer decoded by httpx as
     before (its decoders, its ``DecodingError``)."""
-    encoding = answer.header("Content-Encoding")
-    if encoding is None or encoding.strip().lower() == "identity":
+    if plain_body(answer):
         return answer
     import httpx
 
     return _from_httpx(
         httpx.Response(answer.status, headers=answer.raw_headers, stream=_raw_stream(answer))
     )
+
+
+def plain_body(answer: Answer) -> bool:
+    """Whether ``answer``'s body is the file's bytes as they are: no
+    ``Content-Encoding``, or ``identity``."""
+    encoding = answer.header("Content-Encoding")
+    return encoding is None or encoding.strip().lower() == "identity"
 
 
 def _from_httpx(response: httpx.Response) -> Answer:
