@@ -160,3 +160,28 @@ def test_every_target_handed_over_in_batches_is_copied(processes: str, tmp_path:
         assert any(key.startswith(f"{directory}/") and key.endswith(f".{name}") for key in files), (
             path
         )
+
+
+def test_a_copy_without_an_answer_publishes_nothing(
+    env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The safety net under the batched hand-over: when a copier leaves one copy
+    handed to it unanswered (a bug), the run exits 70 before publishing, and the
+    destination's published metadata is the previous run's, byte for byte."""
+    from mirror.copier import TargetCopier
+    from mirror.errors import ExitStatus
+    from tests.sync.conftest import tree
+
+    assert env.run("sync", "--processes", "0") == 0
+    before = tree(env.dest / "metadata")
+    env.repo.add_target("files/new-a.txt", b"a\n")
+    env.repo.add_target("files/new-b.txt", b"b\n")
+    env.publish()
+    real = TargetCopier.copy_batch
+
+    async def drops_the_last(self: TargetCopier, copies: Any, done: Any) -> None:
+        await real(self, copies[:-1], done)
+
+    monkeypatch.setattr(TargetCopier, "copy_batch", drops_the_last)
+    assert env.run("sync", "--processes", "0") == ExitStatus.SOFTWARE
+    assert tree(env.dest / "metadata") == before
