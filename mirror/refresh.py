@@ -14,7 +14,7 @@ delegated roles (``walk``), writing (``publish``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
@@ -27,7 +27,7 @@ from mirror.errors import (
     UsageError,
     VerificationError,
 )
-from mirror.fetch import Fetcher
+from mirror.fetch import Fetcher, PipeliningFetcher
 from mirror.layout import METADATA, meta_key
 from mirror.log import log
 from mirror.published import Published, read_optional
@@ -112,6 +112,24 @@ class MetadataSource:
         self.report.roles_fetched += 1
         check_is_metadata(self.where(name), got, first_sync=self.first_sync)
         return got.data
+
+    async def fetch_many(self, names: Sequence[str], max_length: int) -> list[bytes | None]:
+        """Best effort, the upstream's metadata files ``names`` at once: pipelined
+        where the fetcher can (``PipeliningFetcher``), else not asked. Each one's
+        bytes when it came whole and looks like metadata, else None: the caller
+        then asks ``fetch``, whose retries, failover and messages are the rule."""
+        fetcher = self.fetcher
+        if len(names) < 2 or not isinstance(fetcher, PipeliningFetcher):
+            return [None] * len(names)
+        got = await fetcher.fetch_many(METADATA, [(name, max_length) for name in names])
+        for index, data in enumerate(got):
+            if data is None:
+                continue
+            if data.lstrip()[:1] != b"{":
+                got[index] = None  # ``fetch`` says what came instead
+                continue
+            self.report.roles_fetched += 1
+        return got
 
     def where(self, name: str, *, local: bool = False) -> str:
         """The URL (or path) of the metadata file ``name``, for messages

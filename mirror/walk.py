@@ -103,25 +103,38 @@ class RoleLoader:
         """Bytes for a role version: the published copy when the destination already
         has it (unchanged role, or written by an interrupted run), else the upstream's.
         Returns (bytes, from_destination)."""
-        limit = self.source.limits.max_targets_length
+        local = await self.local_bytes(role, version, changed=changed, consistent=consistent)
+        if local is not None:
+            return local, True
         name = metadata_filename(role, version if consistent else None)
-        if not changed or consistent:
-            # A changed role may have been written by an interrupted run (``store``);
-            # an unchanged one is part of the previous state (``base``).
-            where = self.store if changed else self.base
-            # Usually a changed role is not there yet: a presence check first (on a
-            # local disk a stat, no thread hop).
-            present = not changed or await self._probe.head(meta_key(name)) is not None
-            local = await read_optional(where, meta_key(name), limit) if present else None
-            if local is not None:
-                if not changed and self.witness is not None:
-                    await self.witness.check_published(meta_key(name), role, version, local)
-                return local, True
+        return await self.source.fetch(name, self.source.limits.max_targets_length), False
+
+    async def local_bytes(
+        self, role: str, version: int, *, changed: bool, consistent: bool
+    ) -> bytes | None:
+        """The destination's copy of a role version: the published one of an
+        unchanged role (which must be there), or one an interrupted run wrote for a
+        changed role. None: the bytes come from the upstream."""
+        if changed and not consistent:
+            return None  # the unversioned file is the previous version
+        name = metadata_filename(role, version if consistent else None)
+        # A changed role may have been written by an interrupted run (``store``);
+        # an unchanged one is part of the previous state (``base``).
+        where = self.store if changed else self.base
+        # Usually a changed role is not there yet: a presence check first (on a
+        # local disk a stat, no thread hop).
+        present = not changed or await self._probe.head(meta_key(name)) is not None
+        limit = self.source.limits.max_targets_length
+        local = await read_optional(where, meta_key(name), limit) if present else None
+        if local is not None:
+            if not changed and self.witness is not None:
+                await self.witness.check_published(meta_key(name), role, version, local)
+            return local
         if not changed:
             raise TamperedDestinationError(
                 f"destination {meta_key(name)} is missing although the published snapshot lists it"
             )
-        return await self.source.fetch(name, limit), False
+        return None
 
     async def previous_targets(
         self, published: Published, role: str, old_version: int | None, consistent: bool
@@ -449,24 +462,55 @@ async def _load_steps(
     *,
     full_pass: bool = False,
 ) -> list[tuple[bytes, bool, dict[str, TargetFile] | None]]:
-    """For each step, concurrently: the role's bytes (destination or upstream),
-    whether they came from the destination, and for a changed role the targets
-    of its published version (the diff base)."""
-    results: list[tuple[bytes, bool, dict[str, TargetFile] | None] | None] = [None] * len(steps)
+    """For each step: the role's bytes (destination or upstream), whether they came
+    from the destination, and for a changed role the targets of its published
+    version (the diff base). The destination's copies and the diff bases are read
+    concurrently; the roles the destination lacks are then asked of the upstream
+    together (``MetadataSource.fetch_many``: one pipelined batch where the fetcher
+    can), and any that did not come that way one by one, concurrently."""
+    source = loader.source
+    limit = source.limits.max_targets_length
+    local: list[bytes | None] = [None] * len(steps)
+    olds: list[dict[str, TargetFile] | None] = [None] * len(steps)
 
-    async def load(index: int, step: WalkStep) -> None:
+    async def read(index: int, step: WalkStep) -> None:
         change = changed.get(step.role)
-        data, local = await loader.role_bytes(
+        local[index] = await loader.local_bytes(
             step.role, step.version, changed=change is not None, consistent=consistent
         )
-        old = None
         if change is not None and not step.repeat and not full_pass:
-            old = await loader.previous_targets(
+            olds[index] = await loader.previous_targets(
                 published, step.role, change.old_version, consistent
             )
-        results[index] = (data, local, old)
 
     async with trio.open_nursery() as nursery:
         for index, step in enumerate(steps):
-            nursery.start_soon(load, index, step)
-    return [result for result in results if result is not None]
+            nursery.start_soon(read, index, step)
+
+    wanted = [index for index, data in enumerate(local) if data is None]
+    names = {
+        index: metadata_filename(steps[index].role, steps[index].version if consistent else None)
+        for index in wanted
+    }
+    upstream: dict[int, bytes | None] = dict(
+        zip(wanted, await source.fetch_many([names[index] for index in wanted], limit), strict=True)
+    )
+
+    async def fetch(index: int) -> None:
+        upstream[index] = await source.fetch(names[index], limit)
+
+    async with trio.open_nursery() as nursery:
+        for index in wanted:
+            if upstream[index] is None:
+                nursery.start_soon(fetch, index)
+
+    results: list[tuple[bytes, bool, dict[str, TargetFile] | None]] = []
+    for index in range(len(steps)):
+        data = local[index]
+        fetched = upstream.get(index)
+        if data is not None:
+            results.append((data, True, olds[index]))
+        else:
+            assert fetched is not None
+            results.append((fetched, False, olds[index]))
+    return results

@@ -122,7 +122,14 @@ def _children_cpu() -> float:
 
 def measure(argv: list[str], *, name: str) -> Measured:
     """Run ``argv`` to completion; its CPU time is what the kernel charged to the
-    children this process waited for meanwhile (the run, and its own children)."""
+    children this process waited for meanwhile (the run, and its own children).
+
+    Every run starts with the page cache written back (``sync``): otherwise a run
+    would pay for the writeback of what the run before it wrote (the other tool's
+    50,000 files, the generator's republished repository), through the kernel's
+    flusher threads taking the CPUs and, for tuf-mirror, through its own
+    ``syncfs`` before publishing, and the order of the runs would decide who pays."""
+    os.sync()
     cpu0 = _children_cpu()
     start = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, check=False)
