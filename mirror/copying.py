@@ -153,26 +153,38 @@ async def copy_targets(
                 pools.append(pool)
                 nursery.start_soon(pool.run, receive)
             else:
+                taking = trio.Lock()
                 async with receive:
                     for _ in range(settings.transfers):
-                        nursery.start_soon(_target_worker, receive.clone(), copier, tally)
+                        nursery.start_soon(_target_worker, receive.clone(), copier, tally, taking)
             async with send:
                 results.append(await produce(send))
     return results[0]
 
 
 async def _target_worker(
-    receive: trio.MemoryReceiveChannel[TargetCopy], copier: TargetCopier, tally: Tally
+    receive: trio.MemoryReceiveChannel[TargetCopy],
+    copier: TargetCopier,
+    tally: Tally,
+    taking: trio.Lock,
 ) -> None:
     """Copy what ``receive`` brings, the copies ready together in one batch
-    (``TargetCopier.copy_batch``: their downloads pipelined)."""
+    (``TargetCopier.copy_batch``: their downloads pipelined). One copy task at a time
+    waits on the channel (``taking``): a channel hands an item straight to each task
+    waiting on it, so with every task waiting, a hand-over of 32 copies would be cut
+    into batches of one, fetched one by one."""
 
     def count(index: int, result: CopyResult) -> None:
         tally.count(result)
 
     async with receive:
-        async for copy in receive:
-            batch = take_ready(copy, receive, COPY_BATCH)
+        while True:
+            async with taking:
+                try:
+                    copy = await receive.receive()
+                except trio.EndOfChannel:
+                    return
+                batch = take_ready(copy, receive, COPY_BATCH)
             async with shutdown.transfer(len(batch)):  # a stop request starts no new one
                 await copier.copy_batch(batch, count)
 

@@ -18,6 +18,7 @@ from mirror.copying import (
     Tally,
     processes_for,
 )
+from mirror.plan import TargetCopy
 from mirror.report import RunReport
 
 
@@ -117,14 +118,27 @@ def test_tally(outcome: Outcome, written: int, counters: dict[str, int]) -> None
 
 
 @pytest.mark.parametrize("processes", ["0", "1"])
-def test_every_target_handed_over_in_batches_is_copied(processes: str, tmp_path: Path) -> None:
+def test_every_target_handed_over_in_batches_is_copied(
+    processes: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The walk hands copies over ``COPY_BATCH`` at a time (across roles), the
     copiers take each batch together (pipelined): a first sync of 32 bins holding
     1 to 4 targets each, then an incremental one adding a target to most bins,
     copy every target exactly once, in one process and with a worker process,
-    whatever batch boundaries fall inside a role's targets."""
+    whatever batch boundaries fall inside a role's targets. In one process, no
+    target is fetched one by one (``copy``): the copy tasks do not split a batch
+    between them."""
     from mirror.cli import main
-    from mirror.copier import COPY_BATCH
+    from mirror.copier import COPY_BATCH, TargetCopier
+
+    alone: list[str] = []
+    real_copy = TargetCopier.copy
+
+    async def copy(self: TargetCopier, wanted: TargetCopy) -> CopyResult:
+        alone.append(wanted.path)
+        return await real_copy(self, wanted)
+
+    monkeypatch.setattr(TargetCopier, "copy", copy)
     from tests.sync.conftest import tree
     from tuf_mirror_testing.repo import Repository
     from tuf_mirror_testing.server import serve_directory
@@ -154,6 +168,7 @@ def test_every_target_handed_over_in_batches_is_copied(processes: str, tmp_path:
         target_requests = [p for p in server.paths() if p.startswith("/targets/")]
     assert got["targets_new"] == got["targets_fetched"] == len(added)
     assert len(target_requests) == len(added)
+    assert alone == []
     files = tree(dest / "targets")
     for path in first + added:
         directory, _, name = path.rpartition("/")
