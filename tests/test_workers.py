@@ -250,6 +250,40 @@ async def test_a_pool_copies_every_job_and_counts_its_children(tmp_path: Path) -
     } == contents
 
 
+async def test_the_parent_counts_ended_transfers_once_per_answer_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The jobs a child answers in one frame end together for the stop logic
+    (``shutdown.transfers_done``): every job is counted once, in fewer calls than
+    there are jobs, none of them for nothing."""
+    from mirror import shutdown
+
+    calls: list[int] = []
+    monkeypatch.setattr(shutdown, "transfers_done", calls.append)
+    repo = Repo(tmp_path)
+    copies = [repo.target(f"d/{index:02d}.bin", b"x" * (index + 1)) for index in range(40)]
+    _, results = await _run_pool(repo, copies, processes=1)
+    assert len(results) == 40
+    assert sum(calls) == 40
+    assert 0 not in calls
+    assert len(calls) < 40
+
+
+def test_a_job_crosses_the_pipe_unchanged() -> None:
+    """The wire form of a ``TargetCopy`` (its fields as one tuple, ``copyreg``)
+    gives back an equal job, hashes and every consistent-snapshot name included."""
+    copy = TargetCopy(
+        path="a/b.tar.gz",
+        length=7,
+        hashes={"sha256": "0" * 64, "sha512": "1" * 128},
+        names=("a/" + "0" * 64 + ".b.tar.gz", "a/" + "1" * 128 + ".b.tar.gz"),
+        role="bins-3",
+    )
+    again = pickle.loads(pickle.dumps([(9, copy)], protocol=pickle.HIGHEST_PROTOCOL))
+    assert again == [(9, copy)]
+    assert type(again[0][1]) is TargetCopy
+
+
 async def test_a_childs_error_is_the_same_error_in_the_parent(tmp_path: Path) -> None:
     """A target that fails verification in a child fails the pool with the error the
     in-process copier raises for it: same class, same message (so the same exit

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mirror.cli import main
 from mirror.errors import ExitStatus
-from tests.sync.conftest import Env, tree
+from tests.sync.conftest import Env, make_repo, serving, tree
 from tuf_mirror_testing.server import Fault
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -123,24 +123,27 @@ def _rerun_fetches_only_the_rest(env: Env, written: set[str]) -> None:
     assert fetched == every - written, "a target the stopped run wrote was fetched again"
 
 
-def test_sigint_during_first_sync(env: Env, tmp_path: Path) -> None:
+def test_sigint_during_first_sync(tmp_path: Path) -> None:
     """SIGINT while a first sync copies targets: exit 130, transfers in flight are
     finished and written, nothing is published, report and metrics say 130, the
-    lock is gone; the rerun fetches only the targets not yet written."""
-    env.server.faults.add("/targets/*", Fault.delay(0.1))
-    run = Run(env, tmp_path, "--transfers", "2")
-    run.wait_for(lambda: len(_target_files(env.dest)) >= 8, "8 targets written")
-    run.proc.send_signal(signal.SIGINT)
-    status, stderr = run.finish()
-    assert status == ExitStatus.SIGINT, stderr
-    _assert_stopped(run, status, stderr, env, "SIGINT")
-    assert "the published state is unchanged" in stderr
-    assert not (env.dest / "metadata" / "timestamp.json").exists(), "published while stopping"
-    written = _target_files(env.dest)
-    assert 8 <= len(written) < 40
-    _assert_complete_copies(env, written)
-    env.server.wait_idle()
-    _rerun_fetches_only_the_rest(env, written)
+    lock is gone; the rerun fetches only the targets not yet written. In flight
+    are up to two pipelined batches of 32 (``--transfers 2``): the repository holds
+    100 targets."""
+    with serving(make_repo(targets=100), tmp_path / "served") as env:
+        env.server.faults.add("/targets/*", Fault.delay(0.1))
+        run = Run(env, tmp_path, "--transfers", "2")
+        run.wait_for(lambda: len(_target_files(env.dest)) >= 8, "8 targets written")
+        run.proc.send_signal(signal.SIGINT)
+        status, stderr = run.finish()
+        assert status == ExitStatus.SIGINT, stderr
+        _assert_stopped(run, status, stderr, env, "SIGINT")
+        assert "the published state is unchanged" in stderr
+        assert not (env.dest / "metadata" / "timestamp.json").exists(), "published while stopping"
+        written = _target_files(env.dest)
+        assert 8 <= len(written) < 100
+        _assert_complete_copies(env, written)
+        env.server.wait_idle()
+        _rerun_fetches_only_the_rest(env, written)
 
 
 def test_sigterm_during_incremental_sync(env: Env, tmp_path: Path) -> None:
