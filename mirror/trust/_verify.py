@@ -21,7 +21,13 @@ from tuf.api.serialization import DeserializationError, SerializationError
 from mirror.errors import MalformedMetadataError, SignatureError
 from mirror.trust._tuf import Key, Metadata, Role, Signature
 
-__all__ = ["check_threshold", "fast_canonical_signed", "parse", "signed_payload"]
+__all__ = [
+    "check_threshold",
+    "fast_canonical_signed",
+    "parse",
+    "parse_with_payload",
+    "signed_payload",
+]
 
 
 def _cause(exc: BaseException) -> str:
@@ -42,10 +48,39 @@ def parse(data: bytes, expected_type: str, what: str) -> Metadata[Any]:
         metadata: Metadata[Any] = Metadata.from_bytes(data)
     except DeserializationError as exc:
         raise MalformedMetadataError(f"{what}: not valid TUF metadata: {_cause(exc)}") from exc
+    _check_type(metadata, expected_type, what)
+    return metadata
+
+
+def _check_type(metadata: Metadata[Any], expected_type: str, what: str) -> None:
     actual = metadata.signed.type
     if actual != expected_type:
         raise MalformedMetadataError(f"{what}: _type is {actual!r}, expected {expected_type!r}")
-    return metadata
+
+
+def parse_with_payload(
+    data: bytes, expected_type: str, what: str
+) -> tuple[Metadata[Any], bytes | None]:
+    """``parse``, and the fast canonical form of ``signed`` from the same JSON decode
+    (``fast_canonical_signed``'s answer, ``None`` where it has none).
+
+    The bytes are decoded once, as python-tuf decodes them (UTF-8, then JSON), with
+    floats refused; the canonical form is taken before python-tuf's ``from_dict``
+    consumes the document. Anything this decode or ``from_dict`` refuses goes through
+    ``parse`` itself, so every error is python-tuf's own, with the same message.
+    """
+    try:
+        document = _DECODER.decode(data.decode("utf-8"))
+    except Exception:  # noqa: BLE001 - refused or floats: python-tuf's own path answers
+        return parse(data, expected_type, what), None
+    signed = document.get("signed") if isinstance(document, dict) else None
+    payload = _canonical(signed) if isinstance(signed, dict) else None
+    try:
+        metadata: Metadata[Any] = Metadata.from_dict(document)
+    except Exception:  # noqa: BLE001 - the same refusal again, with python-tuf's error
+        return parse(data, expected_type, what), None
+    _check_type(metadata, expected_type, what)
+    return metadata, payload
 
 
 class _NotCanonicalizable(Exception):
@@ -72,6 +107,26 @@ def _olpc_escape(match: re.Match[str]) -> str:
     return _UNESCAPE[code]
 
 
+# What python-tuf's decode accepts, except floats and the constants (NaN, Infinity),
+# which canonical JSON does not have: one shared decoder, no per-call set-up.
+_DECODER = json.JSONDecoder(parse_float=_no_floats, parse_constant=_no_floats)
+
+
+def _canonical(signed: dict[str, Any]) -> bytes | None:
+    """OLPC canonical JSON of a decoded ``signed`` object (``None``: a lone
+    surrogate, or nesting too deep for the encoder; the general path reports it)."""
+    try:
+        text = json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return None
+    if "\\" in text:
+        text = _ESCAPE.sub(_olpc_escape, text)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: let the general path report it
+        return None
+
+
 def fast_canonical_signed(raw: bytes) -> bytes | None:
     """OLPC canonical JSON of the ``signed`` object of ``raw``, from the C JSON
     codec: about ten times cheaper than python-tuf's pure-Python encoder, which
@@ -86,24 +141,17 @@ def fast_canonical_signed(raw: bytes) -> bytes | None:
     signed = document.get("signed") if isinstance(document, dict) else None
     if not isinstance(signed, dict):
         return None
-    text = json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    if "\\" in text:
-        text = _ESCAPE.sub(_olpc_escape, text)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: let the general path report it
-        return None
+    return _canonical(signed)
 
 
-def signed_payload(metadata: Metadata[Any], what: str, raw: bytes | None = None) -> bytes:
+def signed_payload(metadata: Metadata[Any], what: str, fast: bytes | None = None) -> bytes:
     """The canonical JSON bytes of ``signed`` (all fields, unknown ones included).
 
-    With ``raw`` (the bytes ``metadata`` was parsed from) the fast path is tried
-    first; the signatures are checked over exactly what python-tuf would sign."""
-    if raw is not None:
-        fast = fast_canonical_signed(raw)
-        if fast is not None:
-            return fast
+    ``fast``: the fast canonical form ``parse_with_payload`` gave with ``metadata``,
+    used when there is one; the signatures are checked over exactly what python-tuf
+    would sign."""
+    if fast is not None:
+        return fast
     try:
         return metadata.signed_bytes
     except (SerializationError, RepositoryError, ValueError, TypeError) as exc:

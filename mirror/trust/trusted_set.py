@@ -39,7 +39,7 @@ from mirror.errors import (
     RootRotationLimitError,
 )
 from mirror.trust._tuf import Metadata, MetaFile, Root, Snapshot, Targets, Timestamp
-from mirror.trust._verify import check_threshold, parse, signed_payload
+from mirror.trust._verify import check_threshold, parse_with_payload, signed_payload
 from mirror.trust.names import validate_role_name
 from mirror.trust.targets import check_meta
 from mirror.trust.verified import Limits, Verified
@@ -92,9 +92,10 @@ class TrustedSet:
         self._role_versions: dict[str, int] = {}
 
         self._check_cap("root", root_bytes, self.limits.max_root_length)
-        root: Metadata[Root] = parse(root_bytes, "root", "root")
+        root: Metadata[Root]
+        root, fast = parse_with_payload(root_bytes, "root", "root")
         what = f"root v{root.signed.version}"
-        payload = signed_payload(root, what, root_bytes)
+        payload = signed_payload(root, what, fast)
         self._check_root_signatures(what, root, payload, root.signed, by=what)
         self._root: Verified[Root] = Verified(root_bytes, root, "root")
 
@@ -164,8 +165,9 @@ class TrustedSet:
                 f"{what}: more than {self.limits.max_root_rotations} root updates in one run"
             )
         self._check_cap(what, data, self.limits.max_root_length)
-        new: Metadata[Root] = parse(data, "root", what)
-        payload = signed_payload(new, what, data)
+        new: Metadata[Root]
+        new, fast = parse_with_payload(data, "root", what)
+        payload = signed_payload(new, what, fast)
         self._check_root_signatures(what, new, payload, old, by=f"trusted root v{old.version}")
         if new.signed.version != expected:
             raise BadVersionError(
@@ -200,9 +202,10 @@ class TrustedSet:
         self.check_root_not_expired()
         what = "timestamp"
         self._check_cap(what, data, self.limits.max_timestamp_length)
-        new: Metadata[Timestamp] = parse(data, "timestamp", what)
+        new: Metadata[Timestamp]
+        new, fast = parse_with_payload(data, "timestamp", what)
         what = f"timestamp v{new.signed.version}"
-        self._check_top_level_signatures(what, new, "timestamp", data)
+        self._check_top_level_signatures(what, new, "timestamp", fast)
         if self._timestamp is not None:
             old = self._timestamp.signed
             if new.signed.version < old.version:
@@ -245,9 +248,10 @@ class TrustedSet:
         else:
             self._check_cap(what, data, self.limits.snapshot_max(self._timestamp.signed))
             check_meta(f"snapshot v{meta.version}", meta, data)
-        new: Metadata[Snapshot] = parse(data, "snapshot", what)
+        new: Metadata[Snapshot]
+        new, fast = parse_with_payload(data, "snapshot", what)
         what = f"snapshot v{new.signed.version}"
-        self._check_top_level_signatures(what, new, "snapshot", data)
+        self._check_top_level_signatures(what, new, "snapshot", fast)
         if self._snapshot is not None:
             old = self._snapshot.signed
             for filename, old_meta in old.meta.items():
@@ -311,9 +315,10 @@ class TrustedSet:
         else:
             self._check_cap(what, data, self.limits.targets_max(snapshot, role_name))
             check_meta(f"{role_name} v{meta.version}", meta, data)
-        new: Metadata[Targets] = parse(data, "targets", what)
+        new: Metadata[Targets]
+        new, fast = parse_with_payload(data, "targets", what)
         what = f"{role_name} v{new.signed.version}"
-        payload = signed_payload(new, what, data)
+        payload = signed_payload(new, what, fast)
         if delegator is None:
             root = self._root.signed
             check_threshold(
@@ -386,14 +391,15 @@ class TrustedSet:
         )
 
     def _check_top_level_signatures(
-        self, what: str, new: Metadata[Any], role: str, data: bytes
+        self, what: str, new: Metadata[Any], role: str, fast: bytes | None
     ) -> None:
+        """``fast``: the fast canonical payload, if ``parse_with_payload`` gave one."""
         root = self._root.signed
         check_threshold(
             what,
             keys=root.keys,
             role=root.roles[role],
-            payload=signed_payload(new, what, data),
+            payload=signed_payload(new, what, fast),
             signatures=new.signatures,
             metadata=new,
             by=f"root v{root.version}",
