@@ -11,6 +11,7 @@ from securesystemslib.signer import (  # type: ignore[attr-defined]  # public, n
     Key,
     Signature,
     SigstoreKey,
+    SSlibKey,
 )
 from tuf.api.metadata import (  # type: ignore[attr-defined]  # public, no __all__
     DelegatedRole,
@@ -41,6 +42,7 @@ __all__ = [
     "Metadata",
     "Role",
     "Root",
+    "SSlibKey",
     "Signature",
     "Snapshot",
     "SuccinctRoles",
