@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from mirror.trust import Authority, MetaFile, TargetFile, metadata_filename, target_filenames
 
@@ -94,19 +95,84 @@ def diff_snapshot(
     return changes
 
 
-def _same_target(old: TargetFile, new: TargetFile) -> bool:
-    return old.length == new.length and dict(old.hashes) == dict(new.hashes)
+@dataclass(frozen=True, slots=True)
+class PublishedTargets:
+    """The target list of a role's published version, as the diff needs it: for each
+    path, the decoded entry's ``length`` and ``hashes`` (other fields ignored).
+
+    Built from the decoded JSON with ``from_entries``, without a python-tuf
+    ``TargetFile`` per target: the diff only compares each new target with the
+    entry of its path.
+    """
+
+    entries: Mapping[str, Mapping[str, object]]
+
+    @classmethod
+    def from_entries(cls, entries: Any) -> PublishedTargets:
+        """Check ``entries`` (the ``targets`` object of a decoded role) as python-tuf
+        checks a target entry; raise ``ValueError``, ``TypeError``, ``KeyError`` or
+        ``AttributeError`` where it would refuse the entry, with its message."""
+        if isinstance(entries, dict) and all(map(_plain_entry, entries.values())):
+            return cls(entries)
+        # Something unusual (a float length, hashes as pairs...) or refused: exactly
+        # what building python-tuf's TargetFile objects accepts, normalized.
+        listed: dict[str, TargetFile] = {
+            path: TargetFile(int(info["length"]), dict(info["hashes"]), path)
+            for path, info in entries.items()
+        }
+        return cls.from_targets(listed)
+
+    @classmethod
+    def from_targets(cls, targets: Mapping[str, TargetFile]) -> PublishedTargets:
+        """From ``TargetFile`` objects (a role already parsed)."""
+        return cls(
+            {
+                path: {"length": target.length, "hashes": dict(target.hashes)}
+                for path, target in targets.items()
+            }
+        )
+
+    def unchanged(self, path: str, target: TargetFile) -> bool:
+        """Whether this version lists ``path`` with ``target``'s length and the same
+        hash dictionary."""
+        entry = self.entries.get(path)
+        return (
+            entry is not None
+            and entry["length"] == target.length
+            and entry["hashes"] == target.hashes
+        )
+
+
+def _plain_entry(entry: object) -> bool:
+    """A target entry python-tuf takes as it is: an object with a non-negative integer
+    length and a non-empty object of string hashes."""
+    if type(entry) is not dict:
+        return False
+    length = entry.get("length")
+    hashes = entry.get("hashes")
+    return (
+        type(length) is int
+        and length >= 0
+        and type(hashes) is dict
+        and bool(hashes)
+        and all(type(value) is str for value in hashes.values())
+    )
 
 
 def diff_targets(
-    old_targets: Mapping[str, TargetFile] | None,
+    old_targets: PublishedTargets | Mapping[str, TargetFile] | None,
     new_targets: Mapping[str, TargetFile],
 ) -> Iterator[TargetFile]:
     """Targets of the new role version that are new or changed (by length and hashes)
     against the previous version. Unchanged targets were published with that version."""
+    if old_targets is None:
+        yield from new_targets.values()
+        return
+    if not isinstance(old_targets, PublishedTargets):
+        old_targets = PublishedTargets.from_targets(old_targets)
+    unchanged = old_targets.unchanged
     for path, target in new_targets.items():
-        old = old_targets.get(path) if old_targets is not None else None
-        if old is None or not _same_target(old, target):
+        if not unchanged(path, target):
             yield target
 
 
@@ -245,7 +311,7 @@ def plan_role(
     *,
     role: str,
     targets: Mapping[str, TargetFile],
-    previous: Mapping[str, TargetFile] | None,
+    previous: PublishedTargets | Mapping[str, TargetFile] | None,
     authority: Callable[[str, str], Authority],
     selects: Callable[[str, str], bool],
     admits: Callable[[str, TargetFile], bool] | None,
@@ -280,6 +346,7 @@ def plan_role(
 __all__ = [
     "Decision",
     "MetadataCopy",
+    "PublishedTargets",
     "RoleChange",
     "TargetCopy",
     "TargetDecision",

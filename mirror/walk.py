@@ -29,6 +29,7 @@ from mirror.layout import meta_key
 from mirror.log import log
 from mirror.plan import (
     Decision,
+    PublishedTargets,
     RoleChange,
     TargetCopy,
     TargetDecision,
@@ -138,7 +139,7 @@ class RoleLoader:
 
     async def previous_targets(
         self, published: Published, role: str, old_version: int | None, consistent: bool
-    ) -> dict[str, TargetFile] | None:
+    ) -> PublishedTargets | None:
         """The targets of the published version of a changed role, for the diff.
 
         Checked against the published snapshot's version (and hashes when listed);
@@ -168,10 +169,7 @@ class RoleLoader:
             signed = json.loads(data)["signed"]
             if signed["_type"] != "targets" or signed["version"] != old_version:
                 return None
-            return {
-                path: TargetFile(int(info["length"]), dict(info["hashes"]), path)
-                for path, info in signed["targets"].items()
-            }
+            return PublishedTargets.from_entries(signed["targets"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("not diffing against %s: %s", name, exc)
             return None
@@ -212,7 +210,7 @@ class TargetSender:
         walk: DelegationWalk,
         role: str,
         targets: Targets,
-        old: dict[str, TargetFile] | None,
+        old: PublishedTargets | None,
     ) -> None:
         """Plan one role's new and changed targets and act on the plan."""
         decisions: list[TargetDecision] = []
@@ -415,7 +413,7 @@ async def walk_roles(
     )
 
 
-_Loaded = list[tuple[bytes, bool, dict[str, TargetFile] | None]]
+_Loaded = list[tuple[bytes, bool, PublishedTargets | None]]
 
 
 async def _load_ahead(
@@ -461,7 +459,7 @@ async def _load_steps(
     consistent: bool,
     *,
     full_pass: bool = False,
-) -> list[tuple[bytes, bool, dict[str, TargetFile] | None]]:
+) -> list[tuple[bytes, bool, PublishedTargets | None]]:
     """For each step: the role's bytes (destination or upstream), whether they came
     from the destination, and for a changed role the targets of its published
     version (the diff base). The destination's copies and the diff bases are read
@@ -471,7 +469,7 @@ async def _load_steps(
     source = loader.source
     limit = source.limits.max_targets_length
     local: list[bytes | None] = [None] * len(steps)
-    olds: list[dict[str, TargetFile] | None] = [None] * len(steps)
+    olds: list[PublishedTargets | None] = [None] * len(steps)
 
     async def read(index: int, step: WalkStep) -> None:
         change = changed.get(step.role)
@@ -504,7 +502,7 @@ async def _load_steps(
             if upstream[index] is None:
                 nursery.start_soon(fetch, index)
 
-    results: list[tuple[bytes, bool, dict[str, TargetFile] | None]] = []
+    results: list[tuple[bytes, bool, PublishedTargets | None]] = []
     for index in range(len(steps)):
         data = local[index]
         fetched = upstream.get(index)

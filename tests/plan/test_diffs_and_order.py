@@ -4,14 +4,17 @@ names, and the metadata publish order (DESIGN.md invariant 4)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 from tuf.api.metadata import MetaFile, TargetFile
 
+from mirror import plan as plan_module
 from mirror.plan import (
     MetadataCopy,
+    PublishedTargets,
     RoleChange,
     diff_snapshot,
     diff_targets,
@@ -126,33 +129,31 @@ def entry(
     )
 
 
-@pytest.mark.parametrize(
-    ("old", "new", "expected"),
-    [
-        pytest.param(None, [entry("a"), entry("b")], ["a", "b"], id="no-previous-version"),
-        pytest.param([], [entry("a")], ["a"], id="previous-empty"),
-        pytest.param([entry("a"), entry("b")], [entry("a"), entry("b")], [], id="unchanged"),
-        pytest.param([entry("a")], [entry("a", length=6)], ["a"], id="length"),
-        pytest.param([entry("a")], [entry("a", hashes={"sha256": H2})], ["a"], id="hash-value"),
-        pytest.param(
-            [entry("a")],
-            [entry("a", hashes={"sha256": H1, "sha512": H512})],
-            ["a"],
-            id="hash-added",
-        ),
-        pytest.param(
-            [entry("a", hashes={"sha256": H1, "sha512": H512})],
-            [entry("a")],
-            ["a"],
-            id="hash-dropped",
-        ),
-        pytest.param([entry("a")], [entry("a", custom="x")], [], id="custom-fields-ignored"),
-        pytest.param([entry("a"), entry("b")], [entry("b")], [], id="removed-not-yielded"),
-        pytest.param(
-            [entry("a")], [entry("c"), entry("a"), entry("b")], ["c", "b"], id="new-order"
-        ),
-    ],
-)
+DIFF_CASES = [
+    pytest.param(None, [entry("a"), entry("b")], ["a", "b"], id="no-previous-version"),
+    pytest.param([], [entry("a")], ["a"], id="previous-empty"),
+    pytest.param([entry("a"), entry("b")], [entry("a"), entry("b")], [], id="unchanged"),
+    pytest.param([entry("a")], [entry("a", length=6)], ["a"], id="length"),
+    pytest.param([entry("a")], [entry("a", hashes={"sha256": H2})], ["a"], id="hash-value"),
+    pytest.param(
+        [entry("a")],
+        [entry("a", hashes={"sha256": H1, "sha512": H512})],
+        ["a"],
+        id="hash-added",
+    ),
+    pytest.param(
+        [entry("a", hashes={"sha256": H1, "sha512": H512})],
+        [entry("a")],
+        ["a"],
+        id="hash-dropped",
+    ),
+    pytest.param([entry("a")], [entry("a", custom="x")], [], id="custom-fields-ignored"),
+    pytest.param([entry("a"), entry("b")], [entry("b")], [], id="removed-not-yielded"),
+    pytest.param([entry("a")], [entry("c"), entry("a"), entry("b")], ["c", "b"], id="new-order"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), DIFF_CASES)
 def test_diff_targets(
     old: Sequence[TargetFile] | None, new: Sequence[TargetFile], expected: list[str]
 ) -> None:
@@ -164,6 +165,99 @@ def test_diff_targets(
     changed = list(diff_targets(old_map, new_map))
     assert [t.path for t in changed] == expected
     assert all(t is new_map[t.path] for t in changed)
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), DIFF_CASES)
+def test_diff_targets_against_decoded_entries(
+    old: Sequence[TargetFile] | None, new: Sequence[TargetFile], expected: list[str]
+) -> None:
+    """The same diff against the published version as the walk reads it: its decoded
+    JSON entries (custom fields included), with no ``TargetFile`` per entry."""
+    old_entries = (
+        PublishedTargets.from_entries(json.loads(json.dumps({t.path: t.to_dict() for t in old})))
+        if old is not None
+        else None
+    )
+    new_map = {t.path: t for t in new}
+    changed = list(diff_targets(old_entries, new_map))
+    assert [t.path for t in changed] == expected
+    assert all(t is new_map[t.path] for t in changed)
+
+
+def _as_target_files(entries: Any) -> dict[str, tuple[int, dict[str, str]]]:
+    """The diff base as it was built before ``PublishedTargets``: a python-tuf
+    ``TargetFile`` per entry (the reference for what is accepted or refused)."""
+    built = {
+        path: TargetFile(int(info["length"]), dict(info["hashes"]), path)
+        for path, info in entries.items()
+    }
+    return {path: (target.length, target.hashes) for path, target in built.items()}
+
+
+def _entries_of(published: PublishedTargets) -> dict[str, tuple[object, object]]:
+    return {path: (e["length"], e["hashes"]) for path, e in published.entries.items()}
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        pytest.param({}, id="empty"),
+        pytest.param({"a": {"length": 5, "hashes": {"sha256": H1}}}, id="plain"),
+        pytest.param({"a": {"length": 0, "hashes": {"sha256": H1}, "custom": 1}}, id="custom"),
+        pytest.param({"a": {"length": 5.0, "hashes": {"sha256": H1}}}, id="float-length"),
+        pytest.param({"a": {"length": 5.7, "hashes": {"sha256": H1}}}, id="fraction-length"),
+        pytest.param({"a": {"length": True, "hashes": {"sha256": H1}}}, id="bool-length"),
+        pytest.param({"a": {"length": "12", "hashes": {"sha256": H1}}}, id="string-length"),
+        pytest.param({"a": {"length": 5, "hashes": [["sha256", H1]]}}, id="hash-pairs"),
+        pytest.param({"a": {"length": -1, "hashes": {"sha256": H1}}}, id="negative-length"),
+        pytest.param({"a": {"length": "x", "hashes": {"sha256": H1}}}, id="length-not-number"),
+        pytest.param({"a": {"length": None, "hashes": {"sha256": H1}}}, id="length-null"),
+        pytest.param({"a": {"hashes": {"sha256": H1}}}, id="no-length"),
+        pytest.param({"a": {"length": 5}}, id="no-hashes"),
+        pytest.param({"a": {"length": 5, "hashes": {}}}, id="empty-hashes"),
+        pytest.param({"a": {"length": 5, "hashes": {"sha256": 1}}}, id="hash-not-string"),
+        pytest.param({"a": {"length": 5, "hashes": "ab"}}, id="hashes-string"),
+        pytest.param({"a": {"length": 5, "hashes": [["sha256"]]}}, id="hash-pair-short"),
+        pytest.param({"a": {"length": 5, "hashes": [[1, "x"]]}}, id="hash-key-not-string"),
+        pytest.param({"a": [5]}, id="entry-list"),
+        pytest.param({"a": "entry"}, id="entry-string"),
+        pytest.param({"a": None}, id="entry-null"),
+        pytest.param([["a", {"length": 5, "hashes": {"sha256": H1}}]], id="targets-list"),
+        pytest.param("targets", id="targets-string"),
+    ],
+)
+def test_published_targets_accept_and_refuse_as_python_tuf(entries: Any) -> None:
+    """A previous version's entries are taken, normalized, or refused (same exception
+    type and message, for the "not diffing against" warning) exactly as building a
+    python-tuf ``TargetFile`` per entry takes, normalizes or refuses them."""
+    try:
+        expected: Any = _as_target_files(entries)
+    except Exception as exc:
+        expected = (type(exc), str(exc))
+    try:
+        got: Any = _entries_of(PublishedTargets.from_entries(entries))
+    except Exception as exc:
+        got = (type(exc), str(exc))
+    assert got == expected
+
+
+def test_plain_entries_build_no_target_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The usual previous version (integer lengths, string hashes) is used as decoded:
+    no python-tuf ``TargetFile`` is built for it; an unusual one (a float length)
+    goes through them."""
+    built: list[str] = []
+    original = plan_module.TargetFile
+
+    def counting(length: int, hashes: dict[str, str], path: str) -> TargetFile:
+        built.append(path)
+        return original(length, hashes, path)
+
+    monkeypatch.setattr(plan_module, "TargetFile", counting)
+    plain = {f"f{i}": {"length": i, "hashes": {"sha256": H1, "sha512": H512}} for i in range(50)}
+    PublishedTargets.from_entries(plain)
+    assert built == []
+    PublishedTargets.from_entries({"f": {"length": 1.0, "hashes": {"sha256": H1}}})
+    assert built == ["f"]
 
 
 # -- target_copy ---------------------------------------------------------------------
