@@ -112,13 +112,18 @@ def _olpc_escape(match: re.Match[str]) -> str:
 # What python-tuf's decode accepts, except floats and the constants (NaN, Infinity),
 # which canonical JSON does not have: one shared decoder, no per-call set-up.
 _DECODER = json.JSONDecoder(parse_float=_no_floats, parse_constant=_no_floats)
+# Sorted, compact, raw UTF-8. A decoded document cannot hold a cycle, so the
+# encoder's cycle bookkeeping (a sixth of its time) is left out.
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False
+)
 
 
 def _canonical(signed: dict[str, Any]) -> bytes | None:
     """OLPC canonical JSON of a decoded ``signed`` object (``None``: a lone
     surrogate, or nesting too deep for the encoder; the general path reports it)."""
     try:
-        text = json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = _ENCODER.encode(signed)
     except (ValueError, RecursionError):
         return None
     if "\\" in text:
