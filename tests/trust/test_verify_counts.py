@@ -14,7 +14,8 @@ from securesystemslib.signer import Signature, SSlibKey
 from tuf.api.metadata import Role
 from tuf.api.serialization import DeserializationError
 
-from mirror.errors import MalformedMetadataError
+from mirror.errors import MalformedMetadataError, SignatureError
+from mirror.trust import _verify as verify_module
 from mirror.trust._verify import (
     VerifyingKeys,
     count_valid,
@@ -261,3 +262,19 @@ def test_malformed_ed25519_signatures_are_not_valid(sig: str) -> None:
     assert verifying.ed25519(key) is not None
     signatures = {key.keyid: Signature(key.keyid, sig)}
     assert count_valid({key.keyid: key}, Role([key.keyid], 1), b"p", signatures, verifying) == 0
+
+
+def test_a_wrong_fast_payload_is_counted_again_over_python_tufs_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should the fast canonical form ever differ from python-tuf's, a missed
+    threshold is counted again over python-tuf's own ``signed_bytes``: the role still
+    verifies, and a forged one still fails."""
+    repo, published = _delegated_repo()
+    trusted = repo.trusted_set()
+    monkeypatch.setattr(verify_module, "_canonical", lambda signed: b"not what was signed")
+    assert trusted.update_delegated_targets(published["a"], "a", "targets").raw == published["a"]
+    forged = json.loads(published["a"])
+    forged["signed"]["targets"]["a/x"]["length"] = 2
+    with pytest.raises(SignatureError, match="0 valid signature"):
+        trusted.update_delegated_targets(json.dumps(forged).encode(), "a", "targets", trusted=True)
