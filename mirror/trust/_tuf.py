@@ -11,7 +11,6 @@ from securesystemslib.signer import (  # type: ignore[attr-defined]  # public, n
     Key,
     Signature,
     SigstoreKey,
-    SSlibKey,
 )
 from tuf.api.metadata import (  # type: ignore[attr-defined]  # public, no __all__
     DelegatedRole,
@@ -42,7 +41,6 @@ __all__ = [
     "Metadata",
     "Role",
     "Root",
-    "SSlibKey",
     "Signature",
     "Snapshot",
     "SuccinctRoles",

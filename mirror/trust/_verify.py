@@ -14,16 +14,14 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from securesystemslib.exceptions import UnverifiedSignatureError
 from tuf.api.exceptions import RepositoryError
 from tuf.api.serialization import DeserializationError, SerializationError
 
 from mirror.errors import MalformedMetadataError, SignatureError
-from mirror.trust._tuf import Key, Metadata, Role, Signature, SSlibKey
+from mirror.trust._tuf import Key, Metadata, Role, Signature
 
 __all__ = [
-    "VerifyingKeys",
     "check_threshold",
     "fast_canonical_signed",
     "parse",
@@ -172,53 +170,7 @@ def _key_identity(key: Key) -> str:
     return public.strip() if isinstance(public, str) else f"keyid:{key.keyid}"
 
 
-class VerifyingKeys:
-    """The ``cryptography`` public-key objects of the ed25519 keys met so far, each
-    built once (securesystemslib builds one per signature checked).
-
-    Keyed by everything that defines the key (key id, key type, scheme, public
-    value), so two keys that differ in any of them never share an object. Holds
-    public keys only, never a verification result. Other key types, and keys
-    securesystemslib might not accept as they are, are left to securesystemslib.
-    """
-
-    __slots__ = ("_ed25519",)
-
-    def __init__(self) -> None:
-        self._ed25519: dict[tuple[str, str, str, str], Ed25519PublicKey] = {}
-
-    def ed25519(self, key: Key) -> Ed25519PublicKey | None:
-        """The key's object if it is a plain ed25519 key, else ``None``."""
-        if type(key) is not SSlibKey or key.keytype != "ed25519" or key.scheme != "ed25519":
-            return None
-        public = key.keyval["public"]  # a str: SSlibKey requires it
-        identity = (key.keyid, key.keytype, key.scheme, public)
-        verifying = self._ed25519.get(identity)
-        if verifying is None:
-            try:
-                verifying = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public))
-            except (ValueError, TypeError):
-                return None  # securesystemslib gives the answer (not valid)
-            self._ed25519[identity] = verifying
-        return verifying
-
-
-def _signature_valid(
-    key: Key, signature: Signature, payload: bytes, verifying: VerifyingKeys | None = None
-) -> bool:
-    if verifying is not None and signature.keyid == key.keyid:
-        ed25519 = verifying.ed25519(key)
-        if ed25519 is not None:
-            try:
-                raw = bytes.fromhex(signature.signature)
-            except (ValueError, TypeError):
-                raw = None  # securesystemslib gives the answer (not valid)
-            if raw is not None:
-                try:
-                    ed25519.verify(raw, payload)
-                except Exception:  # noqa: BLE001 - InvalidSignature, or any failure: not valid
-                    return False
-                return True
+def _signature_valid(key: Key, signature: Signature, payload: bytes) -> bool:
     try:
         with warnings.catch_warnings():
             # securesystemslib warns about the old spelling of a key type
@@ -238,13 +190,11 @@ def count_valid(
     role: Role,
     payload: bytes,
     signatures: Mapping[str, Signature],
-    verifying: VerifyingKeys | None = None,
 ) -> int:
     """Number of distinct keys of ``role`` with a valid signature over ``payload``.
 
     Signatures by key ids the role does not list, and signatures that fail to
-    verify (including empty or malformed ones), are ignored. ``verifying``: key
-    objects kept across calls (the trusted set's).
+    verify (including empty or malformed ones), are ignored.
     """
     counted: set[str] = set()
     for keyid in dict.fromkeys(role.keyids):
@@ -255,7 +205,7 @@ def count_valid(
         identity = _key_identity(key)
         if identity in counted:
             continue
-        if _signature_valid(key, signature, payload, verifying):
+        if _signature_valid(key, signature, payload):
             counted.add(identity)
     return len(counted)
 
@@ -269,7 +219,6 @@ def check_threshold(
     signatures: Mapping[str, Signature],
     by: str,
     metadata: Metadata[Any] | None = None,
-    verifying: VerifyingKeys | None = None,
 ) -> None:
     """Raise ``SignatureError`` unless ``role``'s threshold of keys signed ``payload``.
 
@@ -277,11 +226,11 @@ def check_threshold(
     With ``metadata``, a threshold missed over a fast-path payload is counted again
     over python-tuf's own canonical bytes, should the two ever differ.
     """
-    valid = count_valid(keys, role, payload, signatures, verifying)
+    valid = count_valid(keys, role, payload, signatures)
     if valid < role.threshold and metadata is not None:
         general = signed_payload(metadata, what)
         if general != payload:
-            valid = count_valid(keys, role, general, signatures, verifying)
+            valid = count_valid(keys, role, general, signatures)
     if valid < role.threshold:
         raise SignatureError(
             f"{what}: {valid} valid signature(s) of the {role.threshold} required "

@@ -39,12 +39,7 @@ from mirror.errors import (
     RootRotationLimitError,
 )
 from mirror.trust._tuf import Metadata, MetaFile, Root, Snapshot, Targets, Timestamp
-from mirror.trust._verify import (
-    VerifyingKeys,
-    check_threshold,
-    parse_with_payload,
-    signed_payload,
-)
+from mirror.trust._verify import check_threshold, parse_with_payload, signed_payload
 from mirror.trust.names import validate_role_name
 from mirror.trust.targets import check_meta
 from mirror.trust.verified import Limits, Verified
@@ -95,8 +90,6 @@ class TrustedSet:
         self._targets: Verified[Targets] | None = None
         self._delegators: dict[str, Targets] = {}
         self._role_versions: dict[str, int] = {}
-        # The public-key objects signatures are checked with, built once per key.
-        self._verifying = VerifyingKeys()
 
         self._check_cap("root", root_bytes, self.limits.max_root_length)
         root: Metadata[Root]
@@ -336,7 +329,6 @@ class TrustedSet:
                 signatures=new.signatures,
                 metadata=new,
                 by=f"root v{root.version}",
-                verifying=self._verifying,
             )
         else:
             try:
@@ -352,7 +344,6 @@ class TrustedSet:
                 signatures=new.signatures,
                 metadata=new,
                 by=f"delegator {delegator_name}",
-                verifying=self._verifying,
             )
         if new.signed.version != meta.version:
             raise BadVersionError(
@@ -397,7 +388,6 @@ class TrustedSet:
             signatures=new.signatures,
             metadata=new,
             by=by,
-            verifying=self._verifying,
         )
 
     def _check_top_level_signatures(
@@ -413,7 +403,6 @@ class TrustedSet:
             signatures=new.signatures,
             metadata=new,
             by=f"root v{root.version}",
-            verifying=self._verifying,
         )
 
     def _check_timestamp_fresh(self) -> None:

@@ -1,6 +1,5 @@
-"""What verifying costs, counted (never timed): JSON decodes per role (and that the
-one-decode path refuses exactly what python-tuf refuses, with the same messages), and
-key objects built per key."""
+"""What verifying costs, counted (never timed): JSON decodes per role, and that the
+one-decode path refuses exactly what python-tuf refuses, with the same messages."""
 
 from __future__ import annotations
 
@@ -9,22 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from securesystemslib.signer import Signature, SSlibKey
-from tuf.api.metadata import Role
 from tuf.api.serialization import DeserializationError
 
 from mirror.errors import MalformedMetadataError, SignatureError
 from mirror.trust import _verify as verify_module
-from mirror.trust._verify import (
-    VerifyingKeys,
-    count_valid,
-    fast_canonical_signed,
-    parse,
-    parse_with_payload,
-)
+from mirror.trust._verify import fast_canonical_signed, parse, parse_with_payload
 
-from ._repo import Repo, new_signer
+from ._repo import Repo
 
 
 @pytest.fixture
@@ -159,109 +149,6 @@ def test_the_payload_is_the_fast_canonical_form() -> None:
         metadata, payload = parse_with_payload(raw, expected, role)
         assert payload is not None
         assert payload == fast_canonical_signed(raw) == metadata.signed_bytes
-
-
-# -- signature checks: key objects built once ----------------------------------------
-
-
-@pytest.fixture
-def ed25519_builds(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Every ``cryptography`` ed25519 public-key object built (ours or securesystemslib's)."""
-    built: list[bytes] = []
-    original = Ed25519PublicKey.from_public_bytes
-
-    def counting(data: bytes) -> Ed25519PublicKey:
-        built.append(data)
-        return original(data)
-
-    monkeypatch.setattr(Ed25519PublicKey, "from_public_bytes", counting)
-    return built
-
-
-def test_a_key_object_is_built_once_per_key_per_run(ed25519_builds: list[bytes]) -> None:
-    """Eight hash bins signed by one key, verified by one trusted set: that key's
-    object is built once, as are those of the four top-level keys."""
-    repo = Repo()
-    bins = repo.delegate_succinct("targets", bit_length=3)
-    for index, name in enumerate(bins):
-        repo.add_target(name, f"f{index}", b"x")
-    published = repo.publish()
-    ed25519_builds.clear()
-    trusted = repo.trusted_set()
-    for name in bins:
-        trusted.update_delegated_targets(published[name], name, "targets")
-    # root, timestamp, snapshot, targets and the one bin key, once each
-    assert len(ed25519_builds) == len(set(ed25519_builds)) == 5
-
-
-def test_key_objects_are_per_trusted_set(ed25519_builds: list[bytes]) -> None:
-    """A new trusted set (a new run) builds its key objects again: nothing is kept
-    across runs or shared between trusted sets."""
-    repo, _ = _delegated_repo()
-    ed25519_builds.clear()
-    repo.trusted_set()
-    first = list(ed25519_builds)
-    repo.trusted_set()
-    assert len(first) == len(set(first)) == 4
-    assert ed25519_builds == first + first
-
-
-def _ed25519(keyid: str, public: str, *, scheme: str = "ed25519") -> SSlibKey:
-    return SSlibKey(keyid, "ed25519", scheme, {"public": public})
-
-
-def test_verifying_keys_are_keyed_by_the_whole_key() -> None:
-    """The same key id with another public value gets its own object, so a signature
-    by one key never verifies for an entry that only shares its key id; a verified
-    signature is not remembered (a changed payload or signature fails)."""
-    one, other = new_signer(), new_signer()
-    keyid = one.public_key.keyid
-    payload = b"payload"
-    signature = one.sign(payload)
-    genuine = _ed25519(keyid, one.public_key.keyval["public"])
-    impostor = _ed25519(keyid, other.public_key.keyval["public"])
-    verifying = VerifyingKeys()
-    role = Role([keyid], 1)
-    assert count_valid({keyid: genuine}, role, payload, {keyid: signature}, verifying) == 1
-    assert count_valid({keyid: impostor}, role, payload, {keyid: signature}, verifying) == 0
-    assert verifying.ed25519(genuine) is not verifying.ed25519(impostor)
-    assert verifying.ed25519(genuine) is verifying.ed25519(
-        _ed25519(keyid, one.public_key.keyval["public"])
-    )
-    assert count_valid({keyid: genuine}, role, b"other", {keyid: signature}, verifying) == 0
-    flipped = Signature(
-        keyid, ("0" if signature.signature[0] != "0" else "1") + signature.signature[1:]
-    )
-    assert count_valid({keyid: genuine}, role, payload, {keyid: flipped}, verifying) == 0
-    assert count_valid({keyid: genuine}, role, payload, {keyid: signature}, verifying) == 1
-
-
-@pytest.mark.parametrize(
-    "key",
-    [
-        pytest.param(_ed25519("k", "00" * 32, scheme="ed25519-other"), id="other-scheme"),
-        pytest.param(_ed25519("k", "not hex"), id="public-not-hex"),
-        pytest.param(_ed25519("k", "00" * 3), id="public-wrong-length"),
-        pytest.param(SSlibKey("k", "ecdsa", "ed25519", {"public": "00" * 32}), id="other-type"),
-    ],
-)
-def test_keys_the_cache_does_not_take_are_left_to_securesystemslib(key: SSlibKey) -> None:
-    """Anything but a plain, well-formed ed25519 key gets no object of ours; its
-    signatures are securesystemslib's to judge (here: not valid)."""
-    assert VerifyingKeys().ed25519(key) is None
-    signature = Signature("k", "00" * 64)
-    assert count_valid({"k": key}, Role(["k"], 1), b"p", {"k": signature}, VerifyingKeys()) == 0
-
-
-@pytest.mark.parametrize("sig", ["", "zz-not-hex", "00" * 64, "00" * 10])
-def test_malformed_ed25519_signatures_are_not_valid(sig: str) -> None:
-    """Empty, non-hex, wrong and short signatures by a cached key count as invalid."""
-    signer = new_signer()
-    key = signer.public_key
-    verifying = VerifyingKeys()
-    assert verifying.ed25519(key) is not None
-    signatures = {key.keyid: Signature(key.keyid, sig)}
-    assert count_valid({key.keyid: key}, Role([key.keyid], 1), b"p", signatures, verifying) == 0
 
 
 def test_a_wrong_fast_payload_is_counted_again_over_python_tufs_bytes(
