@@ -21,6 +21,13 @@ durability is deferred on purpose.
 Temporary names are ``<prefix><16 hex digits><suffix>`` beside the final name
 (``TEMP_PREFIX`` = ``.tmp-`` by default: listings and the spool cleaner know it).
 
+``write_new`` is the shortcut for a file that does not exist yet (a target under its
+content-addressed name): an unnamed file (``O_TMPFILE``) written, then linked under
+its final name, one directory operation instead of a create and a rename (which
+cost the most of a small target's write on ext4, and contend for the directory).
+Where the filesystem, the kernel or a missing ``/proc`` does not allow it, or the
+final name exists, it writes nothing and says so: the caller takes the steps above.
+
 What it does not do: create missing directories, lock, or decide whether an
 existing file may be replaced (``rename_into_place(replace=False)`` refuses one).
 """
@@ -46,6 +53,7 @@ __all__ = [
     "sync_directory",
     "temp_name",
     "write_atomic",
+    "write_new",
     "write_temp",
 ]
 
@@ -85,6 +93,44 @@ def write_temp(
         _unlink_quietly(tmp)
         raise
     return tmp
+
+
+#: errors that say "no O_TMPFILE here" (filesystem or kernel without it) or "no way
+#: to name an unnamed file" (no /proc): the two-step write is the answer
+UNSUPPORTED_ERRNOS = frozenset(
+    {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT, errno.EXDEV, errno.EPERM}
+)
+_TMPFILE = getattr(os, "O_TMPFILE", 0)
+
+
+def write_new(final: Path, data: bytes, *, durable: bool = True, mode: int = 0o666) -> bool:
+    """Write ``data`` as the new file ``final``, which appears whole or not at all:
+    an unnamed file in its directory (``O_TMPFILE``), ``fsync``ed when ``durable``,
+    then linked under ``final``. False, with nothing written, where ``final`` exists
+    already; ``OSError`` with an errno of ``UNSUPPORTED_ERRNOS`` where this
+    filesystem or system cannot (then nothing is written either). The directory
+    entry's durability is the caller's (``sync_directory``), as after
+    ``rename_into_place(durable=False)``."""
+    if not _TMPFILE:
+        raise OSError(errno.EOPNOTSUPP, "O_TMPFILE is not available here")
+    fd = os.open(final.parent, os.O_WRONLY | _TMPFILE | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if durable:
+            os.fsync(fd)
+        try:
+            # linkat(2) with AT_SYMLINK_FOLLOW through the /proc link to the open
+            # file (AT_EMPTY_PATH would need a capability). The paths are absolute:
+            # ``src_dir_fd`` is ignored by the kernel, and only makes Python call
+            # linkat with that flag instead of link(2).
+            os.link(f"/proc/self/fd/{fd}", final, src_dir_fd=fd, follow_symlinks=True)
+        except FileExistsError:
+            return False
+    finally:
+        os.close(fd)  # an unnamed file that was never linked is gone with it
+    return True
 
 
 def copy_to_temp(

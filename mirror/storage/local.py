@@ -95,6 +95,9 @@ class LocalStore:
         #: directories known to exist (read and added from worker threads: a set's
         #: add and membership test are atomic under the GIL)
         self._known_dirs: set[Path] = set()
+        #: new files are written unnamed, then linked (``atomic.write_new``), until
+        #: this filesystem says it cannot
+        self._write_new = True
         self._check_root()
 
     def __repr__(self) -> str:
@@ -236,8 +239,26 @@ class LocalStore:
 
     def _put_bytes_sync(self, key: str, path: Path, data: bytes, durable: bool = True) -> None:
         self._ensure_parent(key, path)
+        if self._write_new and self._put_new(key, path, data, durable):
+            return
         tmp = self._write_temp(key, path.parent, data, sync=durable)
         self._replace(key, tmp, path, sync=durable)
+
+    def _put_new(self, key: str, path: Path, data: bytes, durable: bool) -> bool:
+        """``data`` as the new file ``path`` in one directory operation
+        (``atomic.write_new``); False when ``path`` exists or this filesystem
+        cannot (then never asked again), with nothing written either way."""
+        try:
+            if not atomic.write_new(path, data, durable=durable):
+                return False
+        except OSError as exc:
+            if exc.errno in atomic.UNSUPPORTED_ERRNOS:
+                self._write_new = False
+                return False
+            raise self._error(exc, key, "write") from exc
+        if durable:
+            self._sync_dir(key, path.parent)
+        return True
 
     def _flush_sync(self) -> None:
         try:

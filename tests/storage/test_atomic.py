@@ -217,3 +217,55 @@ def test_a_device_that_is_full_is_a_storage_error() -> None:
     device's ENOSPC, not a failed rename into ``/dev``."""
     with pytest.raises(StorageError, match=r"/dev/full: No space left on device \(ENOSPC\)"):
         atomic.write_atomic(Path("/dev/full"), b"x")
+
+
+# -- write_new: an unnamed file linked under its final name ----------------------------
+
+
+def test_write_new_links_a_whole_new_file_and_leaves_nothing_else(tmp_path: Path) -> None:
+    """The new file holds the bytes, with the mode a named create gives, and the
+    directory holds nothing else (no temporary name ever existed)."""
+    final = tmp_path / "target.bin"
+    assert atomic.write_new(final, b"payload" * 100, durable=False)
+    assert final.read_bytes() == b"payload" * 100
+    assert names(tmp_path) == {"target.bin"}
+    atomic.write_atomic(tmp_path / "named", b"x")
+    assert stat.S_IMODE(final.stat().st_mode) == stat.S_IMODE((tmp_path / "named").stat().st_mode)
+
+
+def test_write_new_leaves_an_existing_file_alone(tmp_path: Path) -> None:
+    """An existing final name: False, the old bytes kept, nothing else written."""
+    final = tmp_path / "target.bin"
+    final.write_bytes(b"old")
+    assert not atomic.write_new(final, b"new")
+    assert final.read_bytes() == b"old"
+    assert names(tmp_path) == {"target.bin"}
+
+
+def test_write_new_on_a_full_disk_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC half-way: the error comes out, and no name appears (the unnamed file
+    goes with its descriptor)."""
+    with FullDisk(tmp_path, 4).installed(monkeypatch), pytest.raises(OSError) as excinfo:
+        atomic.write_new(tmp_path / "target.bin", b"more than four bytes")
+    assert excinfo.value.errno == errno.ENOSPC
+    assert names(tmp_path) == set()
+
+
+@pytest.mark.parametrize(("durable", "file_syncs"), [(True, 1), (False, 0)])
+def test_write_new_syncs_the_file_when_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool, file_syncs: int
+) -> None:
+    """A durable ``write_new`` ``fsync``s the file before linking it; the directory
+    entry is the caller's to sync."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append("directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert atomic.write_new(tmp_path / "out", b"x", durable=durable)
+    assert synced == ["file"] * file_syncs

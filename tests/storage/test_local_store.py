@@ -129,14 +129,21 @@ async def test_write_failure_keeps_the_old_object(
 async def test_read_only_destination_is_a_storage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A read-only filesystem (EROFS on create) is a StorageError naming the key."""
+    """A read-only filesystem (EROFS on create, named or unnamed) is a StorageError
+    naming the key."""
     store = LocalStore(tmp_path)
     await store.put_bytes("metadata/1.root.json", b"{}", OPTIONS)
     real_open = os.open
     monkeypatch.setattr(
         os,
         "open",
-        failing(real_open, errno.EROFS, lambda path, flags, *rest: bool(flags & os.O_CREAT)),
+        failing(
+            real_open,
+            errno.EROFS,
+            lambda path, flags, *rest: (
+                bool(flags & os.O_CREAT) or flags & os.O_TMPFILE == os.O_TMPFILE
+            ),
+        ),
     )
 
     with pytest.raises(StorageError, match=r"metadata/2\.root\.json.*EROFS"):
@@ -407,3 +414,57 @@ async def test_cancelled_caller_withdraws_a_write_not_started(
     assert queued_scope.cancelled_caught
     assert finished == []
     assert files_under(tmp_path / "dest") == {"first"}
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, *names: str) -> dict[str, int]:
+    """Count calls of the ``os`` functions ``names`` (they still run)."""
+    counts = dict.fromkeys(names, 0)
+    for name in names:
+        real = getattr(os, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+            counts[_name] += 1
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(os, name, counted)
+    return counts
+
+
+async def test_a_new_key_is_one_link_and_an_existing_one_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key that does not exist yet is written unnamed and linked under its name: no
+    rename, no temporary name. A key that exists is replaced the usual way (a
+    temporary file renamed over it)."""
+    store = LocalStore(tmp_path)
+    counts = _counting(monkeypatch, "link", "replace")
+    await store.put_bytes("targets/a.bin", b"new", PutOptions(durable=False))
+    assert counts == {"link": 1, "replace": 0}
+    await store.put_bytes("targets/a.bin", b"newer", PutOptions(durable=False))
+    assert counts == {"link": 2, "replace": 1}  # the link found the name taken
+    assert (tmp_path / "targets" / "a.bin").read_bytes() == b"newer"
+    assert files_under(tmp_path) == {"targets/a.bin"}
+
+
+async def test_a_filesystem_without_unnamed_files_gets_the_two_step_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where ``O_TMPFILE`` is refused (EOPNOTSUPP: an older filesystem), writes go
+    through a temporary name and a rename, and the store does not ask again."""
+    store = LocalStore(tmp_path)
+    attempts: list[str] = []
+    real_open = os.open
+
+    def open_(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            attempts.append(os.fspath(path))
+            raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+        return real_open(path, flags, *args, **kw)
+
+    monkeypatch.setattr(os, "open", open_)
+    await store.put_bytes("targets/a.bin", b"a", PutOptions(durable=False))
+    await store.put_bytes("targets/b.bin", b"b", PutOptions(durable=True))
+    assert len(attempts) == 1
+    assert (tmp_path / "targets" / "a.bin").read_bytes() == b"a"
+    assert (tmp_path / "targets" / "b.bin").read_bytes() == b"b"
+    assert files_under(tmp_path) == {"targets/a.bin", "targets/b.bin"}

@@ -29,7 +29,8 @@ class FullDisk:
     def __init__(self, root: Path, room: int, *, only: str | None = None) -> None:
         self.root = str(root.resolve())
         self.room = room
-        #: only the writes of store keys containing this (via LocalStore._write_temp)
+        #: only the writes of store keys containing this (via LocalStore._write_temp
+        #: and LocalStore._put_new)
         self.only = only
         self._armed = threading.local()
         self.written = 0
@@ -62,7 +63,8 @@ class FullDisk:
             return real_write(fd, data)
 
         def open_(path: str | os.PathLike[str], flags: int, *args: int, **kw: int) -> int:
-            if flags & os.O_CREAT and self._under(os.fspath(path)) and self.written >= self.room:
+            creates = flags & os.O_CREAT or flags & os.O_TMPFILE == os.O_TMPFILE
+            if creates and self._under(os.fspath(path)) and self.written >= self.room:
                 raise self._refuse(os.fspath(path))
             return real_open(path, flags, *args, **kw)
 
@@ -83,8 +85,18 @@ class FullDisk:
             finally:
                 disk._armed.on = False
 
+        real_put_new = LocalStore._put_new
+
+        def put_new(self: LocalStore, key: str, path: Path, data: bytes, durable: bool) -> bool:
+            disk._armed.on = disk.only is not None and disk.only in key
+            try:
+                return real_put_new(self, key, path, data, durable)
+            finally:
+                disk._armed.on = False
+
         with monkeypatch.context() as patch:
             patch.setattr(LocalStore, "_write_temp", write_temp)
+            patch.setattr(LocalStore, "_put_new", put_new)
             patch.setattr(os, "write", write)
             patch.setattr(os, "open", open_)
             patch.setattr(os, "mkdir", mkdir)

@@ -178,16 +178,23 @@ def test_unwritable_destination_exit_3(env: Env, monkeypatch: pytest.MonkeyPatch
     import os
 
     before, _, _ = synced_then_changed(env)
-    real_replace = os.replace
+    real_replace, real_link = os.replace, os.link
 
-    def full_disk(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-        if "targets" in str(dst):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_replace(src, dst, *args, **kwargs)
+    def refusing(real: Any) -> Any:
+        # The last step of a target's write: the rename of its temporary file, or
+        # the link of its unnamed file (``atomic.write_new``).
+        def call(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+            if "targets" in str(dst):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(os, "replace", full_disk)
+        return call
+
+    monkeypatch.setattr(os, "replace", refusing(real_replace))
+    monkeypatch.setattr(os, "link", refusing(real_link))
     assert_refused(env, before, ExitStatus.TRANSIENT)
     monkeypatch.setattr(os, "replace", real_replace)
+    monkeypatch.setattr(os, "link", real_link)
     assert env.run() == ExitStatus.OK
     assert tree(env.dest) == tree(env.upstream)
 
