@@ -20,7 +20,6 @@ a role may list them (``sync.py`` with ``mirror.trust``), or publish metadata.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -249,13 +248,13 @@ class TargetCopier:
         # syncfs instead of two fsyncs per target (which cap a local disk at a few
         # thousand files/s). A target lost to a power cut before that flush is
         # found wrong by the next run's presence check and fetched again.
-        options = put_options_for(
+        return put_options_for(
             key,
             consistent_snapshot=self.consistent_snapshot,
             sha256=sha256,
             short_max_age=self.short_max_age,
+            durable=False,
         )
-        return dataclasses.replace(options, durable=False)
 
     def _spool_path(self) -> Path:
         self._spool_counter += 1

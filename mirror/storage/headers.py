@@ -117,8 +117,10 @@ def put_options_for(
     sha256: str | None = None,
     short_max_age: int = 60,
     metadata_prefix: str = "metadata",
+    durable: bool = True,
 ) -> PutOptions:
-    """The ``PutOptions`` to publish ``key`` with: both headers and the checksum."""
+    """The ``PutOptions`` to publish ``key`` with: both headers and the checksum
+    (``durable``: as ``PutOptions.durable``)."""
     return PutOptions(
         content_type=content_type_for(key, metadata_prefix=metadata_prefix),
         cache_control=cache_control_for(
@@ -128,4 +130,5 @@ def put_options_for(
             metadata_prefix=metadata_prefix,
         ),
         sha256=sha256,
+        durable=durable,
     )
