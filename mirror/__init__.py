@@ -1,10 +1,6 @@
 """tuf-mirror: a verifying mirror for TUF repositories."""
 
-from mirror._imports import import_signer_without_cloud_sdks
-
-import_signer_without_cloud_sdks()
-
-from mirror.errors import ExitStatus, MirrorError  # noqa: E402 - after the import guard
+from mirror.errors import ExitStatus, MirrorError
 
 __version__ = "0.1.0.dev0"
 

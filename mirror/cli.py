@@ -143,7 +143,8 @@ async def _prune(settings: Settings, report: RunReport, progress: bool) -> RunRe
 
 
 def _add_ledger_and_witness(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
-    from mirror.ledger.commands import add_parsers
+    # The parsers alone: the commands' modules (trio, the log) load when one runs.
+    from mirror.ledger.parsers import add_parsers
 
     add_parsers(sub)
 
@@ -442,10 +443,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    import trio
-
-    from mirror.progress import wanted
-
     parser = build_parser()
     settings: Settings | None = None
     partial: RunReport | None = None
@@ -474,6 +471,12 @@ def _main(argv: Sequence[str] | None) -> int:
                 settings = resolve(args.command, args)
             partial = command.report(command=settings.command, started=started)
             partial.dest = settings.dest or settings.to
+            # Imported once a command runs: `--version`, `--help` and usage errors
+            # stay cheap.
+            import trio
+
+            from mirror.progress import wanted
+
             _SignalState.pending.clear()
             _SignalState.trio_running = True
             try:

@@ -4,15 +4,23 @@
 ``__all__``, which ``mypy --strict`` (no implicit re-export) reports at every import
 site; importing them here once keeps that to a single, explained suppression. These
 are the libraries' public import paths.
+
+The first import of ``securesystemslib.signer`` goes through the guard that keeps
+cloud SDKs out (``mirror._imports``): every python-tuf import of the package comes
+after this module's.
 """
 
-from securesystemslib.signer import (  # type: ignore[attr-defined]  # public, no __all__
+from mirror._imports import import_signer_without_cloud_sdks
+
+import_signer_without_cloud_sdks()
+
+from securesystemslib.signer import (  # type: ignore[attr-defined]  # noqa: E402 - after the guard; public, no __all__
     KEY_FOR_TYPE_AND_SCHEME,
     Key,
     Signature,
     SigstoreKey,
 )
-from tuf.api.metadata import (  # type: ignore[attr-defined]  # public, no __all__
+from tuf.api.metadata import (  # type: ignore[attr-defined]  # noqa: E402 - after the guard; public, no __all__
     DelegatedRole,
     Delegations,
     Metadata,

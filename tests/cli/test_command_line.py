@@ -219,6 +219,51 @@ def test_python_dash_m_mirror_runs_the_cli() -> None:
     assert "--root is required" in usage.stderr
 
 
+#: what a command's run needs, not parsing the command line (``--version``, ``--help``,
+#: a usage error)
+_RUN_ONLY_MODULES = ("trio", "securesystemslib", "tuf", "mirror.ledger.commands", "mirror.trust")
+
+
+def test_version_and_the_parser_import_no_run_time_module() -> None:
+    """``--version`` and building the argument parser (every subcommand's, ``ledger``
+    and ``witness`` included) import neither trio, python-tuf nor the ledger's
+    commands: they are loaded once a command runs."""
+    code = (
+        "import sys\n"
+        "from mirror.cli import build_parser, main\n"
+        "build_parser()\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        f"wanted = {_RUN_ONLY_MODULES!r}\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] in wanted or n in wanted))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=_REPO_ROOT
+    )
+    assert done.stdout.startswith("tuf-mirror ")
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_the_ledger_parsers_are_the_commands_parsers() -> None:
+    """``mirror.ledger.commands`` runs what ``mirror.ledger.parsers`` parses: the
+    ``ledger`` and ``witness`` subcommands parse as before the split."""
+    from mirror.ledger import commands, parsers
+
+    assert commands.add_parsers is parsers.add_parsers
+    assert {"ledger", "witness"} == commands.LEDGER_COMMANDS
+    args = build_parser().parse_args(["ledger", "lookup", "files/a.bin", "--dest", "D"])
+    assert (args.command, args.ledger_command, args.path, args.dest) == (
+        "ledger",
+        "lookup",
+        "files/a.bin",
+        "D",
+    )
+    args = build_parser().parse_args(["witness", "--root", "r.json", "--upstream", "U"])
+    assert (args.root, args.upstream, args.witness_peer, args.json) == ("r.json", "U", [], False)
+
+
 def test_only_verification_errors_exit_1() -> None:
     """Every MirrorError class whose status is 1 is a VerificationError: status 1
     means a security event and nothing else; a bare MirrorError is a bug (70)."""
