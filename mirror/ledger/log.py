@@ -93,9 +93,9 @@ _BATCH = 1024
 #: lookups in one shard answered by a byte search before its keys are mapped
 _SEARCHES = 16
 #: bundle and shard writes of a commit in flight at once
-_PARALLEL_WRITES = 8
+_PARALLEL_WRITES = 32
 #: index shard reads of a ``prefetch`` in flight at once
-_PARALLEL_READS = 8
+_PARALLEL_READS = 32
 
 
 class LedgerConflictError(TransientError):

@@ -16,7 +16,10 @@ cancelled task never leaves a write half done. Small writes with deferred
 durability (``put_bytes`` of at most ``BATCHED_BYTES``, ``durable=False``: a first
 sync's targets) share thread calls: a thread hop costs more CPU than writing a
 small file, so while one batch runs in a thread the next ones queue, and the next
-call takes them all (``_Batcher``). ``OSError`` is translated here:
+call takes them all (``_Batcher``). Reads share thread calls the same way (a batcher
+of their own, so reads and writes still overlap): a file found larger than
+``BATCHED_BYTES`` once opened is read in a thread call of its own instead, so a
+large read never holds up the small ones. ``OSError`` is translated here:
 to ``StorageError`` naming the key, or ``StorageConfigError`` when the root
 directory itself cannot be used.
 
@@ -92,6 +95,7 @@ class LocalStore:
         self.url = str(self.root)
         self._limiter = trio.CapacityLimiter(max_threads)
         self._batcher = _Batcher(self._limiter)
+        self._reads = _Batcher(self._limiter)
         #: directories known to exist (read and added from worker threads: a set's
         #: add and membership test are atomic under the GIL)
         self._known_dirs: set[Path] = set()
@@ -114,7 +118,10 @@ class LocalStore:
 
     async def get(self, key: str, *, max_length: int) -> bytes:
         path = self._path(key)
-        return await self._run(self._get_sync, key, path, max_length)
+        data = await self._reads.run(self._get_small_sync, key, path, max_length)
+        if data is None:  # larger than BATCHED_BYTES: in a thread call of its own
+            return await self._run(self._get_sync, key, path, max_length)
+        return data
 
     async def iter_chunks(self, key: str, *, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
         path = self._path(key)
@@ -200,6 +207,10 @@ class LocalStore:
         return ObjectInfo(key=key, size=st.st_size)
 
     def _open_for_read(self, key: str, path: Path) -> int:
+        return self._open_file(key, path)[0]
+
+    def _open_file(self, key: str, path: Path) -> tuple[int, int]:
+        """An open descriptor of the regular file at ``path``, and its size."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
@@ -207,14 +218,14 @@ class LocalStore:
         except OSError as exc:
             raise self._error(exc, key, "open") from exc
         try:
-            is_file = stat.S_ISREG(os.fstat(fd).st_mode)
+            st = os.fstat(fd)
         except OSError as exc:
             os.close(fd)
             raise self._error(exc, key, "stat") from exc
-        if not is_file:
+        if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise NotFoundInStoreError(f"{key!r} is not a file in {self.url}")
-        return fd
+        return fd, st.st_size
 
     def _read_chunk(self, key: str, fd: int, size: int) -> bytes:
         try:
@@ -225,16 +236,28 @@ class LocalStore:
     def _get_sync(self, key: str, path: Path, max_length: int) -> bytes:
         fd = self._open_for_read(key, path)
         try:
-            parts: list[bytes] = []
-            total = 0
-            while total <= max_length:
-                chunk = self._read_chunk(key, fd, min(1 << 20, max_length + 1 - total))
-                if not chunk:
-                    return b"".join(parts)
-                parts.append(chunk)
-                total += len(chunk)
+            return self._read_all(key, fd, max_length)
         finally:
             os.close(fd)
+
+    def _get_small_sync(self, key: str, path: Path, max_length: int) -> bytes | None:
+        """``_get_sync`` of a file of at most ``BATCHED_BYTES`` (a batched read); None
+        for a larger one (read by ``_get_sync`` in a thread call of its own)."""
+        fd, size = self._open_file(key, path)
+        try:
+            return self._read_all(key, fd, max_length) if size <= BATCHED_BYTES else None
+        finally:
+            os.close(fd)
+
+    def _read_all(self, key: str, fd: int, max_length: int) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while total <= max_length:
+            chunk = self._read_chunk(key, fd, min(1 << 20, max_length + 1 - total))
+            if not chunk:
+                return b"".join(parts)
+            parts.append(chunk)
+            total += len(chunk)
         raise StorageError(f"{key!r} in {self.url} is larger than {max_length} bytes")
 
     def _put_bytes_sync(self, key: str, path: Path, data: bytes, durable: bool = True) -> None:
@@ -473,21 +496,23 @@ class LocalStore:
 
 
 class _Job:
-    """One write for ``_Batcher``: the call, and how it ended."""
+    """One call for ``_Batcher``: the call, and how it ended (its result or error)."""
 
-    __slots__ = ("args", "error", "finished", "fn", "wake")
+    __slots__ = ("args", "error", "finished", "fn", "result", "wake")
 
-    def __init__(self, fn: Callable[..., None], args: tuple[object, ...]) -> None:
+    def __init__(self, fn: Callable[..., object], args: tuple[object, ...]) -> None:
         self.fn = fn
         self.args = args
         self.finished = False
+        self.result: object = None
         self.error: BaseException | None = None
         #: set when the job finished, or when its owner must take the batches over
         self.wake = trio.Event()
 
 
 class _Batcher:
-    """Runs small blocking writes in worker threads, many per thread call.
+    """Runs small blocking calls (writes, or reads) in worker threads, many per
+    thread call.
 
     A caller that finds no batch running runs the queued jobs (its own included) in
     one thread call, and again while more queued meanwhile; the others wait for
@@ -504,7 +529,7 @@ class _Batcher:
         self._queue: list[_Job] = []
         self._running = False
 
-    async def run(self, fn: Callable[..., None], *args: object) -> None:
+    async def run(self, fn: Callable[[Unpack[_Ts]], _T], *args: *_Ts) -> _T:
         job = _Job(fn, args)
         self._queue.append(job)
         try:
@@ -529,6 +554,7 @@ class _Batcher:
                 raise
         if job.error is not None:
             raise job.error
+        return job.result  # type: ignore[return-value]  # what ``fn`` returned
 
     async def _run_batches(self) -> None:
         self._running = True
@@ -555,7 +581,7 @@ class _Batcher:
 def _run_jobs(batch: list[_Job]) -> None:
     for job in batch:
         try:
-            job.fn(*job.args)
+            job.result = job.fn(*job.args)
         except Exception as exc:  # noqa: BLE001 - handed to the job's own caller
             job.error = exc
         job.finished = True

@@ -302,6 +302,64 @@ async def test_small_deferred_writes_share_thread_calls(
     assert len(calls) < 64
 
 
+async def test_small_reads_share_thread_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent gets of small files share thread calls (each gets its own bytes, a
+    missing file is its own caller's NotFoundInStoreError); a file larger than
+    ``BATCHED_BYTES`` is read whole, in a thread call of its own, and without
+    holding up the small reads batched with its first look."""
+    import trio
+
+    from mirror.storage import NotFoundInStoreError, local
+
+    root = tmp_path / "dest"
+    (root / "t").mkdir(parents=True)
+    for index in range(64):
+        (root / "t" / str(index)).write_bytes(b"%d" % index)
+    large = os.urandom(local.BATCHED_BYTES + 1)
+    (root / "large").write_bytes(large)
+    batches: list[list[str]] = []
+    alone: list[str] = []
+    real_jobs = local._run_jobs
+    real_thread = trio.to_thread.run_sync
+
+    def counting(batch: list[Any]) -> None:
+        batches.append([str(job.args[0]) for job in batch])
+        real_jobs(batch)
+
+    async def thread_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if getattr(fn, "__name__", "") == "_get_sync":
+            alone.append(str(args[0]))
+        return await real_thread(fn, *args, **kwargs)
+
+    monkeypatch.setattr(local, "_run_jobs", counting)
+    monkeypatch.setattr(trio.to_thread, "run_sync", thread_call)
+    store = LocalStore(root)
+    got: dict[str, bytes | None] = {}
+
+    async def get(key: str) -> None:
+        try:
+            got[key] = await store.get(key, max_length=1 << 20)
+        except NotFoundInStoreError:
+            got[key] = None
+
+    keys = [f"t/{index}" for index in range(64)] + ["large", "t/missing"]
+    async with trio.open_nursery() as nursery:
+        for key in keys:
+            nursery.start_soon(get, key)
+    assert got == {
+        **{f"t/{index}": b"%d" % index for index in range(64)},
+        "large": large,
+        "t/missing": None,
+    }
+    assert sorted(key for batch in batches for key in batch) == sorted(keys)
+    assert len(batches) < 8
+    assert alone == ["large"]
+    with pytest.raises(StorageError, match="larger than 1 bytes"):
+        await store.get("t/10", max_length=1)
+
+
 async def test_a_failing_batched_write_fails_only_its_caller(tmp_path: Path) -> None:
     """In a batch, one write that fails (its parent is a file) is a StorageError for
     its own caller; the others land."""
