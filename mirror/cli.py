@@ -16,6 +16,7 @@ positional arguments); the options each takes are rows of
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import signal
 import sys
@@ -143,14 +144,11 @@ async def _prune(settings: Settings, report: RunReport, progress: bool) -> RunRe
 
 
 def _add_ledger_and_witness(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
-    # The parsers alone: the commands' modules (trio, the log) load when one runs.
+    """``ledger`` and ``witness`` (one call adds both: either row builds them). The
+    parsers alone: the commands' modules (trio, the log) load when one runs."""
     from mirror.ledger.parsers import add_parsers
 
     add_parsers(sub)
-
-
-def _added_with_ledger(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
-    """``witness``'s parser is added by ``ledger``'s row (one call adds both)."""
 
 
 def _run_ledger(args: argparse.Namespace) -> int:
@@ -224,7 +222,7 @@ COMMANDS: tuple[Command, ...] = (
         "witness",
         "audit the upstream (and peers) against the ledger; publish nothing",
         _not_direct,
-        build=_added_with_ledger,
+        build=_add_ledger_and_witness,
         direct=_run_ledger,
     ),
     Command(
@@ -257,9 +255,57 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+#: a command's parser until it is built (``_Commands``)
+_PLACEHOLDER: Any = object()
+
+
+class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]  # argparse's own class
+    """The subcommands' parsers, each built when its command is parsed: a run parses
+    one command, and building every command's parser and options cost more than the
+    rest of the parsing (argparse looks up its translations for each parser). Until
+    then a command has its help line (the list in ``--help``) and a placeholder
+    (what ``COMMAND`` accepts)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: command name -> what builds its parser (replacing the placeholder)
+        self.builders: dict[str, Callable[[], None]] = {}
+
+    def add_later(self, name: str, help: str, build: Callable[[], None]) -> None:
+        """A command whose parser ``build`` adds when the command is parsed."""
+        self._name_parser_map[name] = _PLACEHOLDER
+        self._choices_actions.append(self._ChoicesPseudoAction(name, (), help))
+        self.builders[name] = build
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        """``add_parser``, or the real parser of a command added later (its help
+        line keeps its place in the list of commands)."""
+        if self._name_parser_map.get(name) is not _PLACEHOLDER:
+            return super().add_parser(name, **kwargs)
+        del self._name_parser_map[name]
+        at = next(i for i, choice in enumerate(self._choices_actions) if choice.dest == name)
+        del self._choices_actions[at]
+        parser = super().add_parser(name, **kwargs)
+        if "help" in kwargs:
+            self._choices_actions.insert(at, self._choices_actions.pop())
+        return parser
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        build = self.builders.pop(values[0], None)
+        if build is not None:
+            build()
+        super().__call__(parser, namespace, values, option_string)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, one subparser per command; the global options are
-    accepted before and after the command's name."""
+    """The argument parser, one subparser per command (built when that command is
+    parsed); the global options are accepted before and after the command's name."""
     parser = _Parser(
         prog="tuf-mirror",
         description="A verifying mirror for TUF repositories.",
@@ -268,28 +314,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tuf-mirror {__version__}")
     add_global_options(parser)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_Parser, action=_Commands
+    )
+    assert isinstance(sub, _Commands)
     for command in COMMANDS:
-        if command.build is not None:
-            command.build(sub, _Parser)
-            continue
-        cmd = sub.add_parser(
-            command.name,
-            help=command.help,
-            description=command.help,
-            epilog=exit_status_help(),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        add_options(cmd, command.name)
-        for positional in command.positionals:
-            cmd.add_argument(
-                positional.name,
-                nargs="?",
-                metavar=positional.metavar,
-                default=argparse.SUPPRESS,
-                help=positional.help,
-            )
+        sub.add_later(command.name, command.help, functools.partial(_build_command, sub, command))
     return parser
+
+
+def _build_command(sub: _Commands, command: Command) -> None:
+    """Add ``command``'s parser with its options to the subcommands ``sub``."""
+    if command.build is not None:
+        command.build(sub, _Parser)
+        return
+    cmd = sub.add_parser(
+        command.name,
+        help=command.help,
+        description=command.help,
+        epilog=exit_status_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_options(cmd, command.name)
+    for positional in command.positionals:
+        cmd.add_argument(
+            positional.name,
+            nargs="?",
+            metavar=positional.metavar,
+            default=argparse.SUPPRESS,
+            help=positional.help,
+        )
 
 
 async def _run(command: Command, settings: Settings, report: RunReport, tty: bool) -> RunReport:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -244,6 +245,36 @@ def test_version_and_the_parser_import_no_run_time_module() -> None:
     )
     assert done.stdout.startswith("tuf-mirror ")
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_only_the_parsed_commands_parser_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsing builds the top-level parser and the parsed command's, not the other
+    commands' (each costs argparse's translation look-ups and the option table);
+    ``--help`` still lists every command with its help line, in table order."""
+    from mirror import cli
+
+    built: list[str] = []
+    real_init = cli._Parser.__init__
+
+    def counting(self: cli._Parser, *args: Any, **kwargs: Any) -> None:
+        built.append(str(kwargs.get("prog")))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(cli._Parser, "__init__", counting)
+    args = build_parser().parse_args(["sync", *_BASE])
+    assert args.command == "sync"
+    assert built == ["tuf-mirror", "tuf-mirror sync"]
+    built.clear()
+    build_parser().parse_args(["shard", "plan", "--shards", "2", *_BASE])
+    assert built == ["tuf-mirror", "tuf-mirror shard", "tuf-mirror shard plan"] + [
+        f"tuf-mirror shard {step}" for step in ("copy", "publish")
+    ]
+    text = build_parser().format_help()
+    names = {command.name for command in cli.COMMANDS}
+    listed = [line.split()[0] for line in text.splitlines() if line[4:5].isalpha()]
+    assert [name for name in listed if name in names] == [c.name for c in cli.COMMANDS]
+    for command in cli.COMMANDS:
+        assert command.help in " ".join(text.split())
 
 
 def test_the_ledger_parsers_are_the_commands_parsers() -> None:
