@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -816,6 +815,8 @@ def _flags(namespace: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load_toml(path: str) -> dict[str, Any]:
+    import tomllib  # here: most runs have no config file
+
     try:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copyreg
 import os
-import pickle
 import struct
 import sys
 from collections.abc import Callable
@@ -73,12 +72,16 @@ class _Frames:
 
     async def write(self, obj: object) -> None:
         assert self._send is not None
+        import pickle  # here: only worker processes need it, not every run
+
         payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         await self._send.send_all(_HEADER.pack(len(payload)) + payload)
 
     async def read(self) -> Any:
         """The next frame, or raise EOFError at the end of the stream."""
         assert self._receive is not None
+        import pickle
+
         size = _HEADER.unpack(await self._exactly(_HEADER.size))[0]
         return pickle.loads(await self._exactly(size))  # noqa: S301 - our own child
 

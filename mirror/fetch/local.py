@@ -20,11 +20,10 @@ torn reads).
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import os
 import stat
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import trio
@@ -33,6 +32,9 @@ from mirror.errors import FetchError, NotFoundError, UsageError
 from mirror.fetch.base import Namespace
 from mirror.fetch.names import name_segments
 from mirror.fetch.template import Reader, Request, Stream, StreamFetcher
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 __all__ = ["LocalFetcher", "path_from_upstream"]
 
@@ -141,7 +143,7 @@ class LocalFetcher(StreamFetcher):
         try:
             st = os.fstat(fd)
             etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
-            last_modified = email.utils.formatdate(st.st_mtime, usegmt=True)
+            last_modified = _http_date(st.st_mtime)
             if _not_modified(etag, st.st_mtime, request.if_none_match, request.if_modified_since):
                 return Stream(not_modified=True)
             parts: list[bytes] = []
@@ -204,6 +206,19 @@ def _not_modified(
     if if_modified_since is not None:
         since = None
         with contextlib.suppress(TypeError, ValueError, IndexError):
-            since = email.utils.parsedate_to_datetime(if_modified_since)
+            since = _parse_http_date(if_modified_since)
         return since is not None and since.tzinfo is not None and int(mtime) <= since.timestamp()
     return False
+
+
+# ``email.utils`` is imported when a local upstream is read, not by every run.
+def _http_date(timestamp: float) -> str:
+    import email.utils
+
+    return email.utils.formatdate(timestamp, usegmt=True)
+
+
+def _parse_http_date(value: str) -> datetime:
+    import email.utils
+
+    return email.utils.parsedate_to_datetime(value)

@@ -13,7 +13,6 @@ understands the protocol does) or bound the whole run (the caller's deadline).
 
 from __future__ import annotations
 
-import email.utils
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -155,6 +154,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils  # only here: a Retry-After date is rare, its import is not free
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

@@ -15,6 +15,7 @@ ignore them.
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import re
 
@@ -37,9 +38,14 @@ _VERSIONED_ROOT = re.compile(r"[1-9][0-9]*\.root\.json")
 # sha224 is not accepted as content addressing.
 _HASH_PREFIXED = re.compile(r"[0-9a-f]{56,128}\.[^/]+")
 
-# Only the interpreter's built-in table, so the answer does not depend on the host's
-# /etc/mime.types.
-_MIME = mimetypes.MimeTypes(filenames=())
+
+@functools.cache
+def _mime() -> mimetypes.MimeTypes:
+    """Only the interpreter's built-in table, so the answer does not depend on the
+    host's /etc/mime.types (built on first use: a run with nothing to copy has no
+    use for it)."""
+    return mimetypes.MimeTypes(filenames=())
+
 
 # Compressed files whose type ``mimetypes`` reports as an encoding.
 _ENCODING_TYPES = {
@@ -74,7 +80,7 @@ def content_type_for(key: str, *, metadata_prefix: str = "metadata") -> str:
     """
     if _metadata_name(key, metadata_prefix) is not None:
         return "application/json"
-    guessed, encoding = _MIME.guess_type(key, strict=False)
+    guessed, encoding = _mime().guess_type(key, strict=False)
     if encoding is not None:
         return _ENCODING_TYPES.get(encoding, "application/octet-stream")
     return guessed or "application/octet-stream"

@@ -247,6 +247,32 @@ def test_version_and_the_parser_import_no_run_time_module() -> None:
     assert done.stdout.splitlines()[-1] == "[]"
 
 
+def test_a_sync_imports_what_it_uses_only() -> None:
+    """What a sync imports (the engine, the ledger's witness, a local store) leaves
+    out what only some runs need: the ledger's commands, the shard commands,
+    ``tomllib`` (a config file), ``pickle`` (worker processes) and ``email`` (HTTP
+    dates of a local upstream, a ``Retry-After`` date), unless the libraries the
+    sync needs import them themselves."""
+    watched = ("mirror.ledger.commands", "mirror.shard.cli", "tomllib", "pickle", "email")
+    code = (
+        "import sys\n"
+        f"watched = {watched!r}\n"
+        "def loaded():\n"
+        "    names = {n.split('.')[0] for n in sys.modules} | set(sys.modules)\n"
+        "    return {w for w in watched if w in names}\n"
+        "import mirror.trust, trio, tenacity\n"
+        "before = loaded()\n"
+        "from mirror.cli import build_parser\n"
+        "build_parser().parse_args(['sync', '--root', 'r', '--upstream', 'u', '--dest', 'd'])\n"
+        "import mirror.sync, mirror.extensions, mirror.ledger.run, mirror.storage.local\n"
+        "print(sorted(loaded() - before))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=_REPO_ROOT
+    )
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
 def test_only_the_parsed_commands_parser_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
     """Parsing builds the top-level parser and the parsed command's, not the other
     commands' (each costs argparse's translation look-ups and the option table);
