@@ -11,7 +11,10 @@ Layout (keys of the ledger's own store: a directory or ``s3://bucket/prefix``):
   shard at most once (shards read are kept as bytes, up to ``_CACHE_BYTES``;
   concurrent lookups of one shard share its read; ``prefetch`` reads the shards of
   keys known in advance side by side; a lookup parses only its key's lines, found
-  by a byte search);
+  by a byte search). A commit appends its lines to a shard in place where the
+  store can (a local directory: ``replace_tail``, which also cuts off leftovers),
+  else writes the shard again whole; a last line cut short (an append interrupted
+  by a crash) is a leftover too, dropped by readers;
 - ``states/<seq>.json``: the checkpoint of commit number ``seq`` with the tree's
   right edge (``Frontier``), created with ``create_exclusive``: the
   compare-and-swap that lets only one of two runs from the same base move the
@@ -51,7 +54,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 
 import trio
 
@@ -136,18 +139,29 @@ class Head:
         return self.checkpoint.size
 
 
+@runtime_checkable
+class _TailStore(Protocol):
+    """A store that can append to an object in place (``LocalStore.replace_tail``)."""
+
+    async def replace_tail(self, key: str, *, size: int, keep: int, data: bytes) -> bool: ...
+
+
 class _Shard:
     """One index shard as read: its committed lines (``data``, each ending in a
-    newline). A lookup finds its key's lines by a byte search for the canonical
-    ``,"key":<key>,"leaf":`` (a JSON string holds no unescaped quote, so only a
-    record's own key field matches, checked by the leaf index and the line end
-    after it) and parses those lines only; a shard looked up more than
-    ``_SEARCHES`` times maps every key to its lines once instead."""
+    newline), the size of the object read (``raw_size``) and whether ``data`` is its
+    beginning (``prefix``: a commit can append after it in place). A lookup finds
+    its key's lines by a byte search for the canonical ``,"key":<key>,"leaf":`` (a
+    JSON string holds no unescaped quote, so only a record's own key field matches,
+    checked by the leaf index and the line end after it) and parses those lines
+    only; a shard looked up more than ``_SEARCHES`` times maps every key to its
+    lines once instead."""
 
-    __slots__ = ("data", "searches", "starts")
+    __slots__ = ("data", "prefix", "raw_size", "searches", "starts")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, raw_size: int | None = None, *, prefix: bool = True) -> None:
         self.data = data
+        self.raw_size = len(data) if raw_size is None else raw_size
+        self.prefix = prefix
         self.searches = 0
         self.starts: dict[str, list[int]] | None = None
 
@@ -157,15 +171,25 @@ class _Shard:
         in leaf order, so leftovers of an interrupted one are a tail: when the last
         line is below ``size`` there are none (the common case: no line is
         parsed); else every line is read and those at or past ``size`` dropped
-        (``LedgerCorruptError`` for a line that is no record)."""
+        (``LedgerCorruptError`` for a line that is no record). A last line without
+        its newline is what an interrupted append left: dropped, unless it is a
+        whole record below ``size`` (a committed line cut: ``LedgerCorruptError``)."""
         if not raw:
             return cls(b"")
         if raw.endswith(b"\n"):
             last = scan_index_line(raw[raw.rfind(b"\n", 0, len(raw) - 1) + 1 : -1])
             if last is not None and last[1] < size:
                 return cls(raw)
-        kept = [line for line in raw.split(b"\n") if line and _key_and_leaf(line, name)[1] < size]
-        return cls(b"".join(line + b"\n" for line in kept))
+            body = raw
+        else:
+            cut = raw.rfind(b"\n") + 1
+            body, torn = raw[:cut], raw[cut:]
+            scanned = scan_index_line(torn)
+            if scanned is not None and scanned[1] < size:
+                raise LedgerCorruptError(f"{name}: a committed line without its end")
+        kept = [line for line in body.split(b"\n") if line and _key_and_leaf(line, name)[1] < size]
+        data = b"".join(line + b"\n" for line in kept)
+        return cls(data, len(raw), prefix=raw.startswith(data))
 
     def records(self, key: str, name: str) -> list[IndexRecord]:
         if not self.data:
@@ -534,13 +558,25 @@ class LedgerLog:
 
     async def _append_shard(self, shard: str, size: int, lines: list[bytes]) -> None:
         # The run's lookups have usually read (or found absent) the shard already:
-        # its committed lines are written back as read (leftovers dropped).
+        # its new lines are appended after its committed ones (leftovers cut off),
+        # in place when the store can and the shard is still the size read, else
+        # the committed lines are written back as read with the new ones.
+        key = _shard_key(shard)
         cached = self._shards.get(shard) if self._shards_size == size else None
         if cached is None:
-            raw = await self._get(_shard_key(shard)) if size else None
-            name = f"ledger {self.url}: {_shard_key(shard)}"
-            cached = _Shard.parse(raw or b"", size, name)
-        await self.store.put_bytes(_shard_key(shard), cached.data + b"".join(lines), _DEFERRED)
+            raw = await self._get(key) if size else None
+            cached = _Shard.parse(raw or b"", size, f"ledger {self.url}: {key}")
+        new = b"".join(lines)
+        if (
+            cached.raw_size
+            and cached.prefix
+            and isinstance(self.store, _TailStore)
+            and await self.store.replace_tail(
+                key, size=cached.raw_size, keep=len(cached.data), data=new
+            )
+        ):
+            return
+        await self.store.put_bytes(key, cached.data + new, _DEFERRED)
 
     # -- pending runs and evidence ---------------------------------------------------
 

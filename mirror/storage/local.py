@@ -143,6 +143,19 @@ class LocalStore:
         else:
             await self._run(self._put_bytes_sync, key, path, data, options.durable)
 
+    async def replace_tail(self, key: str, *, size: int, keep: int, data: bytes) -> bool:
+        """If the file at ``key`` is ``size`` bytes long, cut it to its first ``keep``
+        bytes and append ``data``, in place (deferred durability: ``flush`` makes it
+        durable); False, with nothing written, when it is missing or of another size.
+
+        Not atomic: a reader may see a part of ``data``, and a crash may leave one
+        (the bytes before ``keep`` are never touched). For the ledger's index
+        shards, whose readers drop what lies past their checkpoint: a commit adds a
+        few lines to each, where a temporary file renamed over the shard rewrote it
+        whole (and a rename over an existing file is the costly part on ext4)."""
+        path = self._path(key)
+        return await self._batcher.run(self._replace_tail_sync, key, path, size, keep, data)
+
     async def put_file(self, key: str, path: Path, options: PutOptions) -> None:
         dest = self._path(key)
         await self._run(self._put_file_sync, key, dest, Path(path), options.durable)
@@ -281,6 +294,33 @@ class LocalStore:
             raise self._error(exc, key, "write") from exc
         if durable:
             self._sync_dir(key, path.parent)
+        return True
+
+    def _replace_tail_sync(self, key: str, path: Path, size: int, keep: int, data: bytes) -> bool:
+        if not 0 <= keep <= size:
+            raise ValueError(f"replace_tail: keep {keep} is not within the size {size}")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return False
+        except OSError as exc:
+            raise self._error(exc, key, "open") from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+                return False
+            if keep < size:
+                os.ftruncate(fd, keep)
+            view = memoryview(data)
+            offset = keep
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view = view[written:]
+                offset += written
+        except OSError as exc:
+            raise self._error(exc, key, "write") from exc
+        finally:
+            os.close(fd)
         return True
 
     def _flush_sync(self) -> None:

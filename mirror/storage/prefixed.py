@@ -71,6 +71,15 @@ class PrefixedStore(DelegatingStore):
     async def create_exclusive(self, key: str, data: bytes) -> bool:
         return await self.inner.create_exclusive(self._key(key), data)
 
+    async def replace_tail(self, key: str, *, size: int, keep: int, data: bytes) -> bool:
+        """``LocalStore.replace_tail`` of the inner store; False (nothing written)
+        when it has none."""
+        replace = getattr(self.inner, "replace_tail", None)
+        if replace is None:
+            return False
+        done: bool = await replace(self._key(key), size=size, keep=keep, data=data)
+        return done
+
     async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         validate_prefix(prefix)
         if is_internal_key(self.prefix):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -29,8 +30,10 @@ from mirror.ledger.merkle import hash_leaf, root_of_leaves
 from mirror.ledger.spool import EntrySpool
 from mirror.ledger.witness import RunWitness
 from mirror.plan import RoleChange
-from mirror.storage import PutOptions
+from mirror.storage import PutOptions, Store
+from mirror.storage.local import LocalStore
 from mirror.storage.memory import MemoryStore
+from mirror.storage.prefixed import PrefixedStore
 from mirror.trust import TargetFile, TrustedSet
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -89,7 +92,7 @@ def in_role_order(observed: list[TargetFile]) -> list[tuple[str, TargetFile]]:
 
 
 async def run(
-    store: MemoryStore, observed: list[TargetFile], *, batch: bool = False, **options: Any
+    store: Store, observed: list[TargetFile], *, batch: bool = False, **options: Any
 ) -> RunWitness:
     """One run of the witness: every target observed (published), then committed."""
     witness = RunWitness(ledger=LedgerLog(store, origin="o"), now=NOW, **options)
@@ -368,3 +371,138 @@ async def test_prefetch_of_an_unreadable_shard_is_the_ledgers_error() -> None:
     await store.put_bytes(key, data + b"not a record\n", PutOptions())
     with pytest.raises(LedgerCorruptError, match=f"index/{broken}.jsonl: unreadable line"):
         await ledger.prefetch([target.path for target in first], head)
+
+
+def local_ledger_store(root: Path) -> Store:
+    """The ledger's store in a sync run on a local destination: a view of
+    ``DEST/.tuf-mirror/ledger`` on the destination's ``LocalStore``."""
+    return PrefixedStore(LocalStore(root), ".tuf-mirror/ledger")
+
+
+async def shard_files(store: Store) -> dict[str, bytes]:
+    out = {}
+    for number in range(SHARDS):
+        key = f"index/{number:02x}.jsonl"
+        if await store.head(key) is not None:
+            out[key] = await store.get(key, max_length=1 << 30)
+    return out
+
+
+async def test_a_local_ledger_appends_to_its_shards_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a local destination a commit appends its index lines to the shards that
+    exist (``replace_tail``: no whole rewrite), writes the new ones whole, and
+    leaves byte for byte the shards a store without appends gets."""
+    store = local_ledger_store(tmp_path)
+    memory = MemoryStore()
+    first, second = targets("a", 300), targets("b", 300)
+    await run(store, first)
+    await run(memory, first)
+    existing = set(await shard_files(store))
+    tails: list[str] = []
+    puts: list[str] = []
+    real_tail, real_put = LocalStore.replace_tail, LocalStore.put_bytes
+
+    async def replace_tail(self: LocalStore, key: str, **kwargs: Any) -> bool:
+        tails.append(key)
+        return await real_tail(self, key, **kwargs)
+
+    async def put_bytes(self: LocalStore, key: str, data: bytes, options: PutOptions) -> None:
+        puts.append(key)
+        await real_put(self, key, data, options)
+
+    monkeypatch.setattr(LocalStore, "replace_tail", replace_tail)
+    monkeypatch.setattr(LocalStore, "put_bytes", put_bytes)
+    await run(store, first + second)
+    await run(memory, first + second)
+    written = await shard_files(store)
+    assert written == await shard_files(memory)
+    prefix = ".tuf-mirror/ledger/"
+    touched = {f"index/{shard_of(target.path)}.jsonl" for target in second}
+    assert touched & existing
+    assert touched - existing
+    assert sorted(tails) == sorted(prefix + key for key in touched & existing)
+    assert sorted(key for key in puts if key.startswith(prefix + "index/")) == sorted(
+        prefix + key for key in touched - existing
+    )
+
+
+async def test_a_shard_cut_short_by_a_crash_is_read_and_mended(tmp_path: Path) -> None:
+    """An append interrupted by a crash leaves a part of a line past the checkpoint:
+    lookups read the committed records as before, and the next commit that adds to
+    the shard cuts the part off first (the shard is then what an uninterrupted
+    history gives)."""
+    store = local_ledger_store(tmp_path)
+    memory = MemoryStore()
+    first, second = targets("a", 40), targets("a", 40, content=b"new")
+    await run(store, first)
+    await run(memory, first)
+    path = first[0].path
+    key = f"index/{shard_of(path)}.jsonl"
+    committed = await store.get(key, max_length=1 << 20)
+    torn = IndexRecord(path, 999, parse_entry(target_entry_bytes_of(first[0]))).to_line()[:-20]
+    tmp_path.joinpath(".tuf-mirror", "ledger", key).write_bytes(committed + torn)
+    ledger = LedgerLog(store, origin="o")
+    head = await ledger.head()
+    assert [record.leaf for record in await ledger.lookup(path, head)] == [
+        record.leaf for record in await LedgerLog(memory, origin="o").lookup(path, head)
+    ]
+    await run(store, second)
+    await run(memory, second)
+    assert await shard_files(store) == await shard_files(memory)
+
+
+async def test_a_committed_index_line_cut_short_is_corruption(tmp_path: Path) -> None:
+    """A shard whose last committed record lost its newline was not left so by a
+    commit (whole lines, made durable before the checkpoint moves): a lookup in it
+    raises ``LedgerCorruptError`` (exit 1)."""
+    store = local_ledger_store(tmp_path)
+    first = targets("a", 40)
+    await run(store, first)
+    key = f"index/{shard_of(first[0].path)}.jsonl"
+    shard = tmp_path.joinpath(".tuf-mirror", "ledger", key)
+    shard.write_bytes(shard.read_bytes()[:-1])
+    ledger = LedgerLog(store, origin="o")
+    with pytest.raises(LedgerCorruptError, match="a committed line without its end"):
+        await ledger.lookup(first[0].path, await ledger.head())
+
+
+async def test_a_shard_changed_since_it_was_read_is_written_whole(tmp_path: Path) -> None:
+    """When a shard is no longer the size the run read (another writer), the commit
+    does not append to it: it writes the committed lines it read and its own."""
+    store = local_ledger_store(tmp_path)
+    memory = MemoryStore()
+    first, second = targets("a", 40), targets("b", 40)
+    await run(store, first)
+    await run(memory, first)
+    witness = RunWitness(ledger=LedgerLog(store, origin="o"), now=NOW)
+    await witness.start()
+    try:
+        await witness.begin(cast("TrustedSet", _NoSnapshot()))
+        by_role: dict[str, list[tuple[TargetFile, bool]]] = {}
+        for role, target in in_role_order(first + second):
+            by_role.setdefault(role, []).append((target, True))
+        for role, items in by_role.items():
+            await witness.observe_targets(role, items)
+        key = f"index/{shard_of(second[0].path)}.jsonl"
+        shard = tmp_path.joinpath(".tuf-mirror", "ledger", key)
+        shard.write_bytes(shard.read_bytes() + b"a leftover of another writer\n")
+        await witness.after_publish()
+    finally:
+        await witness.aclose()
+    await run(memory, first + second, batch=True)
+    assert await shard_files(store) == await shard_files(memory)
+
+
+def target_entry_bytes_of(target: TargetFile) -> bytes:
+    return target_entry(
+        path=target.path,
+        length=target.length,
+        hashes=target.hashes,
+        role="bin-0",
+        role_version=0,
+        snapshot_version=None,
+        timestamp_version=None,
+        time="2026-01-02T03:04:05Z",
+    ).to_bytes()

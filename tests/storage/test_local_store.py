@@ -360,6 +360,28 @@ async def test_small_reads_share_thread_calls(
         await store.get("t/10", max_length=1)
 
 
+async def test_replace_tail_appends_in_place_only_to_the_size_read(tmp_path: Path) -> None:
+    """``replace_tail`` cuts a file of the given size to ``keep`` bytes and appends
+    (the same inode: no rewrite); a missing file or one of another size is left as
+    it is (False), and ``keep`` past the size is a caller's bug."""
+    store = LocalStore(tmp_path / "dest")
+    await store.put_bytes("d/f", b"line 1\nleftover", OPTIONS)
+    path = tmp_path / "dest" / "d" / "f"
+    inode = path.stat().st_ino
+    assert not await store.replace_tail("d/f", size=9, keep=7, data=b"line 2\n")
+    assert not await store.replace_tail("d/missing", size=15, keep=7, data=b"x")
+    assert path.read_bytes() == b"line 1\nleftover"
+    assert await store.replace_tail("d/f", size=15, keep=7, data=b"line 2\n")
+    assert path.read_bytes() == b"line 1\nline 2\n"
+    assert await store.replace_tail("d/f", size=14, keep=14, data=b"line 3\n")
+    assert path.read_bytes() == b"line 1\nline 2\nline 3\n"
+    assert path.stat().st_ino == inode
+    assert not (tmp_path / "dest" / "d" / "missing").exists()
+    with pytest.raises(ValueError, match="keep"):
+        await store.replace_tail("d/f", size=21, keep=22, data=b"")
+    await store.flush()
+
+
 async def test_a_failing_batched_write_fails_only_its_caller(tmp_path: Path) -> None:
     """In a batch, one write that fails (its parent is a file) is a StorageError for
     its own caller; the others land."""
