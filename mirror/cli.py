@@ -300,6 +300,9 @@ class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]  # argpar
         build = self.builders.pop(values[0], None)
         if build is not None:
             build()
+            # One build may add several commands' parsers (``ledger`` and ``witness``).
+            for name in [n for n in self.builders if self._name_parser_map[n] is not _PLACEHOLDER]:
+                del self.builders[name]
         super().__call__(parser, namespace, values, option_string)
 
 

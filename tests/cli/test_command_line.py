@@ -295,6 +295,9 @@ def test_only_the_parsed_commands_parser_is_built(monkeypatch: pytest.MonkeyPatc
     assert built == ["tuf-mirror", "tuf-mirror shard", "tuf-mirror shard plan"] + [
         f"tuf-mirror shard {step}" for step in ("copy", "publish")
     ]
+    parser = build_parser()  # one parser, several parses (each command built once)
+    for argv in (["witness", *_BASE], ["ledger", "checkpoint", "--dest", "d"], ["witness", *_BASE]):
+        assert parser.parse_args(argv).command == argv[0]
     text = build_parser().format_help()
     names = {command.name for command in cli.COMMANDS}
     listed = [line.split()[0] for line in text.splitlines() if line[4:5].isalpha()]
