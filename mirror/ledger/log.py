@@ -264,6 +264,10 @@ class LedgerLog:
         #: yet; a first sync looks up every path), least recently used first
         self._shards: dict[str, _Shard] = {}
         self._shards_size = -1
+        #: (size read, committed bytes, committed bytes begin it) of every shard read
+        #: at ``_shards_size``, also once its bytes left the cache: what a commit
+        #: that appends in place needs
+        self._extents: dict[str, tuple[int, int, bool]] = {}
         self._cached_bytes = 0
         #: shards being read (a second lookup of one waits for the first read)
         self._reading: dict[str, trio.Event] = {}
@@ -393,6 +397,7 @@ class LedgerLog:
 
     def _forget_shards(self, size: int) -> None:
         self._shards.clear()
+        self._extents.clear()
         self._cached_bytes = 0
         self._shards_size = size
 
@@ -423,6 +428,7 @@ class LedgerLog:
             done.set()
         if self._shards_size != size:
             return shard  # a commit moved the checkpoint meanwhile: not cached
+        self._extents[name] = (shard.raw_size, len(shard.data), shard.prefix)
         while self._shards and self._cached_bytes + len(shard.data) > _CACHE_BYTES:
             dropped = self._shards.pop(next(iter(self._shards)))
             self._cached_bytes -= len(dropped.data)
@@ -562,20 +568,26 @@ class LedgerLog:
         # in place when the store can and the shard is still the size read, else
         # the committed lines are written back as read with the new ones.
         key = _shard_key(shard)
-        cached = self._shards.get(shard) if self._shards_size == size else None
-        if cached is None:
+        name = f"ledger {self.url}: {key}"
+        current = self._shards_size == size
+        cached = self._shards.get(shard) if current else None
+        extent = self._extents.get(shard) if current else None
+        if extent is None:  # not read by this run
             raw = await self._get(key) if size else None
-            cached = _Shard.parse(raw or b"", size, f"ledger {self.url}: {key}")
+            cached = _Shard.parse(raw or b"", size, name)
+            extent = (cached.raw_size, len(cached.data), cached.prefix)
         new = b"".join(lines)
+        raw_size, committed, prefix = extent
         if (
-            cached.raw_size
-            and cached.prefix
+            raw_size
+            and prefix
             and isinstance(self.store, _TailStore)
-            and await self.store.replace_tail(
-                key, size=cached.raw_size, keep=len(cached.data), data=new
-            )
+            and await self.store.replace_tail(key, size=raw_size, keep=committed, data=new)
         ):
             return
+        if cached is None:  # read, then dropped from the cache: read again
+            raw = await self._get(key) if size else None
+            cached = _Shard.parse(raw or b"", size, name)
         await self.store.put_bytes(key, cached.data + new, _DEFERRED)
 
     # -- pending runs and evidence ---------------------------------------------------

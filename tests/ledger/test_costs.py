@@ -506,3 +506,39 @@ def target_entry_bytes_of(target: TargetFile) -> bytes:
         timestamp_version=None,
         time="2026-01-02T03:04:05Z",
     ).to_bytes()
+
+
+async def test_a_local_commit_reads_no_shard_again_when_the_cache_dropped_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard read by the run and dropped from the shard cache since (an index
+    larger than the cache) is appended to without being read again: the commit
+    needs its size, not its bytes. The shards are those of a store without appends."""
+    from mirror.ledger import log
+
+    store = local_ledger_store(tmp_path)
+    memory = MemoryStore()
+    first, second = targets("a", 60), targets("a", 60, content=b"new")
+    await run(store, first)
+    await run(memory, first)
+    monkeypatch.setattr(log, "_CACHE_BYTES", 1)  # every shard leaves the cache at once
+    gets: list[str] = []
+    real_get = LocalStore.get
+
+    async def get(self: LocalStore, key: str, *, max_length: int) -> bytes:
+        gets.append(key)
+        return await real_get(self, key, max_length=max_length)
+
+    witness = RunWitness(ledger=LedgerLog(store, origin="o"), now=NOW)
+    await witness.start()
+    try:
+        await witness.begin(cast("TrustedSet", _NoSnapshot()))
+        for role, target in in_role_order(second):
+            await witness.observe_targets(role, [(target, True)])
+        monkeypatch.setattr(LocalStore, "get", get)
+        await witness.after_publish()
+    finally:
+        await witness.aclose()
+    assert not [key for key in gets if "/index/" in key]
+    await run(memory, second, batch=True)
+    assert await shard_files(store) == await shard_files(memory)
