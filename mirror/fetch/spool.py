@@ -562,9 +562,7 @@ def _remove_partials_sync(directory: Path) -> int:
 def _write_new_file(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        atomic.write_all(fd, data)
     except BaseException:
         os.close(fd)
         _unlink_quietly(path)

@@ -52,6 +52,7 @@ __all__ = [
     "replace_file",
     "sync_directory",
     "temp_name",
+    "write_all",
     "write_atomic",
     "write_new",
     "write_temp",
@@ -60,6 +61,16 @@ __all__ = [
 #: Temporary files start with this unless a caller names them otherwise.
 TEMP_PREFIX = ".tmp-"
 _CHUNK = 1 << 20
+
+
+def write_all(fd: int, data: bytes, *, durable: bool = False) -> None:
+    """Write every byte of ``data`` to ``fd`` (``os.write`` may write less than
+    asked), then ``fsync`` it when ``durable``."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    if durable:
+        os.fsync(fd)
 
 
 def temp_name(directory: Path, *, prefix: str = TEMP_PREFIX, suffix: str = "") -> Path:
@@ -82,11 +93,7 @@ def write_temp(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if durable:
-                os.fsync(fd)
+            write_all(fd, data, durable=durable)
         finally:
             os.close(fd)
     except BaseException:
@@ -115,11 +122,7 @@ def write_new(final: Path, data: bytes, *, durable: bool = True, mode: int = 0o6
         raise OSError(errno.EOPNOTSUPP, "O_TMPFILE is not available here")
     fd = os.open(final.parent, os.O_WRONLY | _TMPFILE | os.O_CLOEXEC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if durable:
-            os.fsync(fd)
+        write_all(fd, data, durable=durable)
         try:
             # linkat(2) with AT_SYMLINK_FOLLOW through the /proc link to the open
             # file (AT_EMPTY_PATH would need a capability). The paths are absolute:

@@ -33,6 +33,19 @@ def _move(path: Path, data: bytes, durable: bool) -> None:
     atomic.move_atomic(source, path, durable=durable)
 
 
+def _fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What ``os.fsync`` is called on from now on, in order: "file" or "directory"."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append("directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
 #: how a file reaches its final name
 WAYS: dict[str, Callable[[Path, bytes, bool], None]] = {"bytes": _write, "file": _move}
 
@@ -134,14 +147,7 @@ def test_durable_writes_sync_the_file_and_the_directory(
 ) -> None:
     """A durable write ``fsync``s the file once and its directory once (after the
     rename); a deferred one syncs nothing."""
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append("directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    synced = _fsyncs(monkeypatch)
     atomic.write_atomic(tmp_path / "out", b"x", durable=durable)
 
     assert synced == ["file"] * file_syncs + ["directory"] * directory_syncs
@@ -259,13 +265,6 @@ def test_write_new_syncs_the_file_when_durable(
 ) -> None:
     """A durable ``write_new`` ``fsync``s the file before linking it; the directory
     entry is the caller's to sync."""
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append("directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    synced = _fsyncs(monkeypatch)
     assert atomic.write_new(tmp_path / "out", b"x", durable=durable)
     assert synced == ["file"] * file_syncs

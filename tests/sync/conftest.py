@@ -73,6 +73,18 @@ class Env:
         return [record.path for record in self.server.requests]
 
 
+def synced_then_one_added(env: Env) -> tuple[str, int, list[str]]:
+    """Sync, then add one target upstream: (its bin, the bin's published version,
+    the new target files)."""
+    assert env.run() == 0
+    path = "files/extra-1.txt"
+    env.repo.add_target(path, b"extra one")
+    changed_bin = env.repo.role_for_target(path)
+    old_version = env.repo.version(changed_bin)
+    written = env.publish()
+    return changed_bin, old_version, [w for w in written if w.startswith("targets/")]
+
+
 def make_repo(*, bins: int = 8, targets: int = 40, consistent: bool = True) -> Repository:
     """A small hash-bin repository with deterministic target contents."""
     repo = Repository(consistent_snapshot=consistent)

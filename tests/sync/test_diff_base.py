@@ -13,20 +13,8 @@ import pytest
 from tuf.api.metadata import TargetFile, Targets
 
 from mirror.errors import ExitStatus
-from tests.sync.conftest import Env, tree
+from tests.sync.conftest import Env, synced_then_one_added, tree
 from tuf_mirror_testing.repo import metadata_file_name
-
-
-def _changed_bin(env: Env) -> tuple[str, int, list[str]]:
-    """Sync, then add a target upstream: (its bin, the bin's published version, the
-    new target files)."""
-    assert env.run() == ExitStatus.OK
-    path = "files/extra-1.txt"
-    env.repo.add_target(path, b"extra one")
-    changed_bin = env.repo.role_for_target(path)
-    old_version = env.repo.version(changed_bin)
-    written = env.publish()
-    return changed_bin, old_version, [w for w in written if w.startswith("targets/")]
 
 
 def test_incremental_run_builds_no_target_file_for_the_diff_base(
@@ -36,7 +24,7 @@ def test_incremental_run_builds_no_target_file_for_the_diff_base(
     ``TargetFile`` objects a run builds are those of the roles python-tuf parses
     (verified roles) and the copier's one for the new target, none for the diff
     base; only the new target is fetched."""
-    _, _, new_targets = _changed_bin(env)
+    _, _, new_targets = synced_then_one_added(env)
     parsed: list[int] = []
     built: list[str] = []
     from_dict = Targets.from_dict.__func__  # type: ignore[attr-defined]
@@ -98,7 +86,7 @@ def test_refused_entry_in_the_diff_base_costs_only_presence_checks(
     ledger has no record of it) is not diffed against, with python-tuf's message in
     the warning: every target of the new version is checked for presence, only the
     new one is fetched, and the run converges to the upstream's bytes."""
-    changed_bin, old_version, new_targets = _changed_bin(env)
+    changed_bin, old_version, new_targets = synced_then_one_added(env)
     old_file = env.dest / "metadata" / metadata_file_name(changed_bin, old_version)
     document = json.loads(old_file.read_bytes())
     edit(document)

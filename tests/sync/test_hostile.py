@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mirror.errors import ExitStatus
-from tests.sync.conftest import Env, tree
+from tests.sync.conftest import Env, synced_then_one_added, tree
 from tuf_mirror_testing.repo import generate_signer, metadata_file_name, tamper_published
 from tuf_mirror_testing.server import Fault
 
@@ -228,18 +228,13 @@ def test_damaged_previous_role_only_costs_presence_checks(env: Env) -> None:
     the diff base: the run checks every target of the new version for presence
     instead, fetches only the new ones, and converges to the upstream's bytes. (With
     a record, it is TamperedDestinationError: tests/ledger/test_sync_ledger.py.)"""
-    assert env.run() == ExitStatus.OK
-    path = "files/extra-1.txt"
-    env.repo.add_target(path, b"extra one")
-    changed_bin = env.repo.role_for_target(path)
-    old_version = env.repo.version(changed_bin)
-    written = env.publish()
+    changed_bin, old_version, new_targets = synced_then_one_added(env)
     old_name = env.dest / "metadata" / metadata_file_name(changed_bin, old_version)
     old_name.write_bytes(b"not json")
     shutil.rmtree(env.dest / ".tuf-mirror" / "ledger")
     assert env.run() == ExitStatus.OK
     fetched = [p for p in env.requested() if p.startswith("/targets/")]
-    assert fetched == ["/" + w for w in written if w.startswith("targets/")]
+    assert fetched == ["/" + w for w in new_targets]
     upstream = tree(env.upstream)
     upstream[f"metadata/{metadata_file_name(changed_bin, old_version)}"] = b"not json"
     assert tree(env.dest) == upstream
