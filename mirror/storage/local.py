@@ -275,7 +275,10 @@ class LocalStore:
 
     def _put_bytes_sync(self, key: str, path: Path, data: bytes, durable: bool = True) -> None:
         self._ensure_parent(key, path)
-        if self._write_new and self._put_new(key, path, data, durable):
+        # A name taken already (timestamp.json, an unversioned role, a state file)
+        # goes straight to the replacing write: a stat, not a write thrown away.
+        new = self._write_new and not os.path.lexists(path)
+        if new and self._put_new(key, path, data, durable):
             return
         tmp = self._write_temp(key, path.parent, data, sync=durable)
         self._replace(key, tmp, path, sync=durable)

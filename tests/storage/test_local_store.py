@@ -515,13 +515,13 @@ async def test_a_new_key_is_one_link_and_an_existing_one_is_replaced(
 ) -> None:
     """A key that does not exist yet is written unnamed and linked under its name: no
     rename, no temporary name. A key that exists is replaced the usual way (a
-    temporary file renamed over it)."""
+    temporary file renamed over it), without writing an unnamed file first."""
     store = LocalStore(tmp_path)
     counts = _counting(monkeypatch, "link", "replace")
     await store.put_bytes("targets/a.bin", b"new", PutOptions(durable=False))
     assert counts == {"link": 1, "replace": 0}
     await store.put_bytes("targets/a.bin", b"newer", PutOptions(durable=False))
-    assert counts == {"link": 2, "replace": 1}  # the link found the name taken
+    assert counts == {"link": 1, "replace": 1}  # the name was taken: no link tried
     assert (tmp_path / "targets" / "a.bin").read_bytes() == b"newer"
     assert files_under(tmp_path) == {"targets/a.bin"}
 
