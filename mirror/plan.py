@@ -153,7 +153,7 @@ def _plain_entries(entries: Any) -> bool:
 
 
 def diff_targets(
-    old_targets: PublishedTargets | Mapping[str, TargetFile] | None,
+    old_targets: PublishedTargets | None,
     new_targets: Mapping[str, TargetFile],
 ) -> Iterator[TargetFile]:
     """Targets of the new role version that are new or changed (by length and hashes)
@@ -161,8 +161,6 @@ def diff_targets(
     if old_targets is None:
         yield from new_targets.values()
         return
-    if not isinstance(old_targets, PublishedTargets):
-        old_targets = PublishedTargets.from_targets(old_targets)
     entries = old_targets.entries
     for path, target in new_targets.items():
         entry = entries.get(path)
@@ -305,7 +303,7 @@ def plan_role(
     *,
     role: str,
     targets: Mapping[str, TargetFile],
-    previous: PublishedTargets | Mapping[str, TargetFile] | None,
+    previous: PublishedTargets | None,
     authority: Callable[[str, str], Authority],
     selects: Callable[[str, str], bool],
     admits: Callable[[str, TargetFile], bool] | None,

@@ -160,7 +160,7 @@ def test_diff_targets(
     """New or changed targets, by length and the whole hash dictionary only, in the
     new role's order; unchanged, removed and merely re-annotated targets are not
     fetched again (cost follows the change)."""
-    old_map = {t.path: t for t in old} if old is not None else None
+    old_map = PublishedTargets.from_targets({t.path: t for t in old}) if old is not None else None
     new_map = {t.path: t for t in new}
     changed = list(diff_targets(old_map, new_map))
     assert [t.path for t in changed] == expected

@@ -18,7 +18,14 @@ from tuf.api.metadata import Delegations, SuccinctRoles, TargetFile
 
 from mirror.errors import UnsafeNameError, VerificationError
 from mirror.filters import TargetFilter
-from mirror.plan import Decision, TargetCopy, TargetDecision, decide_target, plan_role
+from mirror.plan import (
+    Decision,
+    PublishedTargets,
+    TargetCopy,
+    TargetDecision,
+    decide_target,
+    plan_role,
+)
 from mirror.trust import Authority, DelegationMatcher, authority
 
 SHA256 = "sha256"
@@ -218,7 +225,11 @@ def _run(case: Case, *, consistent: bool) -> tuple[list[TargetDecision], Asked, 
         plan_role(
             role=case.role,
             targets=listing(*case.targets),
-            previous=listing(*case.previous) if case.previous is not None else None,
+            previous=(
+                PublishedTargets.from_targets(listing(*case.previous))
+                if case.previous is not None
+                else None
+            ),
             authority=asked.authority,
             selects=selection.selects,
             admits=asked.admits if case.policy else None,
@@ -522,7 +533,7 @@ def test_hash_bin_incremental_plans_only_the_changed_bin() -> None:
         for decision in plan_role(
             role=name,
             targets=new[name],
-            previous=old.get(name),
+            previous=PublishedTargets.from_targets(old[name]) if name in old else None,
             authority=walk,
             selects=TargetFilter().selects,
             admits=None,
