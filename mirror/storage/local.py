@@ -314,12 +314,8 @@ class LocalStore:
                 return False
             if keep < size:
                 os.ftruncate(fd, keep)
-            view = memoryview(data)
-            offset = keep
-            while view:
-                written = os.pwrite(fd, view, offset)
-                view = view[written:]
-                offset += written
+            os.lseek(fd, keep, os.SEEK_SET)
+            atomic.write_all(fd, data)
         except OSError as exc:
             raise self._error(exc, key, "write") from exc
         finally:
